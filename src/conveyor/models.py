@@ -1,0 +1,173 @@
+"""Plain frozen dataclasses users see: jobs, specs, events, logs. No I/O here."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from conveyor.retry import Backoff
+
+__all__ = [
+    "TERMINAL_STATES",
+    "UPCOMING_STATES",
+    "CronSchedule",
+    "CronSpec",
+    "Event",
+    "Job",
+    "JobSpec",
+    "JobState",
+    "LogRecord",
+    "Token",
+    "TokenResult",
+]
+
+
+class JobState(enum.StrEnum):
+    """The one state vocabulary: enum, SQL CHECK, Redis keys, CLI and dashboard."""
+
+    SCHEDULED = "scheduled"
+    """Not yet due: delayed, or waiting out a retry backoff."""
+    QUEUED = "queued"
+    """Due, waiting for a worker."""
+    RUNNING = "running"
+    """Claimed by a worker holding a lease."""
+    WAITING = "waiting"
+    """Suspended in a durable wait (``ctx.sleep`` / ``ctx.wait_for_token``)."""
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+UPCOMING_STATES = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.WAITING})
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One job for :meth:`conveyor.Queue.enqueue_many`; takes every enqueue option but
+    ``connection``. Options left as None fall back to the job definition's defaults."""
+
+    name: str
+    payload: Any = None
+    run_at: datetime | None = None
+    delay: float | timedelta | None = None
+    priority: int | None = None
+    channel: str | None = None
+    attempts: int | None = None
+    backoff: Backoff | None = None
+    timeout: float | None = None
+    kill_on_timeout: bool | None = None
+    remove_on_complete: bool | None = None
+    idempotency_key: str | None = None
+    tags: Sequence[str] = ()
+    group: str | None = None
+    tenant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A stored job, as returned by :meth:`conveyor.Queue.get_job`.
+
+    ``attempts`` counts attempts started (a drained requeue gives its attempt back);
+    ``errors`` holds one ``{"attempt", "type", "message", "traceback", "at"}`` per failure.
+    """
+
+    id: int
+    name: str
+    payload: Any
+    state: JobState
+    attempts: int
+    max_attempts: int
+    progress: int
+    result: Any
+    errors: tuple[Mapping[str, Any], ...]
+    tags: tuple[str, ...]
+    group: str | None
+    tenant: str | None
+    channel: str
+    priority: int
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    timeout: float | None = None
+    idempotency_key: str | None = None
+
+    @property
+    def last_error(self) -> Mapping[str, Any] | None:
+        """The most recent attempt's error, or None."""
+        return self.errors[-1] if self.errors else None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A lifecycle event (``enqueued``, ``started``, ``completed``, …)."""
+
+    type: str
+    job_id: int
+    job_name: str
+    tenant: str | None
+    attempt: int
+    at: datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """A line a handler wrote with ``ctx.log``, stored with the job."""
+
+    at: datetime
+    level: str
+    message: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class CronSpec:
+    """A schedule for :meth:`conveyor.Queue.sync_cron` / ``add_cron``."""
+
+    name: str
+    expression: str | None = None
+    job: str | None = None
+    payload: Any = None
+    timezone: str = "UTC"
+    every: timedelta | None = None
+    allow_overlap: bool = False
+    catch_up: timedelta | None = None
+    priority: int | None = None
+    attempts: int | None = None
+    backoff: Backoff | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CronSchedule:
+    """A stored schedule, as listed by :meth:`conveyor.Queue.list_cron`."""
+
+    name: str
+    expression: str
+    job: str
+    payload: Any
+    timezone: str
+    paused: bool
+    allow_overlap: bool
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A durable-wait token (``ctx.create_token``)."""
+
+    id: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenResult:
+    """What ``ctx.wait_for_token`` returns: ``ok=False`` when the token timed out."""
+
+    ok: bool
+    data: Any = None

@@ -1,0 +1,96 @@
+"""Backoff policies and the job control signals :class:`Retry` and :class:`Fatal` (pure)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from conveyor.errors import ValidationError
+
+__all__ = ["Backoff", "Fatal", "Retry"]
+
+
+def _seconds(value: float | timedelta, what: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds != seconds or seconds < 0:  # NaN or negative
+        raise ValidationError(f"{what} must be a number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How long to wait before the next attempt.
+
+    Build one with :meth:`fixed` or :meth:`exponential`; ``delay(attempt)`` gives the wait
+    after the given failed attempt (1-based).
+    """
+
+    kind: str
+    base: float
+    max: float | None = None
+    jitter: bool = False
+
+    @classmethod
+    def fixed(cls, delay: float | timedelta) -> Backoff:
+        """Wait the same ``delay`` seconds after every failure."""
+        return cls("fixed", _seconds(delay, "Backoff.fixed delay"))
+
+    @classmethod
+    def exponential(
+        cls, base: float | timedelta = 2.0, *, max: float | timedelta | None = None, jitter: bool = False
+    ) -> Backoff:
+        """Wait ``base ** attempt`` seconds (capped at ``max``), with optional full jitter."""
+        b = _seconds(base, "Backoff.exponential base")
+        m = None if max is None else _seconds(max, "Backoff.exponential max")
+        return cls("exponential", b, m, jitter)
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        if self.kind == "fixed":
+            d = self.base
+        else:
+            try:
+                d = float(self.base ** max(attempt, 1))
+            except OverflowError:
+                d = float("inf")
+        if self.max is not None:
+            d = min(d, self.max)
+        d = min(d, 10 * 365 * 86400.0)  # never overflow a timestamp
+        if self.jitter:
+            d = (rng or random).uniform(d / 2, d)
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form stored with the job."""
+        return {"kind": self.kind, "base": self.base, "max": self.max, "jitter": self.jitter}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Backoff:
+        """Inverse of :meth:`to_dict`."""
+        if data.get("kind") not in ("fixed", "exponential"):
+            raise ValidationError(f"unknown backoff kind {data.get('kind')!r}")
+        return cls(str(data["kind"]), float(data["base"]), data.get("max"), bool(data.get("jitter")))
+
+
+DEFAULT_BACKOFF = Backoff.exponential(2.0, max=300.0, jitter=True)
+
+
+class Retry(Exception):  # noqa: N818 - a control signal, not an error
+    """Raise from a handler to retry the job after ``delay`` seconds (default: its backoff).
+
+    The attempt counts; when no attempts remain the job fails.
+    """
+
+    def __init__(self, delay: float | timedelta | None = None, message: str = "retry requested"):
+        super().__init__(message)
+        self.delay = None if delay is None else _seconds(delay, "Retry delay")
+
+
+class Fatal(Exception):  # noqa: N818 - a control signal, not an error
+    """Raise from a handler to fail the job at once, without retrying."""
+
+    def __init__(self, message: str = "fatal"):
+        super().__init__(message)
+        self.message = message

@@ -1,0 +1,123 @@
+"""Queue settings: arguments first, then ``CONVEYOR_*`` environment variables, then defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from typing import Any
+
+from conveyor.errors import ValidationError
+
+__all__ = ["DEFAULT_URL", "Settings", "validate_identifier", "validate_name"]
+
+DEFAULT_URL = "sqlite:///conveyor.db"
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,47}$")
+
+
+def validate_identifier(value: str, what: str) -> str:
+    """A schema or key prefix: letters, digits and underscores, not starting with a digit."""
+    if not isinstance(value, str) or not _IDENT.match(value):
+        raise ValidationError(
+            f"{what} {value!r} is not allowed: use 1-48 letters, digits or underscores, "
+            "not starting with a digit"
+        )
+    return value
+
+
+def validate_name(value: object, what: str, *, max_len: int = 200) -> str:
+    """A job name, channel, tag, group, tenant or key: any non-empty unicode text without
+    control characters. It is always bound as a parameter, never spliced into SQL or Lua."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be a string, got {type(value).__name__}")
+    if not value or len(value) > max_len:
+        raise ValidationError(f"{what} must be 1-{max_len} characters, got {len(value)}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValidationError(f"{what} {value!r} contains a control character")
+    return value
+
+
+def _seconds(value: Any, what: str, *, positive: bool = True) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValidationError(f"{what} must be a number of seconds, got {value!r}") from None
+    if f != f or f < 0 or (positive and f == 0):
+        raise ValidationError(f"{what} must be {'> 0' if positive else '>= 0'} seconds, got {value!r}")
+    return f
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Validated queue settings.
+
+    Attributes:
+        url: store URL. Defaults to ``CONVEYOR_URL``, else ``sqlite:///conveyor.db``.
+        schema: Postgres schema. Defaults to ``conveyor`` (``CONVEYOR_SCHEMA``).
+        prefix: Redis key prefix. Defaults to ``conveyor`` (``CONVEYOR_PREFIX``).
+        lease: seconds a claim lives without a heartbeat. Defaults to 30.
+        heartbeat_interval: seconds between heartbeats. Defaults to ``lease / 3``.
+        sweep_interval: seconds between maintenance passes. Defaults to 1.
+        poll_interval: fallback poll when no notification arrives. Defaults to 1.
+        max_payload_bytes: UTF-8 JSON size limit of a payload. Defaults to 1 MiB.
+        keep_completed: retention of completed jobs, seconds. Defaults to 1 day.
+        keep_failed: retention of failed and cancelled jobs, seconds. Defaults to 7 days.
+    """
+
+    url: str = DEFAULT_URL
+    schema: str = "conveyor"
+    prefix: str = "conveyor"
+    lease: float = 30.0
+    heartbeat_interval: float = 10.0
+    sweep_interval: float = 1.0
+    poll_interval: float = 1.0
+    max_payload_bytes: int = 1_048_576
+    keep_completed: float = 86400.0
+    keep_failed: float = 7 * 86400.0
+
+    @classmethod
+    def resolve(cls, env: Mapping[str, str] | None = None, **given: Any) -> Settings:
+        """Build from explicit arguments (None = not given), then ``CONVEYOR_*``, then defaults."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            v = given.get(f.name)
+            if v is None:
+                raw = env.get(f"CONVEYOR_{f.name.upper()}")
+                v = raw if raw not in (None, "") else None
+            if v is not None:
+                values[f.name] = v
+        values.setdefault("url", DEFAULT_URL)
+        for key in ("lease", "sweep_interval", "poll_interval", "keep_completed", "keep_failed"):
+            if key in values:
+                values[key] = _seconds(values[key], key)
+        lease = values.get("lease", 30.0)
+        if "heartbeat_interval" in values:
+            values["heartbeat_interval"] = _seconds(values["heartbeat_interval"], "heartbeat_interval")
+        else:
+            values["heartbeat_interval"] = lease / 3
+        if values["heartbeat_interval"] >= lease:
+            raise ValidationError(
+                f"heartbeat_interval ({values['heartbeat_interval']}) must be shorter than lease ({lease})"
+            )
+        if "max_payload_bytes" in values:
+            try:
+                values["max_payload_bytes"] = int(values["max_payload_bytes"])
+            except (TypeError, ValueError):
+                raise ValidationError("max_payload_bytes must be an integer") from None
+            if values["max_payload_bytes"] <= 0:
+                raise ValidationError("max_payload_bytes must be > 0")
+        validate_identifier(values.get("schema", "conveyor"), "schema")
+        validate_identifier(values.get("prefix", "conveyor"), "prefix")
+        url = str(values["url"])
+        if not url.startswith(("sqlite:", "postgresql://", "postgres://", "redis://", "rediss://")):
+            raise ValidationError(
+                f"unsupported URL {url!r}: use sqlite:///path.db, postgresql://… or redis://…"
+            )
+        values["url"] = url
+        return cls(**values)
