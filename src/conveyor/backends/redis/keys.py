@@ -1,0 +1,173 @@
+"""Every Redis key conveyor uses, named in one place.
+
+All keys of a queue share the hash tag ``{<prefix>}`` so they live in one Redis Cluster
+slot (every script touches keys derived from that tag, which Cluster allows only when
+they hash to the same slot). The layout, with ``P = "{<prefix>}:"``:
+
+============================  ======  ====================================================
+key                           type    holds
+============================  ======  ====================================================
+``P id``                      STRING  last job id (``INCR``); ``KEYS[1]`` of every script
+``P job:<id>``                HASH    one job, fields named like the SQL columns
+``P ev:<id>``                 LIST    the job's events (JSON objects)
+``P log:<id>``                LIST    the job's log lines (JSON objects)
+``P all``                     ZSET    every job id, score = id (newest-first listing)
+``P st:<state>``              ZSET    job ids in that state, score = id (counts, listing)
+``P counts:<channel>``        HASH    state -> number of jobs of that channel
+``P channels``                SET     every channel that ever had a job
+``P ready:<channel>``         ZSET    claimable queued jobs (see :func:`order_key`)
+``P gq:<group>``              ZSET    every queued job of a group (same encoding)
+``P grep``                    HASH    group -> its one member currently in a ready set
+``P glock``                   HASH    group -> id of its running job
+``P due``                     ZSET    scheduled job ids, score = run_at
+``P wait``                    ZSET    waiting job ids, score = run_at (``+inf``: none)
+``P leases``                  ZSET    running job ids, score = lease_expires_at
+``P done:<state>``            ZSET    terminal job ids, score = finished_at (pruning)
+``P idem``                    HASH    tenant-scoped idempotency key -> job id
+``P paused``                  SET     paused channels (``*`` = all)
+``P marker``                  ZSET    wake-up marker for workers of every channel
+``P marker:<channel>``        ZSET    wake-up marker for workers of that channel
+``P events``                  STREAM  every event of the queue (``read_events``)
+``P lock:<name>``             STRING  a named lease (``owner|expires_at``)
+``P crons``                   SET     cron schedule names
+``P cron:<name>``             HASH    one cron schedule
+============================  ======  ====================================================
+
+User data (channels, groups, lock and cron names) only ever appears as the *suffix* of a
+key family, so two different values can never name the same key. The Lua scripts build
+keys with the same table (:func:`lua_prelude` renders it), so Python and Lua cannot drift.
+"""
+
+from __future__ import annotations
+
+import struct
+
+__all__ = ["FAMILIES", "FIXED", "Keys", "base", "lua_prelude", "order_key", "scan_pattern"]
+
+FIXED: dict[str, str] = {
+    "id": "id",
+    "all": "all",
+    "channels": "channels",
+    "grep": "grep",
+    "glock": "glock",
+    "due": "due",
+    "wait": "wait",
+    "leases": "leases",
+    "idem": "idem",
+    "paused": "paused",
+    "marker": "marker",
+    "stream": "events",
+    "crons": "crons",
+}
+"""Keys without a variable part: Python/Lua name -> key suffix."""
+
+FAMILIES: dict[str, str] = {
+    "job": "job:",
+    "events": "ev:",
+    "logs": "log:",
+    "state": "st:",
+    "counts": "counts:",
+    "ready": "ready:",
+    "gq": "gq:",
+    "done": "done:",
+    "marker_ch": "marker:",
+    "lock": "lock:",
+    "cron": "cron:",
+}
+"""Key families with a variable suffix: Python/Lua name -> key infix."""
+
+
+def base(prefix: str) -> str:
+    """The common start of every key of the queue: ``{<prefix>}:``."""
+    return "{" + prefix + "}:"
+
+
+def scan_pattern(prefix: str) -> str:
+    """A ``SCAN MATCH`` pattern for every key of the queue (for clean-up scripts)."""
+    return base(prefix) + "*"
+
+
+def order_key(run_at: float) -> str:
+    """16 hex digits that sort (as bytes) exactly like ``run_at`` sorts as a float.
+
+    The IEEE-754 bits of a double, with the sign bit flipped for positive numbers and all
+    bits flipped for negative ones, order like the numbers themselves; no precision is
+    lost (a decimal fixed-point encoding would round sub-millisecond differences).
+    """
+    (bits,) = struct.unpack(">Q", struct.pack(">d", float(run_at)))
+    bits = bits ^ 0xFFFFFFFFFFFFFFFF if bits >> 63 else bits | (1 << 63)
+    return f"{bits:016x}"
+
+
+class Keys:
+    """Key names of one queue (the Python side of the layout in the module docstring)."""
+
+    __slots__ = ("base",)
+
+    def __init__(self, prefix: str) -> None:
+        self.base = base(prefix)
+
+    def fixed(self, name: str) -> str:
+        """A key without a variable part, by its :data:`FIXED` name."""
+        return self.base + FIXED[name]
+
+    def _family(self, name: str, suffix: str | int) -> str:
+        return self.base + FAMILIES[name] + str(suffix)
+
+    def job(self, job_id: int | str) -> str:
+        return self._family("job", job_id)
+
+    def events(self, job_id: int | str) -> str:
+        return self._family("events", job_id)
+
+    def logs(self, job_id: int | str) -> str:
+        return self._family("logs", job_id)
+
+    def state(self, state: str) -> str:
+        return self._family("state", state)
+
+    def counts(self, channel: str) -> str:
+        return self._family("counts", channel)
+
+    def ready(self, channel: str) -> str:
+        return self._family("ready", channel)
+
+    def marker_ch(self, channel: str) -> str:
+        return self._family("marker_ch", channel)
+
+    def cron(self, name: str) -> str:
+        return self._family("cron", name)
+
+    @property
+    def id(self) -> str:
+        return self.fixed("id")
+
+    @property
+    def channels(self) -> str:
+        return self.fixed("channels")
+
+    @property
+    def paused(self) -> str:
+        return self.fixed("paused")
+
+    @property
+    def marker(self) -> str:
+        return self.fixed("marker")
+
+    @property
+    def stream(self) -> str:
+        return self.fixed("stream")
+
+    @property
+    def crons(self) -> str:
+        return self.fixed("crons")
+
+
+def lua_prelude() -> str:
+    """Lua that defines ``K``, the same key layout, from the base ``P`` (``ARGV[1]``)."""
+    lines = ["-- generated by conveyor.backends.redis.keys.lua_prelude()", "local K = {}"]
+    for name, suffix in FIXED.items():
+        lines.append(f'K.{name} = P .. "{suffix}"')
+    for name, infix in FAMILIES.items():
+        lines.append(f'K.{name} = function(x) return P .. "{infix}" .. x end')
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,234 @@
+-- Named queries of the SQLite backend. Parameters are bound by name; list-valued filters
+-- arrive as JSON arrays and are read with json_each, so the SQL text never changes.
+
+-- name: insert_job
+INSERT INTO conveyor_jobs (name, channel, payload, state, priority, run_at, created_at,
+    max_attempts, tags, group_key, tenant, idempotency_key, options, remove_on_complete)
+VALUES (:name, :channel, :payload, :state, :priority, :run_at, :now,
+    :max_attempts, :tags, :group_key, :tenant, :idempotency_key, :options, :remove_on_complete)
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: find_idempotent
+SELECT id FROM conveyor_jobs
+WHERE coalesce(tenant, '') = coalesce(:tenant, '') AND idempotency_key = :idempotency_key
+
+-- name: insert_event
+INSERT INTO conveyor_events (job_id, type, job_name, tenant, attempt, at, data)
+VALUES (:job_id, :type, :job_name, :tenant, :attempt, :at, :data)
+
+-- name: claim_candidates
+SELECT id, group_key FROM conveyor_jobs AS j
+WHERE state = 'queued' AND run_at <= :now
+  AND (:channels IS NULL OR channel IN (SELECT value FROM json_each(:channels)))
+  AND (:include IS NULL OR name IN (SELECT value FROM json_each(:include)))
+  AND (:exclude IS NULL OR name NOT IN (SELECT value FROM json_each(:exclude)))
+  AND NOT EXISTS (SELECT 1 FROM conveyor_paused AS p WHERE p.channel IN (j.channel, '*'))
+  AND (group_key IS NULL OR NOT EXISTS (
+        SELECT 1 FROM conveyor_jobs AS r WHERE r.group_key = j.group_key AND r.state = 'running'))
+ORDER BY priority, run_at, id
+LIMIT :scan
+
+-- name: claim_mark
+UPDATE conveyor_jobs
+SET state = 'running', attempts = attempts + 1, lease_token = :token,
+    lease_expires_at = :lease_expires_at, started_at = :now, worker_id = :worker_id,
+    cancel_requested = 0
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'queued'
+RETURNING id, name, payload, attempts, max_attempts, channel, priority, tenant, group_key,
+    tags, options, run_at, created_at, remove_on_complete
+
+-- name: claim_events
+INSERT INTO conveyor_events (job_id, type, job_name, tenant, attempt, at, data)
+SELECT id, 'started', name, tenant, attempts, :now, NULL
+FROM conveyor_jobs WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- name: finish
+UPDATE conveyor_jobs
+SET state = :state,
+    result = coalesce(:result, result),
+    errors = CASE WHEN :error IS NULL THEN errors
+                  ELSE json_insert(coalesce(errors, '[]'), '$[#]', json(:error)) END,
+    attempts = attempts - :refund,
+    run_at = coalesce(:run_at, run_at),
+    finished_at = CASE WHEN :state IN ('completed', 'failed', 'cancelled') THEN :at ELSE NULL END,
+    progress = CASE WHEN :state = 'completed' THEN 100 ELSE progress END,
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+    cancel_requested = CASE WHEN :state IN ('queued', 'scheduled') THEN 0 ELSE cancel_requested END
+WHERE id = :job_id AND state = 'running' AND lease_token = :token
+  AND (:expired_before IS NULL OR lease_expires_at <= :expired_before)
+RETURNING name, tenant, attempts
+
+-- name: finish_remove
+DELETE FROM conveyor_jobs
+WHERE id = :job_id AND state = 'running' AND lease_token = :token
+  AND (:expired_before IS NULL OR lease_expires_at <= :expired_before)
+RETURNING name, tenant, attempts
+
+-- name: delete_job_children
+DELETE FROM conveyor_logs WHERE job_id = :job_id
+
+-- name: heartbeat
+UPDATE conveyor_jobs SET lease_expires_at = :lease_expires_at
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'running'
+  AND lease_token = json_extract(:tokens, '$."' || id || '"')
+RETURNING id, cancel_requested
+
+-- name: cancel_requests
+SELECT id FROM conveyor_jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'running' AND cancel_requested = 1
+
+-- name: set_progress
+UPDATE conveyor_jobs SET progress = :progress
+WHERE id = :job_id AND state = 'running' AND lease_token = :token
+RETURNING name, tenant, attempts
+
+-- name: insert_log
+INSERT INTO conveyor_logs (job_id, at, level, message, attempt)
+VALUES (:job_id, :at, :level, :message, :attempt)
+
+-- name: expired_leases
+SELECT id, lease_token, name, tenant, attempts, max_attempts, options, cancel_requested
+FROM conveyor_jobs
+WHERE state = 'running' AND lease_expires_at <= :now
+ORDER BY lease_expires_at
+LIMIT :limit
+
+-- name: promote_due
+UPDATE conveyor_jobs SET state = 'queued'
+WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'scheduled' AND run_at <= :until
+             ORDER BY run_at LIMIT :limit)
+RETURNING run_at
+
+-- name: prune_ids
+SELECT id FROM conveyor_jobs WHERE state = :state AND finished_at < :before LIMIT :limit
+
+-- name: delete_jobs
+DELETE FROM conveyor_jobs WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- name: delete_events_of
+DELETE FROM conveyor_events WHERE job_id IN (SELECT value FROM json_each(:ids))
+
+-- name: delete_logs_of
+DELETE FROM conveyor_logs WHERE job_id IN (SELECT value FROM json_each(:ids))
+
+-- name: prune_orphan_events
+DELETE FROM conveyor_events WHERE id IN (
+    SELECT e.id FROM conveyor_events AS e
+    WHERE e.at < :before AND NOT EXISTS (SELECT 1 FROM conveyor_jobs AS j WHERE j.id = e.job_id)
+    LIMIT :limit)
+
+-- name: acquire_lock
+INSERT INTO conveyor_locks (name, owner, expires_at) VALUES (:name, :owner, :expires_at)
+ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+WHERE conveyor_locks.owner = excluded.owner OR conveyor_locks.expires_at <= :now
+RETURNING owner
+
+-- name: release_lock
+DELETE FROM conveyor_locks WHERE name = :name AND owner = :owner
+
+-- name: get_job
+SELECT * FROM conveyor_jobs WHERE id = :job_id
+
+-- name: list_jobs
+SELECT * FROM conveyor_jobs AS j
+WHERE (:state IS NULL OR state = :state)
+  AND (:name IS NULL OR name = :name)
+  AND (:channel IS NULL OR channel = :channel)
+  AND (:tenant IS NULL OR tenant = :tenant)
+  AND (:before_id IS NULL OR id < :before_id)
+  AND (:tags IS NULL OR CASE :tag_mode
+        WHEN 'any' THEN EXISTS (SELECT 1 FROM json_each(j.tags) AS t
+                                WHERE t.value IN (SELECT value FROM json_each(:tags)))
+        WHEN 'none' THEN NOT EXISTS (SELECT 1 FROM json_each(j.tags) AS t
+                                WHERE t.value IN (SELECT value FROM json_each(:tags)))
+        WHEN 'all' THEN (SELECT count(DISTINCT t.value) FROM json_each(j.tags) AS t
+                         WHERE t.value IN (SELECT value FROM json_each(:tags)))
+                        = (SELECT count(DISTINCT value) FROM json_each(:tags))
+        WHEN 'exact' THEN (SELECT count(DISTINCT t.value) FROM json_each(j.tags) AS t
+                           WHERE t.value IN (SELECT value FROM json_each(:tags)))
+                          = (SELECT count(DISTINCT value) FROM json_each(:tags))
+                      AND (SELECT count(DISTINCT t.value) FROM json_each(j.tags) AS t)
+                          = (SELECT count(DISTINCT value) FROM json_each(:tags))
+        END)
+  AND (:upcoming = 0 OR state IN ('scheduled', 'queued', 'waiting'))
+ORDER BY id DESC
+LIMIT :limit
+
+-- name: counts
+SELECT state, count(*) AS n FROM conveyor_jobs
+WHERE (:channel IS NULL OR channel = :channel)
+GROUP BY state
+
+-- name: cancel_upcoming
+UPDATE conveyor_jobs SET state = 'cancelled', finished_at = :now
+WHERE id = :job_id AND state IN ('scheduled', 'queued', 'waiting')
+RETURNING name, tenant, attempts
+
+-- name: cancel_running
+UPDATE conveyor_jobs SET cancel_requested = 1
+WHERE id = :job_id AND state = 'running'
+RETURNING id
+
+-- name: job_state
+SELECT state FROM conveyor_jobs WHERE id = :job_id
+
+-- name: retry
+UPDATE conveyor_jobs
+SET state = 'queued', attempts = 0, run_at = :now, finished_at = NULL, started_at = NULL,
+    progress = 0, cancel_requested = 0, result = NULL
+WHERE id = :job_id AND state IN ('failed', 'cancelled')
+RETURNING name, tenant
+
+-- name: pause
+INSERT INTO conveyor_paused (channel) VALUES (:channel) ON CONFLICT DO NOTHING
+
+-- name: resume
+DELETE FROM conveyor_paused WHERE channel = :channel
+
+-- name: resume_all
+DELETE FROM conveyor_paused
+
+-- name: paused
+SELECT channel FROM conveyor_paused
+
+-- name: get_logs
+SELECT at, level, message, attempt FROM conveyor_logs WHERE job_id = :job_id ORDER BY id
+
+-- name: get_events
+SELECT type, job_id, job_name, tenant, attempt, at, data FROM conveyor_events
+WHERE job_id = :job_id ORDER BY id
+
+-- name: read_events
+SELECT id, type, job_id, job_name, tenant, attempt, at, data FROM conveyor_events
+WHERE id > :after ORDER BY id LIMIT :limit
+
+-- name: max_event_id
+SELECT coalesce(max(id), 0) FROM conveyor_events
+
+-- name: upsert_cron
+INSERT INTO conveyor_cron (name, expression, job, payload, timezone, paused, allow_overlap,
+    catch_up, options, next_run_at, last_run_at, last_job_id)
+VALUES (:name, :expression, :job, :payload, :timezone, :paused, :allow_overlap,
+    :catch_up, :options, :next_run_at, :last_run_at, :last_job_id)
+ON CONFLICT (name) DO UPDATE SET expression = excluded.expression, job = excluded.job,
+    payload = excluded.payload, timezone = excluded.timezone, paused = excluded.paused,
+    allow_overlap = excluded.allow_overlap, catch_up = excluded.catch_up,
+    options = excluded.options, next_run_at = excluded.next_run_at
+
+-- name: list_cron
+SELECT * FROM conveyor_cron ORDER BY name
+
+-- name: delete_cron
+DELETE FROM conveyor_cron WHERE name IN (SELECT value FROM json_each(:names))
+
+-- name: set_cron_paused
+UPDATE conveyor_cron SET paused = :paused, next_run_at = coalesce(:next_run_at, next_run_at)
+WHERE name = :name
+
+-- name: cron_cas
+UPDATE conveyor_cron SET next_run_at = :new_next, last_run_at = :tick
+WHERE name = :name AND next_run_at = :expected_next AND paused = 0
+
+-- name: cron_set_last_job
+UPDATE conveyor_cron SET last_job_id = :job_id WHERE name = :name

@@ -1,0 +1,94 @@
+-- conveyor's SQLite schema. Applied by SQLiteBackend.migrate(); every statement is
+-- idempotent. Times are epoch seconds (REAL). JSON columns hold JSON text.
+
+CREATE TABLE IF NOT EXISTS conveyor_jobs (
+    id                 INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: ids are handed out
+    name               TEXT    NOT NULL,
+    channel            TEXT    NOT NULL,
+    payload            TEXT    NOT NULL,
+    state              TEXT    NOT NULL CHECK (state IN ('scheduled', 'queued', 'running',
+                                   'waiting', 'completed', 'failed', 'cancelled')),
+    priority           INTEGER NOT NULL,
+    run_at             REAL    NOT NULL,
+    created_at         REAL    NOT NULL,
+    started_at         REAL,
+    finished_at        REAL,
+    attempts           INTEGER NOT NULL DEFAULT 0,
+    max_attempts       INTEGER NOT NULL,
+    progress           INTEGER NOT NULL DEFAULT 0,
+    result             TEXT,
+    errors             TEXT,                       -- JSON array of error records
+    tags               TEXT,                       -- JSON array of strings
+    group_key          TEXT,
+    tenant             TEXT,
+    idempotency_key    TEXT,
+    options            TEXT,                       -- JSON object of per-job overrides
+    remove_on_complete INTEGER NOT NULL DEFAULT 0,
+    lease_token        TEXT,
+    lease_expires_at   REAL,
+    worker_id          TEXT,
+    cancel_requested   INTEGER NOT NULL DEFAULT 0
+);
+
+-- The claim reads only this partial index, however many finished rows the table holds.
+CREATE INDEX IF NOT EXISTS conveyor_jobs_ready
+    ON conveyor_jobs (priority, run_at, id) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS conveyor_jobs_scheduled
+    ON conveyor_jobs (run_at) WHERE state = 'scheduled';
+CREATE INDEX IF NOT EXISTS conveyor_jobs_running
+    ON conveyor_jobs (lease_expires_at) WHERE state = 'running';
+CREATE INDEX IF NOT EXISTS conveyor_jobs_group_running
+    ON conveyor_jobs (group_key) WHERE state = 'running' AND group_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS conveyor_jobs_finished
+    ON conveyor_jobs (state, finished_at) WHERE state IN ('completed', 'failed', 'cancelled');
+CREATE INDEX IF NOT EXISTS conveyor_jobs_name ON conveyor_jobs (name, id);
+-- Idempotency: the store rejects a second row with the same (tenant, key), race-free.
+CREATE UNIQUE INDEX IF NOT EXISTS conveyor_jobs_idempotency
+    ON conveyor_jobs (coalesce(tenant, ''), idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS conveyor_events (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,  -- the cursor of Queue.events()
+    job_id   INTEGER NOT NULL,
+    type     TEXT    NOT NULL,
+    job_name TEXT    NOT NULL,
+    tenant   TEXT,
+    attempt  INTEGER NOT NULL,
+    at       REAL    NOT NULL,
+    data     TEXT
+);
+CREATE INDEX IF NOT EXISTS conveyor_events_job ON conveyor_events (job_id, id);
+
+CREATE TABLE IF NOT EXISTS conveyor_logs (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id  INTEGER NOT NULL,
+    at      REAL    NOT NULL,
+    level   TEXT    NOT NULL,
+    message TEXT    NOT NULL,
+    attempt INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conveyor_logs_job ON conveyor_logs (job_id, id);
+
+CREATE TABLE IF NOT EXISTS conveyor_paused (
+    channel TEXT PRIMARY KEY  -- '*' pauses every channel
+);
+
+CREATE TABLE IF NOT EXISTS conveyor_locks (
+    name       TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS conveyor_cron (
+    name          TEXT PRIMARY KEY,
+    expression    TEXT    NOT NULL,
+    job           TEXT    NOT NULL,
+    payload       TEXT    NOT NULL,
+    timezone      TEXT    NOT NULL,
+    paused        INTEGER NOT NULL DEFAULT 0,
+    allow_overlap INTEGER NOT NULL DEFAULT 0,
+    catch_up      REAL,
+    options       TEXT,
+    next_run_at   REAL,
+    last_run_at   REAL,
+    last_job_id   INTEGER
+);

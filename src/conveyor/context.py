@@ -1,0 +1,156 @@
+"""The Context handed to every handler: progress, logs, cancellation, timeout control."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from conveyor.errors import ValidationError
+
+__all__ = ["Context", "JobLogger"]
+
+
+class _Done:
+    """An already-finished awaitable (what set_progress returns outside the event loop)."""
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return iter(())
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR, "critical": logging.CRITICAL}  # fmt: skip
+_pylog = logging.getLogger("conveyor.job")
+
+
+class JobLogger:
+    """``ctx.log``: lines stored with the job (``queue.get_job_logs``) and also sent to the
+    ``conveyor.job`` Python logger."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: Context):
+        self._ctx = ctx
+
+    def _write(self, level: str, message: object, *args: object) -> None:
+        text = str(message) % args if args else str(message)
+        self._ctx._logs.append((self._ctx._clock(), level, text))
+        if _pylog.isEnabledFor(_LEVELS[level]):
+            _pylog.log(_LEVELS[level], "[%s #%s] %s", self._ctx.name, self._ctx.job_id, text)
+
+    def debug(self, message: object, *args: object) -> None:
+        self._write("debug", message, *args)
+
+    def info(self, message: object, *args: object) -> None:
+        self._write("info", message, *args)
+
+    def warning(self, message: object, *args: object) -> None:
+        self._write("warning", message, *args)
+
+    def error(self, message: object, *args: object) -> None:
+        self._write("error", message, *args)
+
+    def critical(self, message: object, *args: object) -> None:
+        self._write("critical", message, *args)
+
+
+class Context:
+    """What a handler gets besides its payload.
+
+    Attributes:
+        job_id: the job's id.
+        name: the job's name.
+        attempt: this attempt's number (1-based).
+        max_attempts: total attempts allowed.
+        tenant, channel, tags, priority: as enqueued.
+        schedule: the cron schedule's name when a schedule enqueued the job, else None.
+        scheduled_for: the schedule tick this run is for (aware UTC datetime), else None.
+    """
+
+    def __init__(
+        self,
+        *,
+        job_id: int,
+        name: str,
+        attempt: int,
+        max_attempts: int,
+        tenant: str | None,
+        channel: str,
+        tags: tuple[str, ...],
+        priority: int,
+        clock: Callable[[], float],
+        progress: Callable[[int], Awaitable[None]],
+        deadline: float | None,
+        schedule: str | None = None,
+        scheduled_for: datetime | None = None,
+    ):
+        self.job_id = job_id
+        self.name = name
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self.tenant = tenant
+        self.channel = channel
+        self.tags = tags
+        self.priority = priority
+        self.schedule = schedule
+        self.scheduled_for = scheduled_for
+        self._clock = clock
+        self._progress = progress
+        self._logs: list[tuple[float, str, str]] = []
+        self._cancelled = False
+        self.cancel_reason: str | None = None
+        # Monotonic deadline: extend_timeout moves it; the executor watches it.
+        self._deadline = deadline
+        self.log = JobLogger(self)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled, timed out, or the worker is stopping it."""
+        return self._cancelled
+
+    def _cancel(self, reason: str) -> None:
+        if not self._cancelled:
+            self._cancelled = True
+            self.cancel_reason = reason
+
+    def set_progress(self, progress: int | float) -> Awaitable[None]:
+        """Persist progress, 0..100 (a ``progress`` event is stored and emitted).
+
+        ``await ctx.set_progress(50)`` in async handlers; in a plain ``def`` handler (a
+        worker thread) call ``ctx.set_progress(50)``: it returns once stored.
+        """
+        if isinstance(progress, bool) or not isinstance(progress, int | float) or not 0 <= progress <= 100:
+            raise ValidationError(f"progress must be a number from 0 to 100, got {progress!r}")
+        coro = self._progress(int(progress))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            if self._loop is None:
+                asyncio.run(coro)  # type: ignore[arg-type]
+            else:
+                asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)  # type: ignore[arg-type]
+            return _Done()
+        return asyncio.ensure_future(coro)
+
+    def extend_timeout(self, seconds: float | timedelta) -> None:
+        """Push the deadline to ``seconds`` from now (no-op for jobs without a timeout)."""
+        if isinstance(seconds, timedelta):
+            seconds = seconds.total_seconds()
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+            raise ValidationError(f"extend_timeout needs seconds > 0, got {seconds!r}")
+        if self._deadline is not None:
+            self._deadline = max(self._deadline, time.monotonic() + float(seconds))
+
+    @property
+    def deadline(self) -> float | None:
+        """Monotonic deadline of this attempt (None: no timeout)."""
+        return self._deadline
+
+    def __repr__(self) -> str:
+        return f"<Context job={self.name!r} id={self.job_id} attempt={self.attempt}/{self.max_attempts}>"
+
+    def _extra(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "name": self.name}

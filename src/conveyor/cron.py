@@ -1,0 +1,187 @@
+"""Cron and interval schedules: storing them and firing each tick exactly once.
+
+Policy lives here (which tick is next, what a missed tick means, overlap); the backend's
+``fire_cron`` is a compare-and-swap on the schedule's ``next_run_at`` done in the same
+transaction as the job's insert, so any number of processes can run this at once and a
+tick fires once, also when a clock steps back (the stored next tick stays in the future).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from conveyor.backends.base import Backend, CronFire, CronRecord
+from conveyor.errors import ValidationError
+from conveyor.models import UPCOMING_STATES, CronSchedule, CronSpec, JobSpec, JobState
+from conveyor.retry import Backoff
+from conveyor.scheduling import compile_schedule
+from conveyor.settings import validate_name
+
+if TYPE_CHECKING:
+    from conveyor.queue import Queue
+
+__all__ = ["fire_due", "sync_definition_schedules"]
+
+log = logging.getLogger("conveyor")
+
+#: A tick counts as on time when found within this many seconds; older ticks were missed
+#: (nothing was running) and are not replayed unless the schedule's ``catch_up`` allows.
+MISFIRE_GRACE = 60.0
+
+
+def _record(spec: CronSpec, queue: Queue, existing: CronRecord | None, now: float) -> CronRecord:
+    name = validate_name(spec.name, "schedule name")
+    job = validate_name(spec.job or spec.name, "job name")
+    if spec.expression is None and spec.every is None:
+        raise ValidationError(f"schedule {name!r} needs an expression or every=")
+    schedule = compile_schedule(spec.expression, every=spec.every, timezone=spec.timezone)
+    try:
+        payload = json.dumps({} if spec.payload is None else spec.payload, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"schedule {name!r}: payload is not JSON-serialisable: {exc}") from None
+    options: dict[str, Any] = {}
+    if spec.priority is not None:
+        options["priority"] = spec.priority
+    if spec.attempts is not None:
+        options["attempts"] = spec.attempts
+    if spec.backoff is not None:
+        if not isinstance(spec.backoff, Backoff):
+            raise ValidationError("backoff must be a conveyor.Backoff")
+        options["backoff"] = spec.backoff.to_dict()
+    # Validate the job options now, not at the first tick.
+    queue._prepare(JobSpec(job, json.loads(payload), priority=spec.priority, attempts=spec.attempts,
+                           backoff=spec.backoff), now)  # fmt: skip
+    catch_up = None
+    if spec.catch_up is not None:
+        catch_up = spec.catch_up.total_seconds() if isinstance(spec.catch_up, timedelta) else float(spec.catch_up)
+        if catch_up < 0:
+            raise ValidationError(f"schedule {name!r}: catch_up must be >= 0")
+    same = (
+        existing is not None
+        and existing.expression == schedule.expression
+        and existing.timezone == spec.timezone
+        and existing.next_run_at is not None
+    )
+    next_run_at = existing.next_run_at if same and existing else schedule.next_after(now)
+    return CronRecord(
+        name=name,
+        expression=schedule.expression,
+        job=job,
+        payload=payload,
+        timezone=spec.timezone,
+        paused=existing.paused if existing is not None else False,
+        allow_overlap=spec.allow_overlap,
+        catch_up=catch_up,
+        options=json.dumps(options) if options else None,
+        next_run_at=next_run_at,
+        last_run_at=existing.last_run_at if existing else None,
+        last_job_id=existing.last_job_id if existing else None,
+    )
+
+
+async def upsert(queue: Queue, specs: Sequence[CronSpec]) -> list[CronRecord]:
+    backend = await queue._ready()
+    now = queue.clock.now()
+    existing = {r.name: r for r in await backend.list_cron()}
+    records = [_record(spec, queue, existing.get(spec.name), now) for spec in specs]  # validate all first
+    for record in records:
+        await backend.upsert_cron(record)
+    return records
+
+
+async def sync_definition_schedules(queue: Queue) -> None:
+    specs = [
+        CronSpec(d.name, d.cron, job=d.name, timezone=d.timezone, every=d.every,
+                 allow_overlap=d.allow_overlap, catch_up=d.catch_up)  # fmt: skip
+        for d in queue.definitions.values()
+        if d.cron is not None or d.every is not None
+    ]
+    if specs:
+        await upsert(queue, specs)
+
+
+async def list_schedules(queue: Queue) -> list[CronSchedule]:
+    backend = await queue._ready()
+    return [r.to_schedule() for r in await backend.list_cron()]
+
+
+async def set_paused(queue: Queue, name: str, paused: bool) -> None:
+    backend = await queue._ready()
+    records = {r.name: r for r in await backend.list_cron()}
+    record = records.get(name)
+    if record is None:
+        raise ValidationError(f"no schedule named {name!r}")
+    next_run_at = None
+    if not paused:  # ticks missed while paused are not replayed
+        next_run_at = compile_schedule(record.expression, timezone=record.timezone).next_after(queue.clock.now())
+    await backend.set_cron_paused(name, paused, next_run_at)
+
+
+async def fire_due(queue: Queue, backend: Backend, now: float) -> int:
+    """Fire every schedule tick that is due; returns how many jobs were enqueued."""
+    fired = 0
+    for record in await backend.list_cron():
+        if record.paused or record.next_run_at is None or record.next_run_at > now:
+            continue
+        try:
+            fired += await _fire_schedule(queue, backend, record, now)
+        except ValidationError as exc:
+            log.error("schedule %r cannot fire: %s", record.name, exc)
+    return fired
+
+
+async def _fire_schedule(queue: Queue, backend: Backend, record: CronRecord, now: float) -> int:
+    schedule = compile_schedule(record.expression, timezone=record.timezone)
+    tick = record.next_run_at
+    fired = 0
+    last_job_id = record.last_job_id
+    while tick is not None and tick <= now:
+        late = now - tick
+        replay = record.catch_up is not None and late <= record.catch_up
+        if late > MISFIRE_GRACE and not replay:
+            # Missed while nothing ran: skip to the next future tick without enqueueing.
+            await backend.fire_cron(CronFire(record.name, tick, schedule.next_after(now),
+                                             record.last_run_at or tick, None, now))  # fmt: skip
+            return fired
+        new_next = schedule.next_after(tick)
+        job = None
+        if record.allow_overlap or not await _unfinished(backend, last_job_id):
+            job = _build_job(queue, record, tick, now, replayed=late > MISFIRE_GRACE)
+        won, job_id = await backend.fire_cron(CronFire(record.name, tick, new_next, tick, job, now))
+        if not won:
+            return fired  # another process fired this tick
+        if job_id is not None:
+            fired += 1
+            last_job_id = job_id
+            queue._emit("cron_fired", job_id, record.job, None, 0, {"schedule": record.name, "tick": tick})
+            queue._emit("enqueued", job_id, record.job, None, 0)
+        else:
+            log.info("schedule %r skipped tick %s: the previous run is unfinished", record.name, tick)
+        tick = new_next
+    return fired
+
+
+async def _unfinished(backend: Backend, job_id: int | None) -> bool:
+    if job_id is None:
+        return False
+    job = await backend.get_job(job_id)
+    return job is not None and (job.state in UPCOMING_STATES or job.state is JobState.RUNNING)
+
+
+def _build_job(queue: Queue, record: CronRecord, tick: float, now: float, *, replayed: bool) -> Any:
+    options = json.loads(record.options) if record.options else {}
+    backoff = Backoff.from_dict(options["backoff"]) if "backoff" in options else None
+    spec = JobSpec(
+        record.job,
+        json.loads(record.payload),
+        priority=options.get("priority"),
+        attempts=options.get("attempts"),
+        backoff=backoff,
+        idempotency_key=f"cron:{record.name}:{tick!r}",
+    )
+    cron_info = {"schedule": record.name, "tick": tick, "replayed": replayed}
+    return queue._prepare(spec, now, extra_options={"cron": cron_info})

@@ -1,0 +1,105 @@
+"""Job definitions: what ``@queue.job(...)`` registers."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import ValidationError
+from conveyor.retry import Backoff
+from conveyor.settings import validate_name
+
+if TYPE_CHECKING:
+    from conveyor.queue import Queue
+
+__all__ = ["JobDefinition", "check_priority"]
+
+PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
+
+
+def check_priority(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"priority must be an int, got {value!r}")
+    if not PRIORITY_MIN <= value <= PRIORITY_MAX:
+        raise ValidationError(f"priority {value} is out of range {PRIORITY_MIN}..{PRIORITY_MAX}")
+    return value
+
+
+def check_attempts(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
+        raise ValidationError(f"attempts must be an int from 1 to 10000, got {value!r}")
+    return value
+
+
+def check_timeout(value: object) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValidationError(f"timeout must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def check_backoff(value: object) -> Backoff:
+    if not isinstance(value, Backoff):
+        raise ValidationError(
+            "backoff must be a conveyor.Backoff (Backoff.fixed(...) or Backoff.exponential(...))"
+        )
+    return value
+
+
+@dataclass(eq=False)
+class JobDefinition:
+    """A registered job: its handler and defaults. Returned by ``@queue.job(...)``.
+
+    Call ``await definition.enqueue(payload, **options)`` to enqueue it; calling the
+    definition itself runs the handler function directly (handy in unit tests).
+    """
+
+    queue: Queue
+    name: str
+    fn: Callable[..., Any]
+    channel: str = "default"
+    attempts: int = 1
+    backoff: Backoff | None = None
+    timeout: float | None = None
+    priority: int = 0
+    kill_on_timeout: bool = False
+    remove_on_complete: bool = False
+    cron: str | None = None
+    every: timedelta | None = None
+    timezone: str = "UTC"
+    allow_overlap: bool = False
+    catch_up: timedelta | None = None
+    is_async: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        validate_name(self.name, "job name")
+        validate_name(self.channel, "channel")
+        check_attempts(self.attempts)
+        check_priority(self.priority)
+        if self.backoff is not None:
+            check_backoff(self.backoff)
+        if self.timeout is not None:
+            self.timeout = check_timeout(self.timeout)
+        if not callable(self.fn):
+            raise ValidationError(f"job {self.name!r}: handler must be callable")
+        if self.cron is not None and self.every is not None:
+            raise ValidationError(f"job {self.name!r}: give cron= or every=, not both")
+        fn = inspect.unwrap(self.fn)
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
+        )
+
+    async def enqueue(self, payload: Any = None, **options: Any) -> int:
+        """Enqueue this job; takes every option of :meth:`conveyor.Queue.enqueue`."""
+        return await self.queue.enqueue(self.name, payload, **options)
+
+    def enqueue_sync(self, payload: Any = None, **options: Any) -> int:
+        """Enqueue from sync code; see :meth:`conveyor.Queue.enqueue_sync`."""
+        return self.queue.enqueue_sync(self.name, payload, **options)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)

@@ -1,0 +1,117 @@
+"""The maintenance pass, safe to run in every process at once.
+
+Each duty is idempotent or a compare-and-swap, so no leader is needed for correctness:
+rescuing an expired lease is fenced by its token and expiry; promotion moves rows once;
+cron ticks are a compare-and-swap on the schedule's next run; pruning deletes what is
+there. Pruning (the one expensive duty) additionally runs under a named lease so only one
+process prunes per interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from conveyor.backends.base import Outcome
+from conveyor.models import JobState
+from conveyor.worker.outcome import error_record
+
+if TYPE_CHECKING:
+    from conveyor.queue import Queue
+
+__all__ = ["Maintenance"]
+
+log = logging.getLogger("conveyor")
+
+RESCUE_BATCH = 500
+PROMOTE_BATCH = 5000
+PRUNE_BATCH = 1000
+PRUNE_EVERY = 30.0  # seconds between pruning passes (under the "prune" lease)
+
+
+class Maintenance:
+    """One process's share of upkeep; ``run_once`` is one pass."""
+
+    def __init__(self, queue: Queue, owner: str):
+        self.queue = queue
+        self.owner = owner
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    async def run_once(self, force: bool = False) -> None:
+        backend = await self.queue._ready()
+        now = self.queue.clock.now()
+        await self.rescue(now)
+        await self.promote(now)
+        from conveyor.cron import fire_due
+
+        await fire_due(self.queue, backend, now)
+        if force or await backend.acquire_lock("prune", self.owner, PRUNE_EVERY, now):
+            await self.prune(now)
+
+    async def rescue(self, now: float) -> int:
+        """Expired leases: the worker died or lost the store. Run again (the attempt
+        counts) or fail when no attempts remain; a requested cancel ends cancelled."""
+        backend = await self.queue._ready()
+        expired = await backend.expired_leases(now, RESCUE_BATCH)
+        if not expired:
+            return 0
+        outcomes = []
+        for lease in expired:
+            record = error_record(lease.attempts, None, now, type_="LeaseExpired",
+                                  message="the worker stopped renewing its lease (crashed, killed or "
+                                          "cut off from the store); the job was rescued")  # fmt: skip
+            if lease.cancel_requested:
+                state, event = JobState.CANCELLED, "cancelled"
+            elif lease.attempts < lease.max_attempts:
+                state, event = JobState.QUEUED, "stalled"
+            else:
+                state, event = JobState.FAILED, "stalled"
+            outcomes.append(
+                Outcome(job_id=lease.id, token=lease.token, state=state, at=now, event=event,
+                        run_at=now, error=json.dumps(record), expired_before=now,
+                        event_data=json.dumps({"final_state": state.value}))  # fmt: skip
+            )
+        applied = await backend.complete_many(outcomes)
+        count = 0
+        for lease, outcome, ok in zip(expired, outcomes, applied, strict=True):
+            if not ok:
+                continue
+            count += 1
+            log.warning("job %s (%s) attempt %d: lease expired; now %s", lease.id, lease.name,
+                        lease.attempts, outcome.state.value)  # fmt: skip
+            self.queue._emit(outcome.event, lease.id, lease.name, lease.tenant, lease.attempts)
+            if outcome.state is JobState.FAILED:
+                self.queue._emit("failed", lease.id, lease.name, lease.tenant, lease.attempts)
+        return count
+
+    async def promote(self, now: float) -> int:
+        """Scheduled jobs due within the next sweep become queued now; this process's
+        fetcher is woken at the exact time the earliest of them is due."""
+        backend = await self.queue._ready()
+        horizon = self.queue.settings.sweep_interval
+        count, earliest = await backend.promote_due(now, horizon, PROMOTE_BATCH)
+        if earliest is not None:
+            loop = asyncio.get_running_loop()
+            handle = loop.call_later(max(0.0, earliest - now), backend.wake)
+            self._timers.add(handle)
+        return count
+
+    async def prune(self, now: float) -> int:
+        """Retention: completed jobs after keep_completed, failed and cancelled ones after
+        keep_failed, in bounded batches."""
+        backend = await self.queue._ready()
+        settings = self.queue.settings
+        total = 0
+        for state, keep in (
+            (JobState.COMPLETED, settings.keep_completed),
+            (JobState.FAILED, settings.keep_failed),
+            (JobState.CANCELLED, settings.keep_failed),
+        ):
+            for _ in range(10):  # at most 10 batches per state per pass
+                n = await backend.prune(state, now - keep, PRUNE_BATCH)
+                total += n
+                if n < PRUNE_BATCH:
+                    break
+        return total
