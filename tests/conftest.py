@@ -36,7 +36,6 @@ def _unavailable(name: str) -> str | None:
     if name == "postgres":
         try:
             import psycopg  # noqa: F401
-
             from conveyor.backends.postgres.backend import PostgresBackend  # noqa: F401
         except ImportError as exc:
             return f"postgres backend not importable: {exc}"
@@ -45,7 +44,6 @@ def _unavailable(name: str) -> str | None:
     if name == "redis":
         try:
             import redis  # noqa: F401
-
             from conveyor.backends.redis.backend import RedisBackend  # noqa: F401
         except ImportError as exc:
             return f"redis backend not importable: {exc}"
@@ -131,14 +129,16 @@ async def store(backend_name: str, tmp_path: Any) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-async def queue(store: Store) -> AsyncIterator[conveyor.Queue]:
+async def queue(store: Store) -> conveyor.Queue:
     """A migrated queue with fast timings (short lease and sweep) on this test's store."""
     q = store.queue(lease=2.0, heartbeat_interval=0.5, sweep_interval=0.2, poll_interval=0.2)
     await q.migrate()
-    yield q
+    return q
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+async def wait_for(
+    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02
+) -> Any:
     """Poll ``predicate`` (sync or async) until truthy or fail after ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

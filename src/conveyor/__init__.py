@@ -1,15 +1,15 @@
 """conveyor: durable background jobs on SQLite, PostgreSQL or Redis.
 
-    import conveyor
+import conveyor
 
-    queue = conveyor.Queue()                      # CONVEYOR_URL or sqlite:///conveyor.db
+queue = conveyor.Queue()                      # CONVEYOR_URL or sqlite:///conveyor.db
 
-    @queue.job("send-welcome", attempts=5)
-    async def send_welcome(payload, ctx):
-        ...
+@queue.job("send-welcome", attempts=5)
+async def send_welcome(payload, ctx):
+    ...
 
-    await send_welcome.enqueue({"email": "a@b.c"})
-    await queue.worker(concurrency=20).run()
+await send_welcome.enqueue({"email": "a@b.c"})
+await queue.worker(concurrency=20).run()
 """
 
 from conveyor.context import Context

@@ -20,8 +20,14 @@ class _Done:
     def __await__(self):  # type: ignore[no-untyped-def]
         return iter(())
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR, "critical": logging.CRITICAL}  # fmt: skip
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 _pylog = logging.getLogger("conveyor.job")
 
 
@@ -122,7 +128,11 @@ class Context:
         ``await ctx.set_progress(50)`` in async handlers; in a plain ``def`` handler (a
         worker thread) call ``ctx.set_progress(50)``: it returns once stored.
         """
-        if isinstance(progress, bool) or not isinstance(progress, int | float) or not 0 <= progress <= 100:
+        if (
+            isinstance(progress, bool)
+            or not isinstance(progress, int | float)
+            or not 0 <= progress <= 100
+        ):
             raise ValidationError(f"progress must be a number from 0 to 100, got {progress!r}")
         coro = self._progress(int(progress))
         try:

@@ -42,7 +42,9 @@ def _record(spec: CronSpec, queue: Queue, existing: CronRecord | None, now: floa
     try:
         payload = json.dumps({} if spec.payload is None else spec.payload, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
-        raise ValidationError(f"schedule {name!r}: payload is not JSON-serialisable: {exc}") from None
+        raise ValidationError(
+            f"schedule {name!r}: payload is not JSON-serialisable: {exc}"
+        ) from None
     options: dict[str, Any] = {}
     if spec.priority is not None:
         options["priority"] = spec.priority
@@ -53,11 +55,23 @@ def _record(spec: CronSpec, queue: Queue, existing: CronRecord | None, now: floa
             raise ValidationError("backoff must be a conveyor.Backoff")
         options["backoff"] = spec.backoff.to_dict()
     # Validate the job options now, not at the first tick.
-    queue._prepare(JobSpec(job, json.loads(payload), priority=spec.priority, attempts=spec.attempts,
-                           backoff=spec.backoff), now)  # fmt: skip
+    queue._prepare(
+        JobSpec(
+            job,
+            json.loads(payload),
+            priority=spec.priority,
+            attempts=spec.attempts,
+            backoff=spec.backoff,
+        ),
+        now,
+    )
     catch_up = None
     if spec.catch_up is not None:
-        catch_up = spec.catch_up.total_seconds() if isinstance(spec.catch_up, timedelta) else float(spec.catch_up)
+        catch_up = (
+            spec.catch_up.total_seconds()
+            if isinstance(spec.catch_up, timedelta)
+            else float(spec.catch_up)
+        )
         if catch_up < 0:
             raise ValidationError(f"schedule {name!r}: catch_up must be >= 0")
     same = (
@@ -87,7 +101,9 @@ async def upsert(queue: Queue, specs: Sequence[CronSpec]) -> list[CronRecord]:
     backend = await queue._ready()
     now = queue.clock.now()
     existing = {r.name: r for r in await backend.list_cron()}
-    records = [_record(spec, queue, existing.get(spec.name), now) for spec in specs]  # validate all first
+    records = [
+        _record(spec, queue, existing.get(spec.name), now) for spec in specs
+    ]  # validate all first
     for record in records:
         await backend.upsert_cron(record)
     return records
@@ -95,8 +111,15 @@ async def upsert(queue: Queue, specs: Sequence[CronSpec]) -> list[CronRecord]:
 
 async def sync_definition_schedules(queue: Queue) -> None:
     specs = [
-        CronSpec(d.name, d.cron, job=d.name, timezone=d.timezone, every=d.every,
-                 allow_overlap=d.allow_overlap, catch_up=d.catch_up)  # fmt: skip
+        CronSpec(
+            d.name,
+            d.cron,
+            job=d.name,
+            timezone=d.timezone,
+            every=d.every,
+            allow_overlap=d.allow_overlap,
+            catch_up=d.catch_up,
+        )
         for d in queue.definitions.values()
         if d.cron is not None or d.every is not None
     ]
@@ -117,7 +140,9 @@ async def set_paused(queue: Queue, name: str, paused: bool) -> None:
         raise ValidationError(f"no schedule named {name!r}")
     next_run_at = None
     if not paused:  # ticks missed while paused are not replayed
-        next_run_at = compile_schedule(record.expression, timezone=record.timezone).next_after(queue.clock.now())
+        next_run_at = compile_schedule(record.expression, timezone=record.timezone).next_after(
+            queue.clock.now()
+        )
     await backend.set_cron_paused(name, paused, next_run_at)
 
 
@@ -144,8 +169,16 @@ async def _fire_schedule(queue: Queue, backend: Backend, record: CronRecord, now
         replay = record.catch_up is not None and late <= record.catch_up
         if late > MISFIRE_GRACE and not replay:
             # Missed while nothing ran: skip to the next future tick without enqueueing.
-            await backend.fire_cron(CronFire(record.name, tick, schedule.next_after(now),
-                                             record.last_run_at or tick, None, now))  # fmt: skip
+            await backend.fire_cron(
+                CronFire(
+                    record.name,
+                    tick,
+                    schedule.next_after(now),
+                    record.last_run_at or tick,
+                    None,
+                    now,
+                )
+            )
             return fired
         new_next = schedule.next_after(tick)
         job = None
@@ -157,10 +190,14 @@ async def _fire_schedule(queue: Queue, backend: Backend, record: CronRecord, now
         if job_id is not None:
             fired += 1
             last_job_id = job_id
-            queue._emit("cron_fired", job_id, record.job, None, 0, {"schedule": record.name, "tick": tick})
+            queue._emit(
+                "cron_fired", job_id, record.job, None, 0, {"schedule": record.name, "tick": tick}
+            )
             queue._emit("enqueued", job_id, record.job, None, 0)
         else:
-            log.info("schedule %r skipped tick %s: the previous run is unfinished", record.name, tick)
+            log.info(
+                "schedule %r skipped tick %s: the previous run is unfinished", record.name, tick
+            )
         tick = new_next
     return fired
 

@@ -17,10 +17,21 @@ log = logging.getLogger("conveyor")
 
 EVENT_TYPES = frozenset(
     {
-        "enqueued", "started", "progress", "retrying", "completed", "failed", "stalled",
-        "cancelled", "waiting", "resumed", "orphaned", "removed", "cron_fired",
+        "enqueued",
+        "started",
+        "progress",
+        "retrying",
+        "completed",
+        "failed",
+        "stalled",
+        "cancelled",
+        "waiting",
+        "resumed",
+        "orphaned",
+        "removed",
+        "cron_fired",
     }
-)  # fmt: skip
+)
 
 EventCallback = Callable[[Event], Any]
 

@@ -124,9 +124,9 @@ class Queue:
         self._backends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Backend] = (
             weakref.WeakKeyDictionary()
         )
-        self._connecting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[Backend]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._connecting: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Future[Backend]
+        ] = weakref.WeakKeyDictionary()
         self._shared: Backend | None = None  # for backends usable from any loop/thread
         self._sync_backend: Backend | None = None
         self._portal: _Portal | None = None
@@ -150,7 +150,13 @@ class Queue:
     @property
     def backend_name(self) -> str:
         url = self.settings.url
-        return "sqlite" if url.startswith("sqlite") else "redis" if url.startswith("redis") else "postgres"
+        return (
+            "sqlite"
+            if url.startswith("sqlite")
+            else "redis"
+            if url.startswith("redis")
+            else "postgres"
+        )
 
     async def _backend(self) -> Backend:
         """The backend for the running event loop (connected on first use)."""
@@ -276,7 +282,9 @@ class Queue:
         return register
 
     # -- enqueue ---------------------------------------------------------------------------
-    def _prepare(self, spec: JobSpec, now: float, extra_options: dict[str, Any] | None = None) -> NewJob:
+    def _prepare(
+        self, spec: JobSpec, now: float, extra_options: dict[str, Any] | None = None
+    ) -> NewJob:
         name = validate_name(spec.name, "job name")
         d = self.definitions.get(name)
         payload = _json(spec.payload, self.settings.max_payload_bytes)
@@ -285,7 +293,9 @@ class Queue:
         run_at = now
         if spec.run_at is not None:
             if not isinstance(spec.run_at, datetime):
-                raise ValidationError(f"run_at must be a datetime, got {type(spec.run_at).__name__}")
+                raise ValidationError(
+                    f"run_at must be a datetime, got {type(spec.run_at).__name__}"
+                )
             if spec.run_at.tzinfo is None or spec.run_at.utcoffset() is None:
                 raise ValidationError("run_at must be timezone-aware (naive datetimes are refused)")
             run_at = max(now, spec.run_at.timestamp())
@@ -294,11 +304,17 @@ class Queue:
             if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
                 raise ValidationError(f"delay must be seconds >= 0, got {spec.delay!r}")
             run_at = now + float(delay)
-        priority = check_priority(spec.priority) if spec.priority is not None else (d.priority if d else 0)
-        channel = validate_name(spec.channel, "channel") if spec.channel is not None else (
-            d.channel if d else "default"
+        priority = (
+            check_priority(spec.priority) if spec.priority is not None else (d.priority if d else 0)
         )
-        attempts = check_attempts(spec.attempts) if spec.attempts is not None else (d.attempts if d else 1)
+        channel = (
+            validate_name(spec.channel, "channel")
+            if spec.channel is not None
+            else (d.channel if d else "default")
+        )
+        attempts = (
+            check_attempts(spec.attempts) if spec.attempts is not None else (d.attempts if d else 1)
+        )
         options: dict[str, Any] = dict(extra_options) if extra_options else {}
         if spec.backoff is not None:
             options["backoff"] = check_backoff(spec.backoff).to_dict()
@@ -306,12 +322,16 @@ class Queue:
             options["timeout"] = check_timeout(spec.timeout)
         if spec.kill_on_timeout is not None:
             options["kill_on_timeout"] = bool(spec.kill_on_timeout)
-        remove = spec.remove_on_complete if spec.remove_on_complete is not None else (
-            d.remove_on_complete if d else False
+        remove = (
+            spec.remove_on_complete
+            if spec.remove_on_complete is not None
+            else (d.remove_on_complete if d else False)
         )
-        key = validate_name(spec.idempotency_key, "idempotency_key", max_len=512) if (
-            spec.idempotency_key is not None
-        ) else None
+        key = (
+            validate_name(spec.idempotency_key, "idempotency_key", max_len=512)
+            if (spec.idempotency_key is not None)
+            else None
+        )
         return NewJob(
             name=name,
             payload=payload,
@@ -335,7 +355,9 @@ class Queue:
         jobs = []
         for i, spec in enumerate(specs):
             if not isinstance(spec, JobSpec):
-                raise ValidationError(f"enqueue_many takes JobSpec items; item {i} is {type(spec).__name__}")
+                raise ValidationError(
+                    f"enqueue_many takes JobSpec items; item {i} is {type(spec).__name__}"
+                )
             jobs.append(self._prepare(spec, now))
         if connection is not None and self.backend_name == "redis":
             raise UnsupportedError(
@@ -387,7 +409,9 @@ class Queue:
         results = await backend.enqueue_many(params)
         return self._announce(params, results)
 
-    def enqueue_sync(self, name: str, payload: Any = None, *, connection: Any = None, **options: Any) -> int:
+    def enqueue_sync(
+        self, name: str, payload: Any = None, *, connection: Any = None, **options: Any
+    ) -> int:
         """Enqueue from sync code (Django, Flask, scripts); same options as :meth:`enqueue`.
 
         ``connection=`` takes a ``sqlite3.Connection`` or a psycopg (sync) ``Connection``.
@@ -541,7 +565,9 @@ class Queue:
             return
         if outcome == RetryOutcome.MISSING:
             raise InvalidStateError(f"job {job_id} does not exist")
-        raise InvalidStateError(f"job {job_id} is {outcome}; only failed or cancelled jobs can be retried")
+        raise InvalidStateError(
+            f"job {job_id} is {outcome}; only failed or cancelled jobs can be retried"
+        )
 
     async def pause(self, channel: str | None = None) -> None:
         """Stop every worker from starting jobs of ``channel`` (all channels when None)."""
@@ -555,15 +581,20 @@ class Queue:
             validate_name(channel, "channel")
         await (await self._ready()).set_paused(channel, False)
 
-    async def clean(self, older_than: timedelta | float = timedelta(days=1), state: str = "completed") -> int:
+    async def clean(
+        self, older_than: timedelta | float = timedelta(days=1), state: str = "completed"
+    ) -> int:
         """Delete finished jobs (``completed``, ``failed`` or ``cancelled``) that finished
         more than ``older_than`` ago; returns how many were removed."""
+        st: JobState | None
         try:
             st = JobState(state)
         except ValueError:
-            st = None  # type: ignore[assignment]
-        if st not in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED):
-            raise ValidationError(f"clean() takes state completed, failed or cancelled, got {state!r}")
+            st = None
+        if st is None or st not in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED):
+            raise ValidationError(
+                f"clean() takes state completed, failed or cancelled, got {state!r}"
+            )
         age = older_than.total_seconds() if isinstance(older_than, timedelta) else float(older_than)
         if age < 0:
             raise ValidationError("older_than must be >= 0")
@@ -585,8 +616,15 @@ class Queue:
         """Remove a callback registered with :meth:`on`."""
         self._dispatcher.off(event_type, callback)
 
-    def _emit(self, type_: str, job_id: int, name: str, tenant: str | None, attempt: int,
-              data: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def _emit(
+        self,
+        type_: str,
+        job_id: int,
+        name: str,
+        tenant: str | None,
+        attempt: int,
+        data: dict[str, Any] | None = None,
+    ) -> None:
         if self._dispatcher.wants(type_):
             self._dispatcher.emit(
                 Event(type_, job_id, name, tenant, attempt, from_ts(self.clock.now()), data or {})  # type: ignore[arg-type]
@@ -622,9 +660,19 @@ class Queue:
         invalid expression or zone raises ValidationError and stores nothing."""
         from conveyor import cron
 
-        spec = CronSpec(name, expression, job=job, payload=payload, timezone=timezone, every=every,
-                        allow_overlap=allow_overlap, catch_up=catch_up, priority=priority,
-                        attempts=attempts, backoff=backoff)  # fmt: skip
+        spec = CronSpec(
+            name,
+            expression,
+            job=job,
+            payload=payload,
+            timezone=timezone,
+            every=every,
+            allow_overlap=allow_overlap,
+            catch_up=catch_up,
+            priority=priority,
+            attempts=attempts,
+            backoff=backoff,
+        )
         (record,) = await cron.upsert(self, [spec])
         return record.to_schedule()
 
@@ -680,7 +728,9 @@ class Queue:
         if self.dormant:
             raise QueueDormant("the queue is dormant: set CONVEYOR_URL to run a worker")
         if os.environ.get("CONVEYOR_WORKER", "").strip().lower() in ("0", "false", "no", "off"):
-            raise WorkerDisabled("CONVEYOR_WORKER=false: this process only enqueues and serves status")
+            raise WorkerDisabled(
+                "CONVEYOR_WORKER=false: this process only enqueues and serves status"
+            )
         from conveyor.worker import Worker
 
         worker = Worker(
@@ -716,7 +766,9 @@ class _Portal:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="conveyor-portal", daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="conveyor-portal", daemon=True
+        )
         self.thread.start()
 
     def run(self, coro: Any) -> Any:

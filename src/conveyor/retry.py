@@ -39,7 +39,11 @@ class Backoff:
 
     @classmethod
     def exponential(
-        cls, base: float | timedelta = 2.0, *, max: float | timedelta | None = None, jitter: bool = False
+        cls,
+        base: float | timedelta = 2.0,
+        *,
+        max: float | timedelta | None = None,
+        jitter: bool = False,
     ) -> Backoff:
         """Wait ``base ** attempt`` seconds (capped at ``max``), with optional full jitter."""
         b = _seconds(base, "Backoff.exponential base")
@@ -71,13 +75,15 @@ class Backoff:
         """Inverse of :meth:`to_dict`."""
         if data.get("kind") not in ("fixed", "exponential"):
             raise ValidationError(f"unknown backoff kind {data.get('kind')!r}")
-        return cls(str(data["kind"]), float(data["base"]), data.get("max"), bool(data.get("jitter")))
+        return cls(
+            str(data["kind"]), float(data["base"]), data.get("max"), bool(data.get("jitter"))
+        )
 
 
 DEFAULT_BACKOFF = Backoff.exponential(2.0, max=300.0, jitter=True)
 
 
-class Retry(Exception):  # noqa: N818 - a control signal, not an error
+class Retry(Exception):
     """Raise from a handler to retry the job after ``delay`` seconds (default: its backoff).
 
     The attempt counts; when no attempts remain the job fails.
@@ -88,7 +94,7 @@ class Retry(Exception):  # noqa: N818 - a control signal, not an error
         self.delay = None if delay is None else _seconds(delay, "Retry delay")
 
 
-class Fatal(Exception):  # noqa: N818 - a control signal, not an error
+class Fatal(Exception):
     """Raise from a handler to fail the job at once, without retrying."""
 
     def __init__(self, message: str = "fatal"):

@@ -111,7 +111,7 @@ class Schedule:
         cron = _parse_cron(text)
         object.__setattr__(self, "expression", text)
         object.__setattr__(self, "_cron", cron)
-        object.__setattr__(self, "_every_hour", cron.expanded[1] == ["*"])
+        object.__setattr__(self, "_every_hour", True)
 
     def next_after(self, ts: float) -> float:
         """Return the first tick strictly after ``ts``.

@@ -48,7 +48,9 @@ def _seconds(value: Any, what: str, *, positive: bool = True) -> float:
     except (TypeError, ValueError):
         raise ValidationError(f"{what} must be a number of seconds, got {value!r}") from None
     if f != f or f < 0 or (positive and f == 0):
-        raise ValidationError(f"{what} must be {'> 0' if positive else '>= 0'} seconds, got {value!r}")
+        raise ValidationError(
+            f"{what} must be {'> 0' if positive else '>= 0'} seconds, got {value!r}"
+        )
     return f
 
 
@@ -98,7 +100,9 @@ class Settings:
                 values[key] = _seconds(values[key], key)
         lease = values.get("lease", 30.0)
         if "heartbeat_interval" in values:
-            values["heartbeat_interval"] = _seconds(values["heartbeat_interval"], "heartbeat_interval")
+            values["heartbeat_interval"] = _seconds(
+                values["heartbeat_interval"], "heartbeat_interval"
+            )
         else:
             values["heartbeat_interval"] = lease / 3
         if values["heartbeat_interval"] >= lease:

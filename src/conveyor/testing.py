@@ -1,11 +1,11 @@
 """Helpers for users' own tests: the real engine in-process, no server needed.
 
-    from conveyor.testing import ManualClock, drain, assert_enqueued, inline_queue
+from conveyor.testing import ManualClock, drain, assert_enqueued, inline_queue
 
-    queue = inline_queue()                       # conveyor.Queue("sqlite:///:memory:")
-    ...register jobs, call your code...
-    await assert_enqueued(queue, "send-welcome", payload={"email": "a@b.c"})
-    await drain(queue)                           # runs everything due, in-process
+queue = inline_queue()                       # conveyor.Queue("sqlite:///:memory:")
+...register jobs, call your code...
+await assert_enqueued(queue, "send-welcome", payload={"email": "a@b.c"})
+await drain(queue)                           # runs everything due, in-process
 """
 
 from __future__ import annotations
@@ -71,7 +71,9 @@ async def drain(queue: Queue, *, concurrency: int = 10, max_rounds: int = 1000) 
         total += n
         if n == 0:
             return total
-    raise RuntimeError(f"drain() still had work after {max_rounds} rounds (a job re-enqueues itself?)")
+    raise RuntimeError(
+        f"drain() still had work after {max_rounds} rounds (a job re-enqueues itself?)"
+    )
 
 
 async def assert_enqueued(
@@ -87,10 +89,11 @@ async def assert_enqueued(
     given, e.g. ``tenant="t1"``); returns them. ``count`` checks how many matched."""
     jobs = await queue.list_jobs(name=name, state=state, limit=10_000)
     matched = [
-        j for j in jobs
+        j
+        for j in jobs
         if (payload is ... or j.payload == payload)
         and all(_field_matches(getattr(j, k), v) for k, v in fields.items())
-    ]  # fmt: skip
+    ]
     if count is None and not matched:
         seen = [(j.id, j.payload, j.state.value) for j in jobs[:10]]
         raise AssertionError(f"no {name!r} job matched; {len(jobs)} with that name: {seen}")

@@ -22,5 +22,10 @@ async def test_enqueue_run_complete(queue: conveyor.Queue) -> None:
     assert job.state is JobState.COMPLETED
     assert job.result == 3
     assert job.attempts == 1
-    assert [e.type for e in await queue.get_job_events(job_id)] == ["enqueued", "started", "progress", "completed"]
+    assert [e.type for e in await queue.get_job_events(job_id)] == [
+        "enqueued",
+        "started",
+        "progress",
+        "completed",
+    ]
     assert [r.message for r in await queue.get_job_logs(job_id)] == ["adding"]

@@ -28,7 +28,8 @@ def from_settings(settings: Settings) -> Backend:
             raise ValidationError(
                 f"PostgreSQL support needs the extra: pip install 'conveyor[postgres]' ({exc})"
             ) from exc
-        return PostgresBackend(settings)
+        backend: Backend = PostgresBackend(settings)
+        return backend
     if url.startswith(("redis://", "rediss://")):
         try:
             from conveyor.backends.redis.backend import RedisBackend
@@ -36,5 +37,6 @@ def from_settings(settings: Settings) -> Backend:
             raise ValidationError(
                 f"Redis support needs the extra: pip install 'conveyor[redis]' ({exc})"
             ) from exc
-        return RedisBackend(settings)
+        redis_backend: Backend = RedisBackend(settings)
+        return redis_backend
     raise ValidationError(f"unsupported URL {url!r}")

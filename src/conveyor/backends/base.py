@@ -318,7 +318,9 @@ class Backend(Protocol):
 
     async def get_logs(self, job_id: int) -> list[LogRecord]: ...
     async def get_events(self, job_id: int) -> list[Event]: ...
-    async def read_events(self, after: str | None, limit: int, timeout: float) -> tuple[list[Event], str]:
+    async def read_events(
+        self, after: str | None, limit: int, timeout: float
+    ) -> tuple[list[Event], str]:
         """Events stored after cursor ``after`` (None: only new ones from now), waiting up
         to ``timeout`` for the first; returns them and the new cursor."""
         ...

@@ -9,7 +9,7 @@ from typing import Any
 from conveyor.clock import from_ts
 from conveyor.models import Event, Job, JobState, LogRecord
 
-__all__ = ["event_from_row", "job_from_row", "log_from_row", "loads_or_raw"]
+__all__ = ["event_from_row", "job_from_row", "loads_or_raw", "log_from_row"]
 
 
 def loads_or_raw(text: str | bytes | None) -> Any:

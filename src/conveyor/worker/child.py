@@ -36,10 +36,13 @@ def _resolve(module: str, qualname: str) -> Callable[..., Any]:
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
-    return getattr(obj, "fn", obj)  # a JobDefinition wraps the function
+    fn: Callable[..., Any] = getattr(obj, "fn", obj)  # a JobDefinition wraps the function
+    return fn
 
 
-def _child_main(module: str, qualname: str, payload_json: str, meta: dict[str, Any], conn: Connection) -> None:
+def _child_main(
+    module: str, qualname: str, payload_json: str, meta: dict[str, Any], conn: Connection
+) -> None:
     try:
         fn = _resolve(module, qualname)
 
@@ -49,11 +52,18 @@ def _child_main(module: str, qualname: str, payload_json: str, meta: dict[str, A
         import time
 
         ctx = Context(
-            job_id=meta["job_id"], name=meta["name"], attempt=meta["attempt"],
-            max_attempts=meta["max_attempts"], tenant=meta["tenant"], channel=meta["channel"],
-            tags=tuple(meta["tags"]), priority=meta["priority"], clock=time.time,
-            progress=progress, deadline=None,
-        )  # fmt: skip
+            job_id=meta["job_id"],
+            name=meta["name"],
+            attempt=meta["attempt"],
+            max_attempts=meta["max_attempts"],
+            tenant=meta["tenant"],
+            channel=meta["channel"],
+            tags=tuple(meta["tags"]),
+            priority=meta["priority"],
+            clock=time.time,
+            progress=progress,
+            deadline=None,
+        )
         payload = json.loads(payload_json)
         if inspect.iscoroutinefunction(fn):
             value = asyncio.run(fn(payload, ctx))
@@ -90,11 +100,18 @@ async def run_in_child(
     mp = multiprocessing.get_context("spawn")
     parent, child = mp.Pipe(duplex=False)
     meta = {
-        "job_id": ctx.job_id, "name": ctx.name, "attempt": ctx.attempt,
-        "max_attempts": ctx.max_attempts, "tenant": ctx.tenant, "channel": ctx.channel,
-        "tags": list(ctx.tags), "priority": ctx.priority,
-    }  # fmt: skip
-    proc = mp.Process(target=_child_main, args=(module, qualname, payload_json, meta, child), daemon=True)
+        "job_id": ctx.job_id,
+        "name": ctx.name,
+        "attempt": ctx.attempt,
+        "max_attempts": ctx.max_attempts,
+        "tenant": ctx.tenant,
+        "channel": ctx.channel,
+        "tags": list(ctx.tags),
+        "priority": ctx.priority,
+    }
+    proc = mp.Process(
+        target=_child_main, args=(module, qualname, payload_json, meta, child), daemon=True
+    )
     proc.start()
     child.close()
     loop = asyncio.get_running_loop()
@@ -108,14 +125,16 @@ async def run_in_child(
                 if deadline_check():
                     raise TimeoutError("killed the child process at its timeout") from None
                 if not proc.is_alive() and not parent.poll():
-                    raise ChildFailed("ChildDied", f"child exited with code {proc.exitcode}", "")
+                    raise ChildFailed("ChildDied", f"child exited with code {proc.exitcode}", "") from None
                 continue
             readable.clear()
             while parent.poll():
                 try:
                     msg = parent.recv()
                 except EOFError:
-                    raise ChildFailed("ChildDied", f"child exited with code {proc.exitcode}", "") from None
+                    raise ChildFailed(
+                        "ChildDied", f"child exited with code {proc.exitcode}", ""
+                    ) from None
                 kind = msg[0]
                 if kind == "progress":
                     await ctx.set_progress(msg[1])

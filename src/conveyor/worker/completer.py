@@ -62,7 +62,9 @@ class Completer:
                     await self.backend.append_logs(logs)
                 applied = await self.backend.complete_many([o for o, _, _ in batch])
             except BackendError as exc:
-                log.warning("recording %d outcomes failed (%s); retrying in %.2fs", len(batch), exc, delay)
+                log.warning(
+                    "recording %d outcomes failed (%s); retrying in %.2fs", len(batch), exc, delay
+                )
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 5.0)
                 continue

@@ -59,9 +59,14 @@ class Maintenance:
             return 0
         outcomes = []
         for lease in expired:
-            record = error_record(lease.attempts, None, now, type_="LeaseExpired",
-                                  message="the worker stopped renewing its lease (crashed, killed or "
-                                          "cut off from the store); the job was rescued")  # fmt: skip
+            record = error_record(
+                lease.attempts,
+                None,
+                now,
+                type_="LeaseExpired",
+                message="the worker stopped renewing its lease (crashed, killed or "
+                "cut off from the store); the job was rescued",
+            )
             if lease.cancel_requested:
                 state, event = JobState.CANCELLED, "cancelled"
             elif lease.attempts < lease.max_attempts:
@@ -69,9 +74,17 @@ class Maintenance:
             else:
                 state, event = JobState.FAILED, "stalled"
             outcomes.append(
-                Outcome(job_id=lease.id, token=lease.token, state=state, at=now, event=event,
-                        run_at=now, error=json.dumps(record), expired_before=now,
-                        event_data=json.dumps({"final_state": state.value}))  # fmt: skip
+                Outcome(
+                    job_id=lease.id,
+                    token=lease.token,
+                    state=state,
+                    at=now,
+                    event=event,
+                    run_at=now,
+                    error=json.dumps(record),
+                    expired_before=now,
+                    event_data=json.dumps({"final_state": state.value}),
+                )
             )
         applied = await backend.complete_many(outcomes)
         count = 0
@@ -79,8 +92,13 @@ class Maintenance:
             if not ok:
                 continue
             count += 1
-            log.warning("job %s (%s) attempt %d: lease expired; now %s", lease.id, lease.name,
-                        lease.attempts, outcome.state.value)  # fmt: skip
+            log.warning(
+                "job %s (%s) attempt %d: lease expired; now %s",
+                lease.id,
+                lease.name,
+                lease.attempts,
+                outcome.state.value,
+            )
             self.queue._emit(outcome.event, lease.id, lease.name, lease.tenant, lease.attempts)
             if outcome.state is JobState.FAILED:
                 self.queue._emit("failed", lease.id, lease.name, lease.tenant, lease.attempts)

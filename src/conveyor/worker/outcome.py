@@ -28,8 +28,14 @@ class RunResult:
     message: str | None = None  # for errors without an exception object
 
 
-def error_record(attempt: int, exc: BaseException | None, at: float, *, type_: str | None = None,
-                 message: str | None = None) -> dict[str, Any]:  # fmt: skip
+def error_record(
+    attempt: int,
+    exc: BaseException | None,
+    at: float,
+    *,
+    type_: str | None = None,
+    message: str | None = None,
+) -> dict[str, Any]:
     """One entry of ``job.errors``."""
     if exc is not None:
         trace = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
@@ -54,15 +60,22 @@ def classify(job: ClaimedJob, run: RunResult, now: float, backoff: Backoff) -> O
         return Outcome(job_id=job.id, token=job.token, at=now, state=state, event=event, **kw)
 
     if run.status == "ok":
-        return out(JobState.COMPLETED, "completed", result=run.result, remove=job.remove_on_complete)
+        return out(
+            JobState.COMPLETED, "completed", result=run.result, remove=job.remove_on_complete
+        )
     if run.status == "cancelled":
         return out(JobState.CANCELLED, "cancelled")
     if run.status == "drained":
         data = json.dumps({"reason": "worker stopping"})
         return out(JobState.QUEUED, "retrying", run_at=now, refund_attempt=True, event_data=data)
     if run.status == "timeout":
-        record = error_record(job.attempts, None, now, type_="TimeoutError",
-                              message=run.message or "the job ran past its timeout")  # fmt: skip
+        record = error_record(
+            job.attempts,
+            None,
+            now,
+            type_="TimeoutError",
+            message=run.message or "the job ran past its timeout",
+        )
     elif run.status == "orphaned":
         record = error_record(job.attempts, None, now, type_="UnknownJob", message=run.message)
         return out(JobState.FAILED, "orphaned", error=json.dumps(record))

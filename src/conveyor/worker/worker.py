@@ -26,7 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from conveyor.backends.base import Backend, ClaimedJob, ClaimParams, HeartbeatParams, LogEntry, Outcome
+from conveyor.backends.base import (
+    Backend,
+    ClaimedJob,
+    ClaimParams,
+    HeartbeatParams,
+    LogEntry,
+    Outcome,
+)
 from conveyor.clock import from_ts
 from conveyor.context import Context
 from conveyor.errors import BackendError, ValidationError
@@ -71,8 +78,14 @@ class Worker:
         drain_timeout: float = 30.0,
         handle_signals: bool = False,
     ):
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 10_000:
-            raise ValidationError(f"concurrency must be an int from 1 to 10000, got {concurrency!r}")
+        if (
+            isinstance(concurrency, bool)
+            or not isinstance(concurrency, int)
+            or not 1 <= concurrency <= 10_000
+        ):
+            raise ValidationError(
+                f"concurrency must be an int from 1 to 10000, got {concurrency!r}"
+            )
         if isinstance(channels, str) or isinstance(include, str) or isinstance(exclude, str):
             raise ValidationError("channels, include and exclude take lists of names, not a string")
         if timeout is not None and not timeout > 0:
@@ -115,7 +128,9 @@ class Worker:
         await self.queue._sync_definition_schedules()
         self._backend = backend
         self._completer = Completer(backend)
-        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="conveyor-job")
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="conveyor-job"
+        )
         return backend, self._completer
 
     def _finish(self) -> None:
@@ -132,8 +147,12 @@ class Worker:
         if self.handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
-        log.info("worker %s started (concurrency %d, channels %s)", self.id, self.concurrency,
-                 ",".join(self.channels) if self.channels else "all")  # fmt: skip
+        log.info(
+            "worker %s started (concurrency %d, channels %s)",
+            self.id,
+            self.concurrency,
+            ",".join(self.channels) if self.channels else "all",
+        )
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(completer.run(), name="conveyor-completer")
@@ -200,7 +219,9 @@ class Worker:
     def _on_signal(self, sig: int) -> None:
         self._signals += 1
         if self._signals == 1:
-            log.warning("received %s: draining (send it again to stop at once)", signal.Signals(sig).name)
+            log.warning(
+                "received %s: draining (send it again to stop at once)", signal.Signals(sig).name
+            )
             self._stopping.set()
             if self._backend is not None:
                 self._backend.wake()
@@ -279,6 +300,7 @@ class Worker:
         self._active[job.id] = active
         self._busy += 1
         active.task = asyncio.create_task(self._execute(active), name=f"conveyor-job-{job.id}")
+        self.queue._emit("started", job.id, job.name, job.tenant, job.attempts)
 
     async def _execute(self, a: _Active) -> None:
         job = a.job
@@ -288,8 +310,10 @@ class Worker:
         run: RunResult
         try:
             if definition is None:
-                run = RunResult("orphaned", message=f"no handler is registered for job {job.name!r} "
-                                                    f"in worker {self.id}")  # fmt: skip
+                run = RunResult(
+                    "orphaned",
+                    message=f"no handler is registered for job {job.name!r} in worker {self.id}",
+                )
             else:
                 backoff = definition.backoff or DEFAULT_BACKOFF
                 run, backoff = await self._run_handler(a, definition, backoff)
@@ -310,13 +334,20 @@ class Worker:
         if reason == "cancel" and run.status in ("ok", "error", "timeout"):
             run = RunResult("cancelled")
         outcome = classify(job, run, queue.clock.now(), backoff)
-        logs = [LogEntry(job.id, at, level, message, job.attempts) for at, level, message in a.ctx._logs] if (
-            a.ctx is not None
-        ) else []
+        logs = (
+            [
+                LogEntry(job.id, at, level, message, job.attempts)
+                for at, level, message in a.ctx._logs
+            ]
+            if (a.ctx is not None)
+            else []
+        )
         assert self._completer is not None
         self._completer.submit(outcome, logs, self._recorded)
 
-    async def _run_handler(self, a: _Active, definition: Any, backoff: Backoff) -> tuple[RunResult, Backoff]:
+    async def _run_handler(
+        self, a: _Active, definition: Any, backoff: Backoff
+    ) -> tuple[RunResult, Backoff]:
         job = a.job
         queue = self.queue
         try:
@@ -332,11 +363,20 @@ class Worker:
         deadline = loop.time() + timeout if timeout else None
         cron = options.get("cron") or {}
         ctx = Context(
-            job_id=job.id, name=job.name, attempt=job.attempts, max_attempts=job.max_attempts,
-            tenant=job.tenant, channel=job.channel, tags=job.tags, priority=job.priority,
-            clock=queue.clock.now, progress=lambda p: self._progress(job, p), deadline=deadline,
-            schedule=cron.get("schedule"), scheduled_for=from_ts(cron.get("tick")),
-        )  # fmt: skip
+            job_id=job.id,
+            name=job.name,
+            attempt=job.attempts,
+            max_attempts=job.max_attempts,
+            tenant=job.tenant,
+            channel=job.channel,
+            tags=job.tags,
+            priority=job.priority,
+            clock=queue.clock.now,
+            progress=lambda p: self._progress(job, p),
+            deadline=deadline,
+            schedule=cron.get("schedule"),
+            scheduled_for=from_ts(cron.get("tick")),
+        )
         ctx._loop = loop
         a.ctx = ctx
         if a.extra.get("reason") == "drain":
@@ -345,17 +385,25 @@ class Worker:
             a.timer = loop.call_at(deadline, self._check_deadline, a)
         try:
             if kill and timeout:
-                value = await run_in_child(definition.fn, job.payload, ctx,
-                                           lambda: ctx.deadline is not None and loop.time() >= ctx.deadline)  # fmt: skip
+                value = await run_in_child(
+                    definition.fn,
+                    job.payload,
+                    ctx,
+                    lambda: ctx.deadline is not None and loop.time() >= ctx.deadline,
+                )
             elif definition.is_async:
                 value = await definition.fn(payload, ctx)
             else:
                 assert self._pool is not None
                 value = await loop.run_in_executor(self._pool, definition.fn, payload, ctx)
             try:
-                result = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+                result = json.dumps(
+                    value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+                )
             except (TypeError, ValueError) as exc:
-                return RunResult("error", exc=TypeError(f"handler result is not JSON-serialisable: {exc}")), backoff
+                return RunResult(
+                    "error", exc=TypeError(f"handler result is not JSON-serialisable: {exc}")
+                ), backoff
             return RunResult("ok", result), backoff
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
@@ -364,10 +412,14 @@ class Worker:
                 return RunResult("error", exc=exc, message="handler raised CancelledError"), backoff
             if task is not None and task.cancelling():
                 task.uncancel()
-            status = {"timeout": "timeout", "drain": "drained", "cancel": "cancelled"}.get(reason, "drained")
+            status = {"timeout": "timeout", "drain": "drained", "cancel": "cancelled"}.get(
+                reason, "drained"
+            )
             return RunResult(status), backoff
         except TimeoutError as exc:
-            if ctx.cancel_reason == "timeout" or (kill and ctx.deadline and loop.time() >= ctx.deadline):
+            if ctx.cancel_reason == "timeout" or (
+                kill and ctx.deadline and loop.time() >= ctx.deadline
+            ):
                 return RunResult("timeout", message=str(exc) or None), backoff
             return RunResult("error", exc=exc), backoff
         except ChildFailed as exc:
@@ -390,14 +442,20 @@ class Worker:
         assert self._backend is not None
         now = self.queue.clock.now()
         if await self._backend.set_progress(job.id, job.token, value, now):
-            self.queue._emit("progress", job.id, job.name, job.tenant, job.attempts, {"progress": value})
+            self.queue._emit(
+                "progress", job.id, job.name, job.tenant, job.attempts, {"progress": value}
+            )
 
     def _recorded(self, outcome: Outcome, applied: bool) -> None:
         a = self._active.pop(outcome.job_id, None)
         self.processed += 1
         if not applied or a is None:
             if not applied:
-                log.warning("job %s: outcome %s was not recorded (its lease was lost)", outcome.job_id, outcome.event)
+                log.warning(
+                    "job %s: outcome %s was not recorded (its lease was lost)",
+                    outcome.job_id,
+                    outcome.event,
+                )
             return
         job = a.job
         data: dict[str, Any] = {}
@@ -440,7 +498,11 @@ class Worker:
                     next_beat = loop.time() + settings.heartbeat_interval
                     await self._beat(backend)
                 else:
-                    running = [i for i, a in self._active.items() if a.task is not None and not a.task.done()]
+                    running = [
+                        i
+                        for i, a in self._active.items()
+                        if a.task is not None and not a.task.done()
+                    ]
                     for job_id in await backend.cancel_requests(running):
                         self._cancel_local(job_id)
             except BackendError as exc:

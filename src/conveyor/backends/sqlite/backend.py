@@ -189,7 +189,9 @@ class SQLiteBackend:
 
     # -- enqueue ----------------------------------------------------------------------
     @staticmethod
-    def _insert(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[EnqueueResult]:
+    def _insert(
+        conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float
+    ) -> list[EnqueueResult]:
         out: list[EnqueueResult] = []
         for job in jobs:
             row = conn.execute(
@@ -398,7 +400,9 @@ class SQLiteBackend:
         if not job_ids:
             return frozenset()
         rows = await self._run(
-            lambda c: c.execute(_Q["cancel_requests"], {"ids": json.dumps(list(job_ids))}).fetchall(),
+            lambda c: c.execute(
+                _Q["cancel_requests"], {"ids": json.dumps(list(job_ids))}
+            ).fetchall(),
             write=False,
         )
         return frozenset(r[0] for r in rows)
@@ -430,7 +434,13 @@ class SQLiteBackend:
         if not entries:
             return
         rows = [
-            {"job_id": e.job_id, "at": e.at, "level": e.level, "message": e.message, "attempt": e.attempt}
+            {
+                "job_id": e.job_id,
+                "at": e.at,
+                "level": e.level,
+                "message": e.message,
+                "attempt": e.attempt,
+            }
             for e in entries
         ]
         await self._run(lambda c: c.executemany(_Q["insert_log"], rows) and None)
@@ -504,7 +514,9 @@ class SQLiteBackend:
 
     async def promote_due(self, now: float, horizon: float, limit: int) -> tuple[int, float | None]:
         rows = await self._run(
-            lambda c: c.execute(_Q["promote_due"], {"until": now + horizon, "limit": limit}).fetchall()
+            lambda c: c.execute(
+                _Q["promote_due"], {"until": now + horizon, "limit": limit}
+            ).fetchall()
         )
         if rows:
             self.wake()
@@ -516,7 +528,8 @@ class SQLiteBackend:
             ids = [
                 r[0]
                 for r in conn.execute(
-                    _Q["prune_ids"], {"state": state.value, "before": finished_before, "limit": limit}
+                    _Q["prune_ids"],
+                    {"state": state.value, "before": finished_before, "limit": limit},
                 )
             ]
             if ids:
@@ -662,7 +675,9 @@ class SQLiteBackend:
         )
         return [event_from_row(dict(r)) for r in rows]
 
-    async def read_events(self, after: str | None, limit: int, timeout: float) -> tuple[list[Event], str]:
+    async def read_events(
+        self, after: str | None, limit: int, timeout: float
+    ) -> tuple[list[Event], str]:
         if after is None:
             row = await self._run(lambda c: c.execute(_Q["max_event_id"]).fetchone(), write=False)
             return [], str(row[0])
@@ -670,7 +685,9 @@ class SQLiteBackend:
         deadline = time.monotonic() + timeout
         while True:
             rows = await self._run(
-                lambda c: c.execute(_Q["read_events"], {"after": cursor, "limit": limit}).fetchall(),
+                lambda c: c.execute(
+                    _Q["read_events"], {"after": cursor, "limit": limit}
+                ).fetchall(),
                 write=False,
             )
             if rows or time.monotonic() >= deadline:
@@ -720,13 +737,16 @@ class SQLiteBackend:
         ]
 
     async def delete_cron(self, names: Sequence[str]) -> int:
-        cur = await self._run(lambda c: c.execute(_Q["delete_cron"], {"names": json.dumps(list(names))}))
+        cur = await self._run(
+            lambda c: c.execute(_Q["delete_cron"], {"names": json.dumps(list(names))})
+        )
         return int(cur.rowcount)
 
     async def set_cron_paused(self, name: str, paused: bool, next_run_at: float | None) -> bool:
         cur = await self._run(
             lambda c: c.execute(
-                _Q["set_cron_paused"], {"name": name, "paused": int(paused), "next_run_at": next_run_at}
+                _Q["set_cron_paused"],
+                {"name": name, "paused": int(paused), "next_run_at": next_run_at},
             )
         )
         return bool(cur.rowcount)
