@@ -5,9 +5,9 @@ interval. Cron expressions have exactly 5 fields (``minute hour day-of-month mon
 day-of-week``; no seconds or year field) or are one of the macros ``@yearly``,
 ``@annually``, ``@monthly``, ``@weekly``, ``@daily``, ``@midnight``, ``@hourly``.
 Day-of-month and day-of-week combine as in Vixie cron (either matches when both are
-restricted). Hashed (``H``) and random (``R``) fields are refused because every
-process must compute the same ticks, and so is an expression that never fires
-(``0 0 30 2 *``).
+restricted). Refused: hashed (``H``) and random (``R``) fields, since every process
+must compute the same ticks; equal-ended ranges such as ``3-3``, which croniter reads as
+the whole field; and expressions that never fire (``0 0 30 2 *``).
 
 DST rules. The expression's matches are iterated (by croniter) as *naive local wall
 times*; each one is then mapped to a UTC instant in the schedule's zone:
@@ -111,7 +111,7 @@ class Schedule:
         cron = _parse_cron(text)
         object.__setattr__(self, "expression", text)
         object.__setattr__(self, "_cron", cron)
-        object.__setattr__(self, "_every_hour", True)
+        object.__setattr__(self, "_every_hour", cron.expanded[1] == ["*"])
 
     def next_after(self, ts: float) -> float:
         """Return the first tick strictly after ``ts``.
@@ -143,8 +143,8 @@ class Schedule:
             # the wall times just before it are still ahead, so start that much earlier.
             repeat = _offset(zone, start) - _offset(zone, start.replace(fold=1))
             start -= max(repeat, 0) * _SECOND
+        assert self._cron is not None  # only interval schedules have no croniter
         cron = copy.copy(self._cron)  # croniter is stateful; a shallow copy is cheap
-        assert cron is not None  # only interval schedules have no croniter
         cron.set_current(start)
         best: int | None = None  # the earliest second occurrence seen so far
         while True:
@@ -198,8 +198,13 @@ def _parse_cron(text: str) -> croniter[datetime]:
             f"expected 5 fields (minute hour day-of-month month day-of-week), "
             f"got {len(fields)}{extra}"
         )
-    elif any(item[:1].lower() in ("h", "r") for f in fields for item in f.split(",")):
-        raise invalid("hashed (H) and random (R) fields are not supported")
+    for item in (item for f in fields for item in f.split(",")):
+        if item[:1].lower() in ("h", "r"):
+            raise invalid("hashed (H) and random (R) fields are not supported")
+        low, dash, high = item.partition("/")[0].partition("-")
+        if low and dash and low.lower().lstrip("0") == high.lower().lstrip("0"):
+            # croniter reads an equal-ended range as the whole field: "0 3-3 * * *" hourly.
+            raise invalid(f"the range {item!r} has equal ends; write {low!r}")
     try:
         cron = croniter(text, _CHECK_FROM, ret_type=datetime, max_years_between_matches=_MAX_YEARS)
     except (ValueError, TypeError, LookupError, ArithmeticError) as exc:

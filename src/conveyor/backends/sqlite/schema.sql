@@ -41,13 +41,12 @@ CREATE INDEX IF NOT EXISTS conveyor_jobs_group_running
     ON conveyor_jobs (group_key) WHERE state = 'running' AND group_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS conveyor_jobs_finished
     ON conveyor_jobs (state, finished_at) WHERE state IN ('completed', 'failed', 'cancelled');
-CREATE INDEX IF NOT EXISTS conveyor_jobs_name ON conveyor_jobs (name, id);
 -- Idempotency: the store rejects a second row with the same (tenant, key), race-free.
 CREATE UNIQUE INDEX IF NOT EXISTS conveyor_jobs_idempotency
     ON conveyor_jobs (coalesce(tenant, ''), idempotency_key) WHERE idempotency_key IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS conveyor_events (
-    id       INTEGER PRIMARY KEY AUTOINCREMENT,  -- the cursor of Queue.events()
+    id       INTEGER PRIMARY KEY,  -- the cursor of Queue.events(); only old rows are deleted
     job_id   INTEGER NOT NULL,
     type     TEXT    NOT NULL,
     job_name TEXT    NOT NULL,
@@ -59,7 +58,7 @@ CREATE TABLE IF NOT EXISTS conveyor_events (
 CREATE INDEX IF NOT EXISTS conveyor_events_job ON conveyor_events (job_id, id);
 
 CREATE TABLE IF NOT EXISTS conveyor_logs (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id      INTEGER PRIMARY KEY,
     job_id  INTEGER NOT NULL,
     at      REAL    NOT NULL,
     level   TEXT    NOT NULL,

@@ -1,0 +1,40 @@
+"""The app real worker processes run in integration tests (configured by CONVEYOR_*)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import conveyor
+
+queue = conveyor.Queue()
+
+
+def _mark(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (text + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+@queue.job("slow", attempts=3)
+async def slow(payload: dict, ctx: conveyor.Context) -> dict:
+    """Marks start and end in a probe file; sleeps ``seconds[attempt-1]``."""
+    _mark(payload["probe"], f"start {ctx.job_id} {ctx.attempt} {os.getpid()}")
+    seconds = payload["seconds"][min(ctx.attempt, len(payload["seconds"])) - 1]
+    await asyncio.sleep(seconds)
+    _mark(payload["probe"], f"end {ctx.job_id} {ctx.attempt} {os.getpid()}")
+    return {"pid": os.getpid(), "attempt": ctx.attempt}
+
+
+@queue.job("sync-slow", attempts=3)
+def sync_slow(payload: dict, ctx: conveyor.Context) -> dict:
+    """A blocking handler; checks ctx.cancelled while it waits."""
+    _mark(payload["probe"], f"start {ctx.job_id} {ctx.attempt} {os.getpid()}")
+    deadline = time.monotonic() + payload["seconds"][min(ctx.attempt, len(payload["seconds"])) - 1]
+    while time.monotonic() < deadline and not ctx.cancelled:
+        time.sleep(0.01)
+    _mark(payload["probe"], f"end {ctx.job_id} {ctx.attempt} {os.getpid()}")
+    return {"pid": os.getpid(), "attempt": ctx.attempt}

@@ -1,0 +1,145 @@
+"""Builders and helpers shared by the Redis backend tests."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from conveyor.backends.base import ClaimParams, EnqueueParams, NewJob
+from conveyor.backends.redis.backend import RedisBackend
+from conveyor.backends.redis.keys import scan_pattern
+from conveyor.models import JobState
+
+NOW = 1_800_000_000.0  # a fixed "now": every decision takes the caller's clock
+
+
+def new_job(name: str = "job", **kw: Any) -> NewJob:
+    """A NewJob with defaults: queued now on channel "default"."""
+    fields: dict[str, Any] = {
+        "name": name,
+        "payload": '{"n": 1}',
+        "state": JobState.QUEUED,
+        "run_at": NOW,
+        "priority": 0,
+        "channel": "default",
+        "max_attempts": 3,
+        "options": None,
+        "remove_on_complete": False,
+        "idempotency_key": None,
+        "tags": (),
+        "group": None,
+        "tenant": None,
+    }
+    fields.update(kw)
+    return NewJob(**fields)
+
+
+def claim_params(token: str = "tok", limit: int = 10, now: float = NOW, **kw: Any) -> ClaimParams:
+    return ClaimParams(
+        worker_id="w1", token=token, limit=limit, now=now, lease_expires_at=now + 30, **kw
+    )
+
+
+async def enqueue(backend: RedisBackend, *jobs: NewJob, now: float = NOW) -> list[int]:
+    results = await backend.enqueue_many(EnqueueParams(jobs=list(jobs), now=now))
+    return [r.id for r in results]
+
+
+def delete_keys(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=scan_pattern(prefix), count=1000))
+        if keys:
+            client.unlink(*keys)
+    finally:
+        client.close()
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[Any] | Any], timeout: float = 10.0, interval: float = 0.02
+) -> Any:
+    """Poll ``predicate`` (sync or async) until truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OwnRedis:
+    """A private redis-server (no persistence) that a test may stop and start."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed")
+        log = open(self.workdir / f"redis-{self.port}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with redis.Redis(port=self.port, socket_timeout=1) as c:
+                    c.ping()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True)
