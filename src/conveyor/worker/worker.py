@@ -112,6 +112,7 @@ class Worker:
         self._finished = asyncio.Event()
         self._running = False
         self._aborted = False
+        self._run_task: asyncio.Task[Any] | None = None
         self._signals = 0
         self.processed = 0
 
@@ -143,6 +144,7 @@ class Worker:
     async def run(self) -> None:
         """Process jobs until :meth:`stop` (or SIGTERM/SIGINT with ``handle_signals``)."""
         backend, completer = await self._start()
+        self._run_task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         if self.handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -165,6 +167,9 @@ class Worker:
         except* asyncio.CancelledError:
             if not self._aborted:
                 raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         finally:
             if self.handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -209,12 +214,19 @@ class Worker:
             await self._finished.wait()
 
     def abort(self) -> None:
-        """Stop at once: running jobs are abandoned; their leases expire and are rescued."""
+        """Stop at once: running jobs are abandoned without writing anything; their
+        leases expire and they are rescued (the attempt counts)."""
         self._aborted = True
         self._stopping.set()
-        for task in asyncio.all_tasks():
-            if task.get_name().startswith("conveyor-"):
-                task.cancel()
+        for a in self._active.values():
+            if a.task is not None and not a.task.done():
+                if a.ctx is not None:
+                    a.ctx._cancel("abort")
+                else:
+                    a.extra["reason"] = "abort"
+                a.task.cancel()
+        if self._run_task is not None and not self._run_task.done():
+            self._run_task.cancel()
 
     def _on_signal(self, sig: int) -> None:
         self._signals += 1
@@ -328,8 +340,10 @@ class Worker:
             a.timer.cancel()
         self._busy -= 1
         self._slot.set()
-        if reason == "lost":
-            self._active.pop(job.id, None)  # rescued elsewhere: the rescue's outcome stands
+        if reason in ("lost", "abort"):
+            # lost: rescued elsewhere, the rescue's outcome stands; abort: leave the lease
+            # to expire so the job is rescued.
+            self._active.pop(job.id, None)
             return
         if reason == "cancel" and run.status in ("ok", "error", "timeout"):
             run = RunResult("cancelled")
