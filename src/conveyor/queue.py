@@ -133,6 +133,9 @@ class Queue:
         self._workers: weakref.WeakSet[Worker] = weakref.WeakSet()
         self._migrated = False
         self._lock = threading.RLock()
+        from conveyor.builtins import register_builtins
+
+        register_builtins(self)
 
     @classmethod
     def from_env(cls, dormant_ok: bool = True, **kwargs: Any) -> Queue:

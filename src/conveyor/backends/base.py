@@ -20,6 +20,7 @@ from conveyor.models import CronSchedule, Event, Job, JobState, LogRecord
 __all__ = [
     "Backend",
     "CancelOutcome",
+    "ChannelStats",
     "ClaimParams",
     "ClaimedJob",
     "CronFire",
@@ -175,6 +176,15 @@ class LogEntry:
     attempt: int
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelStats:
+    """Per-channel numbers for the insights job and metrics."""
+
+    channel: str
+    counts: Mapping[str, int]  # state value -> jobs (states with none may be absent)
+    oldest_queued_run_at: float | None  # run_at of the longest-waiting due job
+
+
 class CancelOutcome:
     CANCELLED = "cancelled"  # was upcoming, now cancelled
     REQUESTED = "requested"  # running: cancel_requested set, the worker ends it
@@ -301,6 +311,10 @@ class Backend(Protocol):
     async def get_job(self, job_id: int) -> Job | None: ...
     async def list_jobs(self, flt: JobFilter) -> list[Job]: ...
     async def counts(self, channel: str | None) -> dict[str, int]: ...
+    async def channel_stats(self) -> list[ChannelStats]:
+        """Counts per state and the oldest queued job's run_at, for every channel."""
+        ...
+
     async def cancel(self, job_id: int, now: float) -> str:  # a CancelOutcome value
         ...
 

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from conveyor.backends.base import (
     CancelOutcome,
+    ChannelStats,
     ClaimedJob,
     ClaimParams,
     CronFire,
@@ -588,6 +589,16 @@ class SQLiteBackend:
         out = {s.value: 0 for s in JobState}
         out.update({r[0]: r[1] for r in rows})
         return out
+
+    async def channel_stats(self) -> list[ChannelStats]:
+        rows = await self._run(lambda c: c.execute(_Q["channel_stats"]).fetchall(), write=False)
+        counts: dict[str, dict[str, int]] = {}
+        oldest: dict[str, float] = {}
+        for r in rows:
+            counts.setdefault(r["channel"], {})[r["state"]] = r["n"]
+            if r["oldest"] is not None:
+                oldest[r["channel"]] = r["oldest"]
+        return [ChannelStats(ch, c, oldest.get(ch)) for ch, c in sorted(counts.items())]
 
     def _cancel_one(self, conn: sqlite3.Connection, job_id: int, now: float) -> str:
         row = conn.execute(_Q["cancel_upcoming"], {"job_id": job_id, "now": now}).fetchone()

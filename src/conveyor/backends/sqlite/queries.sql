@@ -160,6 +160,11 @@ SELECT state, count(*) AS n FROM conveyor_jobs
 WHERE (:channel IS NULL OR channel = :channel)
 GROUP BY state
 
+-- name: channel_stats
+SELECT channel, state, count(*) AS n,
+       min(CASE WHEN state = 'queued' THEN run_at END) AS oldest
+FROM conveyor_jobs GROUP BY channel, state
+
 -- name: cancel_upcoming
 UPDATE conveyor_jobs SET state = 'cancelled', finished_at = :now
 WHERE id = :job_id AND state IN ('scheduled', 'queued', 'waiting')
