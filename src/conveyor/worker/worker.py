@@ -52,6 +52,9 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("conveyor")
 
+#: Why the worker cancelled a handler → how the attempt ended.
+_CANCEL_STATUS = {"timeout": "timeout", "drain": "drained", "cancel": "cancelled"}
+
 
 @dataclass(eq=False)
 class _Active:
@@ -121,10 +124,7 @@ class Worker:
         if self._running:
             raise RuntimeError("this worker is already running")
         self._running = True
-        self._stopping = asyncio.Event()
-        self._done = asyncio.Event()
-        self._slot = asyncio.Event()
-        self._finished = asyncio.Event()
+        self._finished.clear()  # _stopping is kept: stop() may come before run() starts
         backend = await self.queue._ready()
         await self.queue._sync_definition_schedules()
         self._backend = backend
@@ -139,6 +139,8 @@ class Worker:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
         self._running = False
+        self._stopping.clear()
+        self._done.clear()
         self._finished.set()
 
     async def run(self) -> None:
@@ -191,7 +193,11 @@ class Worker:
                     free = self.concurrency - self._busy
                     jobs = await self._claim(backend, free) if free > 0 else []
                     if not jobs and self._busy == 0:
-                        break
+                        # Outcomes still in flight may requeue a job that is due now.
+                        await completer.drain()
+                        if not await self._claim(backend, free):
+                            break
+                        continue
                     if not jobs:
                         self._slot.clear()
                         await self._slot.wait()
@@ -410,6 +416,13 @@ class Worker:
             else:
                 assert self._pool is not None
                 value = await loop.run_in_executor(self._pool, definition.fn, payload, ctx)
+            if ctx.cancel_reason is not None:
+                # The handler swallowed our cancellation and returned: the timeout, cancel
+                # or drain still decides the outcome.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    task.uncancel()
+                return RunResult(_CANCEL_STATUS.get(ctx.cancel_reason, "drained")), backoff
             try:
                 result = json.dumps(
                     value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -426,10 +439,7 @@ class Worker:
                 return RunResult("error", exc=exc, message="handler raised CancelledError"), backoff
             if task is not None and task.cancelling():
                 task.uncancel()
-            status = {"timeout": "timeout", "drain": "drained", "cancel": "cancelled"}.get(
-                reason, "drained"
-            )
-            return RunResult(status), backoff
+            return RunResult(_CANCEL_STATUS.get(reason, "drained")), backoff
         except TimeoutError as exc:
             if ctx.cancel_reason == "timeout" or (
                 kill and ctx.deadline and loop.time() >= ctx.deadline

@@ -146,7 +146,8 @@ class SQLiteBackend:
             return result
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T], write: bool = True) -> T:
-        """Run ``fn`` in a transaction, retrying lock contention without blocking the loop."""
+        """Run ``fn`` (in a ``BEGIN IMMEDIATE`` transaction when ``write``; else its
+        statements autocommit), retrying lock contention without blocking the loop."""
         deadline = time.monotonic() + BUSY_TIMEOUT
         delay = 0.0005
         while True:
@@ -160,12 +161,12 @@ class SQLiteBackend:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.02)
 
-    def _run_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _run_sync(self, fn: Callable[[sqlite3.Connection], T], write: bool = True) -> T:
         deadline = time.monotonic() + BUSY_TIMEOUT
         delay = 0.0005
         while True:
             try:
-                return self._attempt(fn, True)
+                return self._attempt(fn, write)
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or time.monotonic() > deadline:
                     raise BackendError(f"SQLite {self.path!r}: {exc}") from exc
@@ -175,13 +176,19 @@ class SQLiteBackend:
             delay = min(delay * 2, 0.02)
 
     async def migrate(self) -> None:
-        # Comments are dropped before splitting: the schema has no string literal with "--".
-        script = "\n".join(line.split("--", 1)[0] for line in self.migration_sql().splitlines())
+        # Comments are dropped first: the schema has no string literal with "--".
+        lines = [line.split("--", 1)[0] for line in self.migration_sql().splitlines()]
+        statements: list[str] = []
+        buf = ""
+        for line in lines:
+            buf += line + "\n"
+            if sqlite3.complete_statement(buf):
+                statements.append(buf)
+                buf = ""
 
         def apply(conn: sqlite3.Connection) -> None:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in statements:
+                conn.execute(statement)
 
         await self._run(apply)
 
@@ -223,33 +230,23 @@ class SQLiteBackend:
                     raise BackendError("insert conflicted but no job holds its idempotency key")
                 out.append(EnqueueResult(int(found[0]), False))
                 continue
-            job_id = int(row[0])
-            conn.execute(
-                _Q["insert_event"],
-                {
-                    "job_id": job_id,
-                    "type": "enqueued",
-                    "job_name": job.name,
-                    "tenant": job.tenant,
-                    "attempt": 0,
-                    "at": now,
-                    "data": None,
-                },
-            )
-            out.append(EnqueueResult(job_id, True))
+            out.append(EnqueueResult(int(row[0]), True))  # the trigger stored "enqueued"
         return out
 
     async def enqueue_many(self, params: EnqueueParams) -> list[EnqueueResult]:
         if params.connection is not None:
             return self._enqueue_in(params)
-        result = await self._run(lambda c: self._insert(c, params.jobs, params.now))
+        # One job is one autocommit INSERT (atomic by itself); several share a transaction.
+        single = len(params.jobs) == 1
+        result = await self._run(lambda c: self._insert(c, params.jobs, params.now), write=not single)
         self.wake()
         return result
 
     def enqueue_many_sync(self, params: EnqueueParams) -> list[EnqueueResult]:
         if params.connection is not None:
             return self._enqueue_in(params)
-        result = self._run_sync(lambda c: self._insert(c, params.jobs, params.now))
+        single = len(params.jobs) == 1
+        result = self._run_sync(lambda c: self._insert(c, params.jobs, params.now), write=not single)
         self.wake()
         return result
 
@@ -329,45 +326,52 @@ class SQLiteBackend:
         return await self._run(tx)
 
     async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        def tx(conn: sqlite3.Connection) -> list[bool]:
-            applied: list[bool] = []
-            for o in outcomes:
-                args = {
-                    "job_id": o.job_id,
+        batch = json.dumps(
+            [
+                {
+                    "id": o.job_id,
                     "token": o.token,
+                    "state": o.state.value,
+                    "result": o.result,
+                    "error": o.error,
+                    "refund": 1 if o.refund_attempt else 0,
+                    "run_at": o.run_at,
+                    "at": o.at,
                     "expired_before": o.expired_before,
                 }
-                if o.remove:
-                    row = conn.execute(_Q["finish_remove"], args).fetchone()
-                    if row is not None:
-                        conn.execute(_Q["delete_job_children"], {"job_id": o.job_id})
-                else:
-                    args.update(
-                        state=o.state.value,
-                        result=o.result,
-                        error=o.error,
-                        refund=1 if o.refund_attempt else 0,
-                        run_at=o.run_at,
-                        at=o.at,
+                for o in outcomes
+                if not o.remove
+            ]
+        )
+        removals = [o for o in outcomes if o.remove]
+
+        def tx(conn: sqlite3.Connection) -> list[bool]:
+            done: dict[int, tuple[str, str | None, int]] = {
+                r[0]: (r[1], r[2], r[3]) for r in conn.execute(_Q["finish_many"], {"outcomes": batch})
+            }
+            for o in removals:
+                args = {"job_id": o.job_id, "token": o.token, "expired_before": o.expired_before}
+                row = conn.execute(_Q["finish_remove"], args).fetchone()
+                if row is not None:
+                    conn.execute(_Q["delete_job_children"], {"job_id": o.job_id})
+                    done[o.job_id] = (row[0], row[1], row[2])
+            events = []
+            for o in outcomes:
+                hit = done.get(o.job_id)
+                if hit is not None:
+                    events.append(
+                        {
+                            "job_id": o.job_id,
+                            "type": o.event,
+                            "job_name": hit[0],
+                            "tenant": hit[1],
+                            "attempt": hit[2] + (1 if o.refund_attempt else 0),
+                            "at": o.at,
+                            "data": o.event_data,
+                        }
                     )
-                    row = conn.execute(_Q["finish"], args).fetchone()
-                if row is None:
-                    applied.append(False)
-                    continue
-                applied.append(True)
-                conn.execute(
-                    _Q["insert_event"],
-                    {
-                        "job_id": o.job_id,
-                        "type": o.event,
-                        "job_name": row[0],
-                        "tenant": row[1],
-                        "attempt": row[2] + (1 if o.refund_attempt else 0),
-                        "at": o.at,
-                        "data": o.event_data,
-                    },
-                )
-            return applied
+            conn.executemany(_Q["insert_event"], events)
+            return [o.job_id in done for o in outcomes]
 
         result = await self._run(tx)
         if any(o.state in (JobState.QUEUED, JobState.SCHEDULED) for o in outcomes):

@@ -43,21 +43,28 @@ INSERT INTO conveyor_events (job_id, type, job_name, tenant, attempt, at, data)
 SELECT id, 'started', name, tenant, attempts, :now, NULL
 FROM conveyor_jobs WHERE id IN (SELECT value FROM json_each(:ids))
 
--- name: finish
-UPDATE conveyor_jobs
-SET state = :state,
-    result = coalesce(:result, result),
-    errors = CASE WHEN :error IS NULL THEN errors
-                  ELSE json_insert(coalesce(errors, '[]'), '$[#]', json(:error)) END,
-    attempts = attempts - :refund,
-    run_at = coalesce(:run_at, run_at),
-    finished_at = CASE WHEN :state IN ('completed', 'failed', 'cancelled') THEN :at ELSE NULL END,
-    progress = CASE WHEN :state = 'completed' THEN 100 ELSE progress END,
+-- name: finish_many
+-- One statement for a whole batch of outcomes (a JSON array of objects), each applied
+-- only if the job is still running under that token (and expired, for a rescue).
+UPDATE conveyor_jobs AS j
+SET state = o.state,
+    result = coalesce(o.result, j.result),
+    errors = CASE WHEN o.error IS NULL THEN j.errors
+                  ELSE json_insert(coalesce(j.errors, '[]'), '$[#]', json(o.error)) END,
+    attempts = j.attempts - o.refund,
+    run_at = coalesce(o.run_at, j.run_at),
+    finished_at = CASE WHEN o.state IN ('completed', 'failed', 'cancelled') THEN o.at ELSE NULL END,
+    progress = CASE WHEN o.state = 'completed' THEN 100 ELSE j.progress END,
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
-    cancel_requested = CASE WHEN :state IN ('queued', 'scheduled') THEN 0 ELSE cancel_requested END
-WHERE id = :job_id AND state = 'running' AND lease_token = :token
-  AND (:expired_before IS NULL OR lease_expires_at <= :expired_before)
-RETURNING name, tenant, attempts
+    cancel_requested = CASE WHEN o.state IN ('queued', 'scheduled') THEN 0 ELSE j.cancel_requested END
+FROM (SELECT value ->> '$.id' AS id, value ->> '$.token' AS token, value ->> '$.state' AS state,
+             value ->> '$.result' AS result, value ->> '$.error' AS error,
+             value ->> '$.refund' AS refund, value ->> '$.run_at' AS run_at, value ->> '$.at' AS at,
+             value ->> '$.expired_before' AS expired_before
+      FROM json_each(:outcomes)) AS o
+WHERE j.id = o.id AND j.state = 'running' AND j.lease_token = o.token
+  AND (o.expired_before IS NULL OR j.lease_expires_at <= o.expired_before)
+RETURNING id, name, tenant, attempts
 
 -- name: finish_remove
 DELETE FROM conveyor_jobs
