@@ -23,7 +23,8 @@ from conveyor.models import Job, JobState
 from conveyor.queue import Queue
 
 T = TypeVar("T")
-console = Console()
+# Piped output (grep, less) keeps whole values instead of rich's 80-column truncation.
+console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
 

@@ -38,3 +38,16 @@ def sync_slow(payload: dict, ctx: conveyor.Context) -> dict:
         time.sleep(0.01)
     _mark(payload["probe"], f"end {ctx.job_id} {ctx.attempt} {os.getpid()}")
     return {"pid": os.getpid(), "attempt": ctx.attempt}
+
+
+@queue.job("count", attempts=3)
+async def count(payload: dict, ctx: conveyor.Context) -> int:
+    """Records one line per execution in a probe file."""
+    _mark(payload["probe"], f"run {ctx.job_id} {ctx.attempt} {os.getpid()}")
+    return int(payload["n"])
+
+
+def enqueue_many_from_process(probe: str, start: int, n: int) -> None:
+    """Run in a child process: enqueue one by one from sync code (enqueue_sync)."""
+    for i in range(start, start + n):
+        queue.enqueue_sync("count", {"probe": probe, "n": i}, attempts=3)

@@ -1,0 +1,106 @@
+"""The ``conveyor`` command, run as a real process against every backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conveyor import JobState
+from tests.conftest import Store
+from tests.integration.test_processes import ROOT, fast_queue
+
+
+def cli(
+    store: Store, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **store.env, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor", *args],
+        env=full_env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+async def test_migrate_stats_and_jobs_commands(store: Store) -> None:
+    r = cli(store, "migrate")
+    assert r.returncode == 0, r.stderr
+    q = await fast_queue(store)
+    ok = await q.enqueue("count", {"probe": "/dev/null", "n": 1}, tags=["a"])
+    bad = await q.enqueue("nobody-handles-this", {"x": 1})
+
+    r = cli(store, "stats", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["queued"] == 2
+
+    r = cli(store, "worker", "tests.integration.app:queue", "--once")
+    assert r.returncode == 0, r.stderr
+    assert "processed 2 job(s)" in r.stderr
+
+    r = cli(store, "jobs", "list", "--json", "--state", "completed")
+    assert [j["id"] for j in json.loads(r.stdout)] == [ok]
+    r = cli(store, "jobs", "list", "--tag", "a", "--json")
+    assert [j["id"] for j in json.loads(r.stdout)] == [ok]
+    r = cli(store, "jobs", "list")  # the human table
+    assert r.returncode == 0 and "completed" in r.stdout and "failed" in r.stdout
+
+    r = cli(store, "jobs", "show", str(bad), "--json")
+    shown = json.loads(r.stdout)
+    assert shown["state"] == "failed" and shown["last_error"]["type"] == "UnknownJob"
+    assert [e["type"] for e in shown["events"]][-1] == "orphaned"
+
+    r = cli(store, "jobs", "retry", str(bad))
+    assert r.returncode == 0, r.stderr
+    job = await q.get_job(bad)
+    assert job is not None and job.state is JobState.QUEUED
+
+    r = cli(store, "jobs", "cancel", str(bad))
+    assert r.returncode == 0
+    job = await q.get_job(bad)
+    assert job is not None and job.state is JobState.CANCELLED
+
+
+async def test_errors_exit_1_with_a_message_and_bad_usage_exits_2(store: Store) -> None:
+    await fast_queue(store)
+    r = cli(store, "jobs", "retry", "999999")
+    assert r.returncode == 1 and "does not exist" in r.stderr
+    r = cli(store, "jobs", "show", "999999")
+    assert r.returncode == 1 and "not found" in r.stderr
+    r = cli(store, "jobs", "cancel", "999999")
+    assert r.returncode == 1
+    r = cli(store, "jobs", "list", "--state", "bogus")
+    assert r.returncode == 2
+    r = cli(store, "worker")
+    assert r.returncode == 2
+    r = cli(store, "worker", "no.such.module:queue")
+    assert r.returncode == 2 and "cannot import" in r.stderr
+
+
+async def test_worker_refuses_when_disabled(store: Store) -> None:
+    r = cli(store, "worker", "tests.integration.app:queue", env={"CONVEYOR_WORKER": "false"})
+    assert r.returncode == 1
+    assert "CONVEYOR_WORKER=false" in r.stderr
+
+
+async def test_cron_commands(store: Store) -> None:
+    q = await fast_queue(store)
+    await q.add_cron("digest", "0 6 * * *", job="count", payload={"probe": "/dev/null", "n": 0})
+    r = cli(store, "cron", "list", "--json")
+    assert [s["name"] for s in json.loads(r.stdout)] == ["digest"]
+    assert cli(store, "cron", "pause", "digest").returncode == 0
+    assert json.loads(cli(store, "cron", "list", "--json").stdout)[0]["paused"] is True
+    assert cli(store, "cron", "resume", "digest").returncode == 0
+    assert json.loads(cli(store, "cron", "list", "--json").stdout)[0]["paused"] is False
+    assert cli(store, "cron", "remove", "digest").returncode == 0
+    assert json.loads(cli(store, "cron", "list", "--json").stdout) == []
+    r = cli(store, "cron", "pause", "nope")
+    assert r.returncode == 1 and "no schedule" in r.stderr
+
+
+@pytest.mark.parametrize("backend_name", ["postgres"], indirect=True)
+async def test_migrate_sql_prints_the_schema(store: Store) -> None:
+    r = cli(store, "migrate", "--sql")
+    assert r.returncode == 0, r.stderr
+    assert "CREATE TABLE" in r.stdout and store.token in r.stdout
