@@ -20,8 +20,12 @@ def cli(
     full_env = {**os.environ, **store.env, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "conveyor", *args],
-        env=full_env, cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=full_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def test_migrate_stats_and_jobs_commands(store: Store) -> None:

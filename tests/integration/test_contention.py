@@ -32,7 +32,7 @@ async def test_enqueuers_and_workers_in_parallel_processes(store: Store, tmp_pat
                 env=env,
                 cwd=ROOT,
                 stderr=subprocess.PIPE,
-            )  # fmt: skip
+            )
             for i in range(ENQUEUERS)
         ]
         for p in enqueuers:

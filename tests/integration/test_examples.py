@@ -14,8 +14,12 @@ def test_quickstart_runs_to_completion(tmp_path: Path) -> None:
     env = {**os.environ, "CONVEYOR_URL": f"sqlite:///{tmp_path / 'quickstart.db'}"}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py")],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "retrying" in out and "progress" in out  # retries and progress are visible

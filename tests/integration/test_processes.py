@@ -38,10 +38,22 @@ class Workers:
         env = {**os.environ, **self.store.env, **FAST, "PYTHONPATH": str(ROOT)}
         with open(self.tmp_path / f"worker{len(self.procs)}.log", "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", "worker", "tests.integration.app:queue",
-                 "--concurrency", str(concurrency), "-v", *args],
-                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "conveyor",
+                    "worker",
+                    "tests.integration.app:queue",
+                    "--concurrency",
+                    str(concurrency),
+                    "-v",
+                    *args,
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.procs.append(proc)
         return proc
 
@@ -88,7 +100,10 @@ async def test_sigkill_mid_job_every_job_finishes_exactly_once_more(
 ) -> None:
     q = await fast_queue(store)
     probe = tmp_path / "probe"
-    ids = [await q.enqueue("slow", {"probe": str(probe), "seconds": [30, 0.1]}, attempts=3) for _ in range(4)]
+    ids = [
+        await q.enqueue("slow", {"probe": str(probe), "seconds": [30, 0.1]}, attempts=3)
+        for _ in range(4)
+    ]
     victim = workers.start(concurrency=4)
     await wait_for(lambda: len([x for x in probe_lines(probe) if x[0] == "start"]) == 4, timeout=30)
     victim.kill()  # SIGKILL: no drain, no goodbye
@@ -136,8 +151,13 @@ async def test_sigstop_past_lease_stale_write_rejected(
     await wait_for(
         lambda: "lease lost" in workers.log(0) or "was not recorded" in workers.log(0), timeout=30
     )
-    await wait_for(lambda: any(x[0] == "end" and x[2] == "1" for x in probe_lines(probe)) or
-                   "lease lost" in workers.log(0), timeout=10)  # fmt: skip
+    await wait_for(
+        lambda: (
+            any(x[0] == "end" and x[2] == "1" for x in probe_lines(probe))
+            or "lease lost" in workers.log(0)
+        ),
+        timeout=10,
+    )
     job = await q.get_job(job_id)
     assert job is not None
     assert job.state is JobState.COMPLETED
@@ -151,7 +171,10 @@ async def test_sigterm_drains_and_requeues_without_spending_an_attempt(
 ) -> None:
     q = await fast_queue(store)
     probe = tmp_path / "probe"
-    short = [await q.enqueue("slow", {"probe": str(probe), "seconds": [0.8]}, attempts=3) for _ in range(2)]
+    short = [
+        await q.enqueue("slow", {"probe": str(probe), "seconds": [0.8]}, attempts=3)
+        for _ in range(2)
+    ]
     long = await q.enqueue("sync-slow", {"probe": str(probe), "seconds": [60]}, attempts=3)
     proc = workers.start("--drain-timeout", "2", concurrency=3)
     await wait_for(lambda: len([x for x in probe_lines(probe) if x[0] == "start"]) == 3, timeout=30)
