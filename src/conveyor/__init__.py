@@ -12,6 +12,7 @@ await send_welcome.enqueue({"email": "a@b.c"})
 await queue.worker(concurrency=20).run()
 """
 
+from conveyor.bus import EventBus, Rule
 from conveyor.context import Context
 from conveyor.definitions import JobDefinition
 from conveyor.errors import (
@@ -50,6 +51,7 @@ __all__ = [
     "CronSchedule",
     "CronSpec",
     "Event",
+    "EventBus",
     "Fatal",
     "InvalidStateError",
     "Job",
@@ -61,6 +63,7 @@ __all__ = [
     "Queue",
     "QueueDormant",
     "Retry",
+    "Rule",
     "Token",
     "TokenResult",
     "UnsupportedError",

@@ -64,9 +64,13 @@ class _Ctx:
         self.app, self.url, self.schema, self.prefix = app, url, schema, prefix
 
     def queue(self) -> Queue:
-        if self.app:
-            return _load_app(self.app)
-        return Queue(self.url, schema=self.schema, prefix=self.prefix)
+        try:
+            if self.app:
+                return _load_app(self.app)
+            return Queue(self.url, schema=self.schema, prefix=self.prefix)
+        except ConveyorError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            sys.exit(1)
 
 
 pass_ctx = click.make_pass_decorator(_Ctx)
@@ -192,6 +196,20 @@ def worker(
             await queue.close()
 
     _run(go)
+    _exit_past_stuck_threads()
+
+
+def _exit_past_stuck_threads() -> None:
+    """A sync handler that ignores ctx.cancelled keeps its thread; its job was already
+    requeued, so exit instead of waiting for it (the interpreter would join it)."""
+    import threading
+
+    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if stuck:
+        err_console.print(f"{len(stuck)} handler thread(s) still running; exiting without them")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @main.command()

@@ -168,18 +168,17 @@ async def _fire_schedule(queue: Queue, backend: Backend, record: CronRecord, now
         late = now - tick
         replay = record.catch_up is not None and late <= record.catch_up
         if late > MISFIRE_GRACE and not replay:
-            # Missed while nothing ran: skip to the next future tick without enqueueing.
-            await backend.fire_cron(
-                CronFire(
-                    record.name,
-                    tick,
-                    schedule.next_after(now),
-                    record.last_run_at or tick,
-                    None,
-                    now,
-                )
+            # Missed while nothing ran: skip without enqueueing, to the first tick inside the
+            # catch-up window (those are replayed) or else to the next future tick.
+            start = now - record.catch_up if record.catch_up else now
+            target = schedule.next_after(start)  # may be the next future tick: fine
+            won, _ = await backend.fire_cron(
+                CronFire(record.name, tick, target, record.last_run_at or tick, None, now)
             )
-            return fired
+            if not won:
+                return fired
+            tick = target
+            continue
         new_next = schedule.next_after(tick)
         job = None
         if record.allow_overlap or not await _unfinished(backend, last_job_id):

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor import backends
+from conveyor._json import ENCODER
 from conveyor.backends.base import (
     Backend,
     CancelOutcome,
@@ -42,6 +43,7 @@ from conveyor.models import CronSchedule, CronSpec, Event, Job, JobSpec, JobStat
 from conveyor.settings import Settings, validate_name
 
 if TYPE_CHECKING:
+    from conveyor.bus import Attachment, EventBus, Rule
     from conveyor.worker import Worker
 
 __all__ = ["Queue"]
@@ -56,16 +58,18 @@ _UNSET: Any = object()
 
 def _json(payload: Any, limit: int) -> str:
     try:
-        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        text = ENCODER.encode(payload)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(f"payload is not JSON-serialisable: {exc}") from None
-    size = len(text.encode("utf-8"))
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
     if size > limit:
         raise PayloadError(f"payload is {size} bytes of JSON, over max_payload_bytes={limit}")
     return text
 
 
 def _tags(tags: Any) -> tuple[str, ...]:
+    if not tags:
+        return ()
     if isinstance(tags, str):
         raise ValidationError("tags must be a list of strings, not a single string")
     out = tuple(validate_name(t, "tag") for t in tags)
@@ -133,6 +137,7 @@ class Queue:
         self._workers: weakref.WeakSet[Worker] = weakref.WeakSet()
         self._migrated = False
         self._lock = threading.RLock()
+        self._known_names: set[str] = set()  # names and channels already validated
         from conveyor.builtins import register_builtins
 
         register_builtins(self)
@@ -141,7 +146,7 @@ class Queue:
     def from_env(cls, dormant_ok: bool = True, **kwargs: Any) -> Queue:
         """A queue configured from ``CONVEYOR_*``. Without ``CONVEYOR_URL`` and with
         ``dormant_ok`` the queue is dormant: enqueue and worker() raise QueueDormant."""
-        if not os.environ.get("CONVEYOR_URL") and dormant_ok:
+        if not os.environ.get("CONVEYOR_URL") and not kwargs.get("url") and dormant_ok:
             log.warning("CONVEYOR_URL is not set: the job queue is dormant (jobs are not enqueued)")
             return cls(_dormant=True, **kwargs)
         return cls(**kwargs)
@@ -152,6 +157,7 @@ class Queue:
     # -- backend plumbing ------------------------------------------------------------------
     @property
     def backend_name(self) -> str:
+        """``"sqlite"``, ``"postgres"`` or ``"redis"``, from the URL."""
         url = self.settings.url
         return (
             "sqlite"
@@ -288,7 +294,11 @@ class Queue:
     def _prepare(
         self, spec: JobSpec, now: float, extra_options: dict[str, Any] | None = None
     ) -> NewJob:
-        name = validate_name(spec.name, "job name")
+        name = spec.name
+        if not (type(name) is str and name in self._known_names):
+            validate_name(name, "job name")
+            if len(self._known_names) < 10_000:
+                self._known_names.add(name)
         d = self.definitions.get(name)
         payload = _json(spec.payload, self.settings.max_payload_bytes)
         if spec.run_at is not None and spec.delay is not None:
@@ -408,7 +418,9 @@ class Queue:
         return await self._store(params)
 
     async def _store(self, params: EnqueueParams) -> list[int]:
-        backend = await self._ready()
+        # Inside the caller's transaction we must not migrate on our own connection (the
+        # caller may hold the store's write lock): their schema must already exist.
+        backend = await (self._backend() if params.connection is not None else self._ready())
         results = await backend.enqueue_many(params)
         return self._announce(params, results)
 
@@ -433,6 +445,9 @@ class Queue:
             return []
         if connection is not None or self.backend_name == "sqlite":
             backend = self._direct_backend()
+            if connection is None and not self._migrated:
+                self._run_sync(backend.migrate())  # never inside the caller's transaction
+                self._migrated = True
             return self._announce(params, backend.enqueue_many_sync(params))
         return list(self._run_sync(self._store(params)))
 
@@ -446,9 +461,6 @@ class Queue:
                     shared = SQLiteBackend(self.settings)
                     shared._connect_sync()
                     self._shared = shared
-                if not self._migrated:
-                    self._run_sync(self._shared.migrate())
-                    self._migrated = True
                 return self._shared
             if self._sync_backend is None:
                 self._sync_backend = backends.from_settings(self.settings)
@@ -619,6 +631,23 @@ class Queue:
         """Remove a callback registered with :meth:`on`."""
         self._dispatcher.off(event_type, callback)
 
+    def attach(self, bus: EventBus, rules: Sequence[Rule] = ()) -> Attachment:
+        """Listen to ``bus``: ``"job:enqueue"`` events and matching ``rules`` enqueue jobs,
+        and this process's ``completed`` / ``failed`` / ``stalled`` events are republished
+        as ``job.completed`` / ``job.failed`` / ``job.stalled``. A dormant queue enqueues
+        nothing and logs one warning.
+
+        Args:
+            bus: a :class:`conveyor.EventBus`.
+            rules: :class:`conveyor.Rule` objects turning record events into jobs.
+
+        Returns:
+            A :class:`conveyor.bus.Attachment`; ``detach()`` undoes it.
+        """
+        from conveyor.bus import attach
+
+        return attach(self, bus, rules)
+
     def _emit(
         self,
         type_: str,
@@ -788,3 +817,5 @@ class _Portal:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=10)
+            if not self.thread.is_alive():
+                self.loop.close()

@@ -45,7 +45,8 @@ class Backoff:
         max: float | timedelta | None = None,
         jitter: bool = False,
     ) -> Backoff:
-        """Wait ``base ** attempt`` seconds (capped at ``max``), with optional full jitter."""
+        """Wait ``base ** attempt`` seconds (capped at ``max``); with ``jitter``, a random
+        wait between half and all of that (so retries of many jobs spread out)."""
         b = _seconds(base, "Backoff.exponential base")
         m = None if max is None else _seconds(max, "Backoff.exponential max")
         return cls("exponential", b, m, jitter)

@@ -95,9 +95,12 @@ class Settings:
             if v is not None:
                 values[f.name] = v
         values.setdefault("url", DEFAULT_URL)
-        for key in ("lease", "sweep_interval", "poll_interval", "keep_completed", "keep_failed"):
+        for key in ("lease", "sweep_interval", "poll_interval"):
             if key in values:
                 values[key] = _seconds(values[key], key)
+        for key in ("keep_completed", "keep_failed"):  # 0: remove as soon as maintenance runs
+            if key in values:
+                values[key] = _seconds(values[key], key, positive=False)
         lease = values.get("lease", 30.0)
         if "heartbeat_interval" in values:
             values["heartbeat_interval"] = _seconds(

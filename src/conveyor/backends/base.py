@@ -73,7 +73,7 @@ class EnqueueResult:
 @dataclass(frozen=True, slots=True)
 class ClaimParams:
     """Claim up to ``limit`` due jobs: state queued, ``run_at <= now``, channel/name
-    filters, channel not paused, no other job of the same group running (and at most one
+    filters, channel not paused (nor everything paused), no other job of the same group running (and at most one
     per group in the batch). Claimed rows become running with ``attempts + 1``,
     ``lease_token = token``, ``lease_expires_at``, ``started_at = now``; a ``started``
     event is stored for each. Order: priority, run_at, id."""
@@ -327,7 +327,8 @@ class Backend(Protocol):
 
     async def set_paused(self, channel: str | None, paused: bool) -> None: ...
     async def paused_channels(self) -> frozenset[str]:
-        """Paused channel names; ``"*"`` means every channel."""
+        """Paused channel names; ``""`` (never a valid channel name) means every channel,
+        so a channel literally named ``"*"`` is just a channel."""
         ...
 
     async def get_logs(self, job_id: int) -> list[LogRecord]: ...

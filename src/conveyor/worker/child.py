@@ -76,6 +76,8 @@ def _child_main(
         conn.send(("ok", json.dumps(value)))
     except BaseException as exc:  # the child reports everything, then exits
         try:
+            for at, level, message in getattr(locals().get("ctx"), "_logs", ()):
+                conn.send(("log", at, level, message))
             conn.send(("error", type(exc).__name__, str(exc), traceback.format_exc()))
         except Exception:
             pass
@@ -125,7 +127,9 @@ async def run_in_child(
                 if deadline_check():
                     raise TimeoutError("killed the child process at its timeout") from None
                 if not proc.is_alive() and not parent.poll():
-                    raise ChildFailed("ChildDied", f"child exited with code {proc.exitcode}", "") from None
+                    raise ChildFailed(
+                        "ChildDied", f"child exited with code {proc.exitcode}", ""
+                    ) from None
                 continue
             readable.clear()
             while parent.poll():

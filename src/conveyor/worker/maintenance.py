@@ -38,6 +38,7 @@ class Maintenance:
         self.queue = queue
         self.owner = owner
         self._timers: set[asyncio.TimerHandle] = set()
+        self._last_prune = float("-inf")
 
     async def run_once(self, force: bool = False) -> None:
         backend = await self.queue._ready()
@@ -47,7 +48,9 @@ class Maintenance:
         from conveyor.cron import fire_due
 
         await fire_due(self.queue, backend, now)
-        if force or await backend.acquire_lock("prune", self.owner, PRUNE_EVERY, now):
+        due = now - self._last_prune >= PRUNE_EVERY
+        if force or (due and await backend.acquire_lock("prune", self.owner, PRUNE_EVERY, now)):
+            self._last_prune = now
             await self.prune(now)
 
     async def rescue(self, now: float) -> int:

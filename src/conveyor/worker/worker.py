@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from conveyor._json import ENCODER
 from conveyor.backends.base import (
     Backend,
     ClaimedJob,
@@ -116,6 +117,7 @@ class Worker:
         self._running = False
         self._aborted = False
         self._run_task: asyncio.Task[Any] | None = None
+        self._newborn = False
         self._signals = 0
         self.processed = 0
 
@@ -164,7 +166,7 @@ class Worker:
                 tg.create_task(self._maintenance_loop(), name="conveyor-maintenance")
                 await self._fetch_loop(backend)
                 await self._drain()
-                completer.stop()
+                await self._flush_or_abandon(completer)
                 self._done.set()
         except* asyncio.CancelledError:
             if not self._aborted:
@@ -181,21 +183,27 @@ class Worker:
 
     async def run_once(self) -> int:
         """Process what is due now, then return (for cron-triggered or serverless runs).
-        Returns how many jobs were processed."""
+
+        Runs the jobs that existed when it started (and their retries that fall due
+        meanwhile); jobs enqueued while it runs are left for the next run, so a job that
+        enqueues more work cannot keep it going forever. Returns how many attempts ran.
+        """
         backend, completer = await self._start()
         start = self.processed
+        born_after = self.queue.clock.now()
+        self._newborn = False
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(completer.run(), name="conveyor-completer")
                 tg.create_task(self._heartbeat_loop(backend), name="conveyor-heartbeat")
                 await Maintenance(self.queue, self.id).run_once(force=True)
-                while not self._stopping.is_set():
+                while not self._stopping.is_set() and not self._newborn:
                     free = self.concurrency - self._busy
-                    jobs = await self._claim(backend, free) if free > 0 else []
+                    jobs = await self._claim(backend, free, born_after) if free > 0 else []
                     if not jobs and self._busy == 0:
                         # Outcomes still in flight may requeue a job that is due now.
                         await completer.drain()
-                        if not await self._claim(backend, free):
+                        if self._newborn or not await self._claim(backend, free, born_after):
                             break
                         continue
                     if not jobs:
@@ -248,7 +256,9 @@ class Worker:
             self.abort()
 
     # -- fetcher -----------------------------------------------------------------------------
-    async def _claim(self, backend: Backend, limit: int) -> list[ClaimedJob]:
+    async def _claim(
+        self, backend: Backend, limit: int, born_after: float | None = None
+    ) -> list[ClaimedJob]:
         now = self.queue.clock.now()
         params = ClaimParams(
             worker_id=self.id,
@@ -261,9 +271,18 @@ class Worker:
             exclude=self.exclude,
         )
         jobs = await backend.claim(params)
+        started = []
         for job in jobs:
+            if born_after is not None and job.created_at > born_after:
+                # run_once: enqueued after it started; back to queued, attempt refunded.
+                self._newborn = True
+                assert self._completer is not None
+                outcome = classify(job, RunResult("drained"), now, DEFAULT_BACKOFF)
+                self._completer.submit(outcome, [], lambda o, ok: None)
+                continue
             self._launch(job)
-        return jobs
+            started.append(job)
+        return started
 
     async def _fetch_loop(self, backend: Backend) -> None:
         poll = self.queue.settings.poll_interval
@@ -289,6 +308,22 @@ class Worker:
                 except BackendError as exc:
                     log.warning("waiting for work failed: %s", exc)
                     await self._sleep(backoff)
+
+    async def _flush_or_abandon(self, completer: Completer) -> None:
+        """Record what is pending, but never hold a stopping worker hostage to a store
+        that is down: past the drain timeout, unrecorded outcomes are abandoned (their
+        leases expire and the jobs are rescued)."""
+        try:
+            await asyncio.wait_for(completer.drain(), max(5.0, self.drain_timeout))
+        except TimeoutError:
+            log.error(
+                "could not record %d outcome(s) before stopping; their jobs will be rescued "
+                "when their leases expire",
+                completer.backlog,
+            )
+            self._aborted = True
+            raise asyncio.CancelledError from None
+        completer.stop()
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -424,9 +459,7 @@ class Worker:
                     task.uncancel()
                 return RunResult(_CANCEL_STATUS.get(ctx.cancel_reason, "drained")), backoff
             try:
-                result = json.dumps(
-                    value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-                )
+                result = ENCODER.encode(value)
             except (TypeError, ValueError) as exc:
                 return RunResult(
                     "error", exc=TypeError(f"handler result is not JSON-serialisable: {exc}")

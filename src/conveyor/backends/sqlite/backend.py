@@ -196,8 +196,64 @@ class SQLiteBackend:
         return read_sql(__package__ or "conveyor.backends.sqlite", "schema.sql")
 
     # -- enqueue ----------------------------------------------------------------------
-    @staticmethod
+    @classmethod
     def _insert(
+        cls, conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float
+    ) -> list[EnqueueResult]:
+        if len(jobs) > 1:
+            return cls._insert_bulk(conn, jobs, now)
+        return cls._insert_rows(conn, jobs, now)
+
+    @staticmethod
+    def _insert_bulk(
+        conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float
+    ) -> list[EnqueueResult]:
+        """One INSERT … SELECT for the batch (inside the caller's transaction)."""
+        rows = json.dumps(
+            [
+                {
+                    "name": j.name,
+                    "channel": j.channel,
+                    "payload": j.payload,
+                    "state": j.state.value,
+                    "priority": j.priority,
+                    "run_at": j.run_at,
+                    "max_attempts": j.max_attempts,
+                    "tags": json.dumps(list(j.tags)) if j.tags else None,
+                    "group_key": j.group,
+                    "tenant": j.tenant,
+                    "idempotency_key": j.idempotency_key,
+                    "options": j.options,
+                    "remove_on_complete": int(j.remove_on_complete),
+                }
+                for j in jobs
+            ]
+        )
+        inserted = conn.execute(_Q["insert_jobs_bulk"], {"jobs": rows, "now": now}).fetchall()
+        plain = iter(sorted(r[0] for r in inserted if r[2] is None))
+        keyed = {(r[1] or "", r[2]): r[0] for r in inserted if r[2] is not None}
+        seen: set[tuple[str, str]] = set()
+        out: list[EnqueueResult] = []
+        for job in jobs:
+            if job.idempotency_key is None:
+                out.append(EnqueueResult(next(plain), True))
+                continue
+            key = (job.tenant or "", job.idempotency_key)
+            if key in keyed:
+                out.append(EnqueueResult(keyed[key], key not in seen))
+                seen.add(key)
+                continue
+            found = conn.execute(
+                _Q["find_idempotent"],
+                {"tenant": job.tenant, "idempotency_key": job.idempotency_key},
+            ).fetchone()
+            if found is None:
+                raise BackendError("insert conflicted but no job holds its idempotency key")
+            out.append(EnqueueResult(int(found[0]), False))
+        return out
+
+    @staticmethod
+    def _insert_rows(
         conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float
     ) -> list[EnqueueResult]:
         out: list[EnqueueResult] = []
@@ -238,7 +294,9 @@ class SQLiteBackend:
             return self._enqueue_in(params)
         # One job is one autocommit INSERT (atomic by itself); several share a transaction.
         single = len(params.jobs) == 1
-        result = await self._run(lambda c: self._insert(c, params.jobs, params.now), write=not single)
+        result = await self._run(
+            lambda c: self._insert(c, params.jobs, params.now), write=not single
+        )
         self.wake()
         return result
 
@@ -246,7 +304,9 @@ class SQLiteBackend:
         if params.connection is not None:
             return self._enqueue_in(params)
         single = len(params.jobs) == 1
-        result = self._run_sync(lambda c: self._insert(c, params.jobs, params.now), write=not single)
+        result = self._run_sync(
+            lambda c: self._insert(c, params.jobs, params.now), write=not single
+        )
         self.wake()
         return result
 
@@ -347,7 +407,8 @@ class SQLiteBackend:
 
         def tx(conn: sqlite3.Connection) -> list[bool]:
             done: dict[int, tuple[str, str | None, int]] = {
-                r[0]: (r[1], r[2], r[3]) for r in conn.execute(_Q["finish_many"], {"outcomes": batch})
+                r[0]: (r[1], r[2], r[3])
+                for r in conn.execute(_Q["finish_many"], {"outcomes": batch})
             }
             for o in removals:
                 args = {"job_id": o.job_id, "token": o.token, "expired_before": o.expired_before}
@@ -664,7 +725,7 @@ class SQLiteBackend:
     async def set_paused(self, channel: str | None, paused: bool) -> None:
         def tx(conn: sqlite3.Connection) -> None:
             if paused:
-                conn.execute(_Q["pause"], {"channel": channel or "*"})
+                conn.execute(_Q["pause"], {"channel": channel if channel is not None else ""})
             elif channel is None:
                 conn.execute(_Q["resume_all"])
             else:

@@ -9,6 +9,19 @@ VALUES (:name, :channel, :payload, :state, :priority, :run_at, :now,
 ON CONFLICT DO NOTHING
 RETURNING id
 
+-- name: insert_jobs_bulk
+-- A whole batch in one statement. Ids are assigned in batch order (AUTOINCREMENT, one
+-- writer), which is how the backend maps them back to the specs.
+INSERT INTO conveyor_jobs (name, channel, payload, state, priority, run_at, created_at,
+    max_attempts, tags, group_key, tenant, idempotency_key, options, remove_on_complete)
+SELECT value ->> '$.name', value ->> '$.channel', value ->> '$.payload', value ->> '$.state',
+       value ->> '$.priority', value ->> '$.run_at', :now, value ->> '$.max_attempts',
+       value ->> '$.tags', value ->> '$.group_key', value ->> '$.tenant',
+       value ->> '$.idempotency_key', value ->> '$.options', value ->> '$.remove_on_complete'
+FROM json_each(:jobs) WHERE true ORDER BY key
+ON CONFLICT DO NOTHING
+RETURNING id, tenant, idempotency_key
+
 -- name: find_idempotent
 SELECT id FROM conveyor_jobs
 WHERE coalesce(tenant, '') = coalesce(:tenant, '') AND idempotency_key = :idempotency_key
@@ -23,7 +36,7 @@ WHERE state = 'queued' AND run_at <= :now
   AND (:channels IS NULL OR channel IN (SELECT value FROM json_each(:channels)))
   AND (:include IS NULL OR name IN (SELECT value FROM json_each(:include)))
   AND (:exclude IS NULL OR name NOT IN (SELECT value FROM json_each(:exclude)))
-  AND NOT EXISTS (SELECT 1 FROM conveyor_paused AS p WHERE p.channel IN (j.channel, '*'))
+  AND NOT EXISTS (SELECT 1 FROM conveyor_paused AS p WHERE p.channel IN (j.channel, ''))
   AND (group_key IS NULL OR NOT EXISTS (
         SELECT 1 FROM conveyor_jobs AS r WHERE r.group_key = j.group_key AND r.state = 'running'))
 ORDER BY priority, run_at, id

@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS conveyor_logs (
 CREATE INDEX IF NOT EXISTS conveyor_logs_job ON conveyor_logs (job_id, id);
 
 CREATE TABLE IF NOT EXISTS conveyor_paused (
-    channel TEXT PRIMARY KEY  -- '*' pauses every channel
+    channel TEXT PRIMARY KEY  -- '' (never a channel name) pauses every channel
 );
 
 CREATE TABLE IF NOT EXISTS conveyor_locks (

@@ -1,0 +1,350 @@
+"""The Starlette application behind :func:`conveyor.web.create_app`.
+
+Every route goes through the same guards, in this order: the cross-site check (for
+state-changing requests), authentication (401), the admin check (403), the dormant
+check (503), then the job lookup (404). Only the public :class:`conveyor.Queue` API is
+used, never a backend.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from conveyor.errors import (
+    BackendError,
+    ConveyorError,
+    InvalidStateError,
+    QueueDormant,
+    ValidationError,
+)
+from conveyor.models import Job
+from conveyor.web import dashboard, metrics
+from conveyor.web.principal import Authenticate, Principal
+from conveyor.web.serialize import job_detail, job_status, job_summary
+
+if TYPE_CHECKING:
+    from conveyor.queue import Queue
+
+__all__ = ["ApiError", "build_app", "check_same_origin", "error_response"]
+
+log = logging.getLogger("conveyor")
+
+_JOB_ID = re.compile(r"[0-9]{1,18}")  # fits a signed 64-bit id on every backend
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_ACTIONS = ("retry", "cancel")
+_CONVEYOR_ERRORS: tuple[tuple[type[ConveyorError], int, str], ...] = (
+    (ValidationError, 400, "invalid"),
+    (InvalidStateError, 409, "conflict"),
+    (QueueDormant, 503, "dormant"),
+)
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message"}}`` with an HTTP status.
+
+    Args:
+        status: the HTTP status code.
+        code: a stable, machine-readable code (``not_found``, ``unauthorized``, …).
+        message: a human-readable message (never containing job data).
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(data, status, headers={"Cache-Control": "no-store", **(headers or {})})
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The one error body: ``{"error": {"code": …, "message": …}}``."""
+    return _json({"error": {"code": code, "message": message}}, status, headers)
+
+
+def _not_found() -> ApiError:
+    # One message for an unknown id, a malformed id and another tenant's job.
+    return ApiError(404, "not_found", "job not found")
+
+
+def _origin_matches(origin: str, host: str | None) -> bool:
+    """Whether the ``Origin`` header names the same host and port as the ``Host`` header."""
+    try:
+        o = urlsplit(origin)
+        if o.scheme not in _DEFAULT_PORTS or not o.hostname or host is None:
+            return False
+        h = urlsplit(f"//{host}")
+        default = _DEFAULT_PORTS[o.scheme]
+        return bool(h.hostname) and (o.hostname, o.port or default) == (
+            h.hostname,
+            h.port or default,
+        )
+    except ValueError:  # a malformed port or IPv6 literal
+        return False
+
+
+def check_same_origin(request: Request) -> None:
+    """Refuse a state-changing request made by another site (CSRF).
+
+    ``Sec-Fetch-Site: cross-site`` (and ``same-site``: a sibling subdomain is another
+    origin) is refused, and so is an ``Origin`` (``null`` included) that is not this
+    ``Host``. Requests without either header (curl, server-to-server) pass: browsers
+    send at least one of them on every cross-origin POST.
+
+    Raises:
+        ApiError: 403 ``cross_site``.
+    """
+    site = request.headers.get("sec-fetch-site", "").strip().lower()
+    origin = request.headers.get("origin")
+    if site in ("cross-site", "same-site") or (
+        origin is not None and not _origin_matches(origin.strip(), request.headers.get("host"))
+    ):
+        raise ApiError(403, "cross_site", "cross-site request refused")
+
+
+class _Web:
+    """The route handlers, sharing the queue, the authenticator and the guards."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        authenticate: Authenticate,
+        dashboard_prefix: str | None,
+        metrics_public: bool,
+    ) -> None:
+        self.queue = queue
+        self.authenticate = authenticate
+        self.dashboard_prefix = dashboard_prefix
+        self.metrics_public = metrics_public
+
+    # -- guards --------------------------------------------------------------------------
+    async def principal(self, request: Request, *, admin: bool) -> Principal:
+        """The caller, who must be authenticated (401) and, with ``admin``, an admin (403)."""
+        result = self.authenticate(request)
+        if inspect.isawaitable(result):
+            result = await result
+        if result is None:
+            raise ApiError(401, "unauthorized", "authentication required")
+        if not isinstance(result, Principal):
+            raise TypeError(
+                f"authenticate() must return conveyor.web.Principal or None, "
+                f"not {type(result).__name__}"
+            )
+        if admin and not result.admin:
+            raise ApiError(403, "forbidden", "this needs an admin")
+        return result
+
+    def available(self) -> None:
+        """Refuse with 503 when the queue is dormant (no ``CONVEYOR_URL``)."""
+        if self.queue.dormant:
+            raise ApiError(503, "dormant", "the job queue is dormant (CONVEYOR_URL is not set)")
+
+    async def job(self, request: Request) -> Job:
+        """The job named by the ``job_id`` path parameter, or a 404."""
+        raw = request.path_params["job_id"]
+        if not _JOB_ID.fullmatch(raw):
+            raise _not_found()
+        job = await self.queue.get_job(int(raw))
+        if job is None:
+            raise _not_found()
+        return job
+
+    async def act(self, request: Request) -> Job:
+        """Retry or cancel the job of a POST (cross-site check and admin already done)."""
+        action = request.path_params["action"]
+        if action not in _ACTIONS:
+            raise ApiError(404, "not_found", "no such route")
+        job = await self.job(request)
+        if action == "retry":
+            try:
+                await self.queue.retry(job.id)
+            except InvalidStateError:
+                raise ApiError(
+                    409,
+                    "conflict",
+                    f"job {job.id} is {job.state.value}; only failed or cancelled jobs "
+                    f"can be retried",
+                ) from None
+        elif not await self.queue.cancel(job.id):
+            raise ApiError(
+                409, "conflict", f"job {job.id} has already finished ({job.state.value})"
+            )
+        return await self.queue.get_job(job.id) or job
+
+    # -- status API ----------------------------------------------------------------------
+    async def status(self, request: Request) -> Response:
+        principal = await self.principal(request, admin=False)
+        job = await self.job(request)
+        if not principal.can_read(job.tenant):
+            raise _not_found()
+        return _json(job_status(job))
+
+    async def status_action(self, request: Request) -> Response:
+        check_same_origin(request)
+        await self.principal(request, admin=True)
+        return _json(job_status(await self.act(request)))
+
+    # -- dashboard -----------------------------------------------------------------------
+    async def page(self, request: Request) -> Response:
+        await self.principal(request, admin=True)
+        self.available()
+        api = f"{request.scope.get('root_path', '')}{self.dashboard_prefix}/api"
+        return HTMLResponse(dashboard.render(api), headers=dashboard.headers())
+
+    async def stats(self, request: Request) -> Response:
+        await self.principal(request, admin=True)
+        self.available()
+        return _json({"counts": await self.queue.counts()})
+
+    async def jobs(self, request: Request) -> Response:
+        await self.principal(request, admin=True)
+        self.available()
+        q = request.query_params
+        found = await self.queue.list_jobs(
+            state=q.get("state") or None,
+            name=q.get("name") or None,
+            channel=q.get("channel") or None,
+            tenant=q.get("tenant") or None,
+            limit=_int_param(q.get("limit"), "limit", 1, 1000) or 50,
+            before_id=_int_param(q.get("before"), "before", 1, 10**18),
+        )
+        return _json({"jobs": [job_summary(j) for j in found]})
+
+    async def detail(self, request: Request) -> Response:
+        await self.principal(request, admin=True)
+        self.available()
+        job = await self.job(request)
+        events = await self.queue.get_job_events(job.id)
+        logs = await self.queue.get_job_logs(job.id)
+        return _json(job_detail(job, events, logs))
+
+    async def job_action(self, request: Request) -> Response:
+        check_same_origin(request)
+        await self.principal(request, admin=True)
+        self.available()
+        return _json(job_summary(await self.act(request)))
+
+    # -- metrics -------------------------------------------------------------------------
+    async def metrics(self, request: Request) -> Response:
+        if not self.metrics_public:
+            await self.principal(request, admin=True)
+        self.available()
+        try:
+            counts: dict[str, int] | None = await self.queue.counts()
+        except BackendError:
+            counts = None  # conveyor_up 0: the scrape itself still succeeds
+        return Response(
+            metrics.render(counts),
+            media_type=metrics.CONTENT_TYPE,
+            headers={"Cache-Control": "no-store"},
+        )
+
+
+def _int_param(raw: str | None, name: str, lo: int, hi: int) -> int | None:
+    """An integer query parameter from ``lo`` to ``hi``, None when absent or empty."""
+    if raw is None or raw == "":
+        return None
+    if not re.fullmatch(r"[0-9]{1,19}", raw) or not lo <= int(raw) <= hi:
+        raise ApiError(400, "invalid", f"{name} must be an integer from {lo} to {hi}")
+    return int(raw)
+
+
+def _prefix(path: str, what: str) -> str | None:
+    """None for an empty path (not mounted), else the path without a trailing slash."""
+    if not isinstance(path, str):
+        raise ValidationError(f"{what} must be a string, got {type(path).__name__}")
+    if path == "":
+        return None
+    if not path.startswith("/"):
+        raise ValidationError(f"{what} must start with '/' (or be empty), got {path!r}")
+    return path.rstrip("/")
+
+
+async def _on_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _on_conveyor_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, BackendError):
+        # The driver's message may name hosts or credentials: log it, answer generically.
+        log.warning(
+            "web: the job store failed for %s %s: %s", request.method, request.url.path, exc
+        )
+        return error_response(503, "unavailable", "the job store is unavailable; try again")
+    for kind, status, code in _CONVEYOR_ERRORS:
+        if isinstance(exc, kind):
+            return error_response(status, code, str(exc))
+    log.error("web: %s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal", "internal server error")
+
+
+async def _on_crash(request: Request, exc: Exception) -> Response:
+    return error_response(500, "internal", "internal server error")
+
+
+def build_app(
+    queue: Queue,
+    *,
+    authenticate: Authenticate,
+    status_path: str,
+    dashboard_path: str,
+    metrics_path: str,
+    metrics_public: bool,
+) -> Starlette:
+    """Build the application; see :func:`conveyor.web.create_app`."""
+    if not callable(authenticate):
+        raise ValidationError("authenticate must be a callable taking the request")
+    status = _prefix(status_path, "status_path")
+    dash = _prefix(dashboard_path, "dashboard_path")
+    metrics_at = _prefix(metrics_path, "metrics_path")
+    web = _Web(queue, authenticate, dash, bool(metrics_public))
+
+    routes: list[BaseRoute] = []
+    if dash is not None:
+        api = f"{dash}/api"
+        routes += [
+            Route(dash or "/", web.page, methods=["GET"]),
+            Route(f"{api}/stats", web.stats, methods=["GET"]),
+            Route(f"{api}/jobs", web.jobs, methods=["GET"]),
+            Route(f"{api}/jobs/{{job_id}}", web.detail, methods=["GET"]),
+            Route(f"{api}/jobs/{{job_id}}/{{action}}", web.job_action, methods=["POST"]),
+        ]
+    if metrics_at is not None:
+        routes.append(Route(metrics_at or "/", web.metrics, methods=["GET"]))
+    # Status last: with status_path="/" its "/{job_id}" must not shadow the routes above.
+    if status is not None and not queue.dormant:  # a dormant queue serves no status
+        routes += [
+            Route(f"{status}/{{job_id}}", web.status, methods=["GET"]),
+            Route(f"{status}/{{job_id}}/{{action}}", web.status_action, methods=["POST"]),
+        ]
+
+    return Starlette(
+        routes=routes,
+        exception_handlers={
+            ApiError: _on_api_error,
+            HTTPException: _on_http_error,
+            ConveyorError: _on_conveyor_error,
+            Exception: _on_crash,
+        },
+    )

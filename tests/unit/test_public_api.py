@@ -1,0 +1,70 @@
+"""The public API is deliberate: ``conveyor.__all__`` changes only on purpose."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import conveyor
+
+EXPECTED = [
+    "BackendError",
+    "Backoff",
+    "Context",
+    "ConveyorError",
+    "CronSchedule",
+    "CronSpec",
+    "Event",
+    "EventBus",
+    "Fatal",
+    "InvalidStateError",
+    "Job",
+    "JobDefinition",
+    "JobSpec",
+    "JobState",
+    "LogRecord",
+    "PayloadError",
+    "Queue",
+    "QueueDormant",
+    "Retry",
+    "Rule",
+    "Token",
+    "TokenResult",
+    "UnsupportedError",
+    "ValidationError",
+    "Worker",
+    "WorkerDisabled",
+    "next_tick",
+]
+
+
+def test_all_is_sorted_and_exactly_the_expected_names() -> None:
+    assert list(conveyor.__all__) == sorted(conveyor.__all__)
+    assert sorted(conveyor.__all__) == EXPECTED
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_every_public_name_exists_and_has_a_docstring(name: str) -> None:
+    obj = getattr(conveyor, name)
+    doc = inspect.getdoc(obj)
+    assert doc and doc.strip(), f"conveyor.{name} has no docstring"
+    if inspect.isclass(obj) and not issubclass(obj, BaseException):
+        own = obj.__dict__.get("__doc__")
+        assert own and own.strip(), f"conveyor.{name} inherits its docstring instead of having one"
+
+
+def test_public_methods_and_properties_have_docstrings() -> None:
+    missing = []
+    for name in EXPECTED:
+        cls = getattr(conveyor, name)
+        if not inspect.isclass(cls) or issubclass(cls, BaseException):
+            continue
+        for attr, member in vars(cls).items():
+            if attr.startswith("_"):
+                continue
+            if (
+                callable(member) or isinstance(member, property | classmethod | staticmethod)
+            ) and not (inspect.getdoc(member)):
+                missing.append(f"{name}.{attr}")
+    assert missing == []
