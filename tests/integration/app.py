@@ -51,3 +51,12 @@ def enqueue_many_from_process(probe: str, start: int, n: int) -> None:
     """Run in a child process: enqueue one by one from sync code (enqueue_sync)."""
     for i in range(start, start + n):
         queue.enqueue_sync("count", {"probe": probe, "n": i}, attempts=3)
+
+
+@queue.job("tick", every=__import__("datetime").timedelta(seconds=1), allow_overlap=True)
+async def tick(payload: dict, ctx: conveyor.Context) -> float | None:
+    """Fired by its own every-second schedule in whichever process wins each tick."""
+    path = os.environ.get("CONVEYOR_TEST_TICK_PROBE")
+    if path and ctx.scheduled_for is not None:
+        _mark(path, f"tick {ctx.scheduled_for.timestamp()} {os.getpid()}")
+    return ctx.scheduled_for.timestamp() if ctx.scheduled_for else None
