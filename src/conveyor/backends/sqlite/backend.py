@@ -754,21 +754,33 @@ class SQLiteBackend:
     async def read_events(
         self, after: str | None, limit: int, timeout: float
     ) -> tuple[list[Event], str]:
+        # The cursor is "<last event id>:<last job id>": stored events, plus each new
+        # job's "enqueued" event read from its row (see schema.sql).
         if after is None:
             row = await self._run(lambda c: c.execute(_Q["max_event_id"]).fetchone(), write=False)
-            return [], str(row[0])
-        cursor = int(after)
+            return [], f"{row[0]}:{row[1]}"
+        ev_part, _, job_part = after.partition(":")
+        ev_cursor, job_cursor = int(ev_part), int(job_part or 0)
         deadline = time.monotonic() + timeout
+
+        def read(c: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+            args = {"limit": limit}
+            events = c.execute(_Q["read_events"], {**args, "after": ev_cursor}).fetchall()
+            jobs = c.execute(_Q["read_enqueued"], {**args, "after": job_cursor}).fetchall()
+            return events, jobs
+
         while True:
-            rows = await self._run(
-                lambda c: c.execute(
-                    _Q["read_events"], {"after": cursor, "limit": limit}
-                ).fetchall(),
-                write=False,
-            )
-            if rows or time.monotonic() >= deadline:
-                last = rows[-1]["id"] if rows else cursor
-                return [event_from_row(dict(r)) for r in rows], str(last)
+            events, jobs = await self._run(read, write=False)
+            if events or jobs or time.monotonic() >= deadline:
+                if events:
+                    ev_cursor = events[-1]["id"]
+                if jobs:
+                    job_cursor = jobs[-1]["id"]
+                merged = sorted(
+                    [event_from_row(dict(r)) for r in (*jobs, *events)],
+                    key=lambda e: (e.at, e.type != "enqueued"),
+                )
+                return merged, f"{ev_cursor}:{job_cursor}"
             await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
 
     # -- cron ----------------------------------------------------------------------------

@@ -221,15 +221,27 @@ SELECT channel FROM conveyor_paused
 SELECT at, level, message, attempt FROM conveyor_logs WHERE job_id = :job_id ORDER BY id
 
 -- name: get_events
-SELECT type, job_id, job_name, tenant, attempt, at, data FROM conveyor_events
-WHERE job_id = :job_id ORDER BY id
+SELECT * FROM (
+    SELECT 0 AS src, 0 AS id, 'enqueued' AS type, id AS job_id, name AS job_name, tenant,
+           0 AS attempt, created_at AS at, NULL AS data
+    FROM conveyor_jobs WHERE id = :job_id
+    UNION ALL
+    SELECT 1, id, type, job_id, job_name, tenant, attempt, at, data FROM conveyor_events
+    WHERE job_id = :job_id
+) ORDER BY src, id
 
 -- name: read_events
 SELECT id, type, job_id, job_name, tenant, attempt, at, data FROM conveyor_events
 WHERE id > :after ORDER BY id LIMIT :limit
 
+-- name: read_enqueued
+SELECT id, 'enqueued' AS type, id AS job_id, name AS job_name, tenant, 0 AS attempt,
+       created_at AS at, NULL AS data
+FROM conveyor_jobs WHERE id > :after ORDER BY id LIMIT :limit
+
 -- name: max_event_id
-SELECT coalesce(max(id), 0) FROM conveyor_events
+SELECT (SELECT coalesce(max(id), 0) FROM conveyor_events),
+       (SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'conveyor_jobs')
 
 -- name: upsert_cron
 INSERT INTO conveyor_cron (name, expression, job, payload, timezone, paused, allow_overlap,
