@@ -465,6 +465,95 @@ def stats(obj: _Ctx, channel: str | None, as_json: bool) -> None:
     console.print(table)
 
 
+@main.command()
+@click.argument("app", required=False)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option(
+    "--token",
+    envvar="CONVEYOR_DASHBOARD_TOKEN",
+    help="Admin token (Authorization: Bearer …, or ?token= once). Required unless --host "
+    "is a loopback address. [env CONVEYOR_DASHBOARD_TOKEN]",
+)
+@pass_ctx
+def dashboard(obj: _Ctx, app: str | None, host: str, port: int, token: str | None) -> None:
+    """Serve the web dashboard, status API and metrics (needs conveyor[web])."""
+    import ipaddress
+
+    try:
+        import uvicorn
+
+        from conveyor.web import create_app
+    except ImportError as exc:
+        err_console.print(
+            f"[red]error:[/red] the dashboard needs: pip install 'conveyor[web]' ({exc})"
+        )
+        sys.exit(1)
+    if app:
+        obj.app = app
+    queue = obj.queue()
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not token and not loopback:
+        raise click.UsageError(
+            "serving beyond localhost needs --token (or CONVEYOR_DASHBOARD_TOKEN)"
+        )
+    web_app: Any = create_app(queue, authenticate=_token_auth(token))
+    if token:
+        web_app = _TokenCookie(web_app, token)
+    err_console.print(f"dashboard: http://{host}:{port}/dashboard")
+    uvicorn.run(web_app, host=host, port=port, log_level="warning")
+
+
+class _TokenCookie:
+    """Opening the dashboard once with ``?token=…`` stores the token in an HttpOnly,
+    SameSite=Strict cookie, so the browser's later API calls carry it."""
+
+    def __init__(self, app: Any, token: str):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        import hmac
+        from urllib.parse import parse_qs
+
+        if scope["type"] == "http":
+            given = parse_qs(scope.get("query_string", b"").decode()).get("token", [""])[0]
+            if given and hmac.compare_digest(given.encode(), self.token.encode()):
+                cookie = f"conveyor_token={self.token}; HttpOnly; SameSite=Strict; Path=/"
+
+                async def send_with_cookie(message: Any) -> None:
+                    if message["type"] == "http.response.start":
+                        headers = [*message.get("headers", []), (b"set-cookie", cookie.encode())]
+                        message = {**message, "headers": headers}
+                    await send(message)
+
+                await self.app(scope, receive, send_with_cookie)
+                return
+        await self.app(scope, receive, send)
+
+
+def _token_auth(token: str | None) -> Any:
+    """Everyone local is admin without a token; with one, the bearer token (or a cookie
+    set from ``?token=``) must match."""
+    import hmac
+
+    from conveyor.web import Principal
+
+    def authenticate(request: Any) -> Any:
+        if token is None:
+            return Principal(tenant=None, admin=True)
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else None
+        given = given or request.query_params.get("token") or request.cookies.get("conveyor_token")
+        if given and hmac.compare_digest(given.encode(), token.encode()):
+            return Principal(tenant=None, admin=True)
+        return None
+
+    return authenticate
+
+
 @main.group()
 def cron() -> None:
     """Inspect and manage cron schedules."""
