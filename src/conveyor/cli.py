@@ -491,6 +491,7 @@ def dashboard(obj: _Ctx, app: str | None, host: str, port: int, token: str | Non
         sys.exit(1)
     if app:
         obj.app = app
+    token = token or None  # an empty token is no token
     queue = obj.queue()
     try:
         loopback = ipaddress.ip_address(host).is_loopback

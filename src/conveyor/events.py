@@ -36,6 +36,10 @@ EVENT_TYPES = frozenset(
 EventCallback = Callable[[Event], Any]
 
 
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
 class Dispatcher:
     """Calls the callbacks registered for an event type (or ``"*"``) in this process.
 
@@ -69,6 +73,11 @@ class Dispatcher:
             try:
                 result = cb(event)
                 if inspect.isawaitable(result):
+                    try:
+                        asyncio.get_running_loop()
+                    except RuntimeError:  # sync code (enqueue_sync in a script): run it now
+                        asyncio.run(_awaited(result))
+                        continue
                     task = asyncio.ensure_future(result)
                     self._tasks.add(task)
                     task.add_done_callback(self._done)

@@ -102,9 +102,12 @@ class Maintenance:
                 lease.attempts,
                 outcome.state.value,
             )
-            self.queue._emit(outcome.event, lease.id, lease.name, lease.tenant, lease.attempts)
+            data = {"error": json.loads(outcome.error)} if outcome.error else {}
+            self.queue._emit(
+                outcome.event, lease.id, lease.name, lease.tenant, lease.attempts, data
+            )
             if outcome.state is JobState.FAILED:
-                self.queue._emit("failed", lease.id, lease.name, lease.tenant, lease.attempts)
+                self.queue._emit("failed", lease.id, lease.name, lease.tenant, lease.attempts, data)
         return count
 
     async def promote(self, now: float) -> int:
