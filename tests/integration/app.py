@@ -53,10 +53,12 @@ def enqueue_many_from_process(probe: str, start: int, n: int) -> None:
         queue.enqueue_sync("count", {"probe": probe, "n": i}, attempts=3)
 
 
-@queue.job("tick", every=__import__("datetime").timedelta(seconds=1), allow_overlap=True)
-async def tick(payload: dict, ctx: conveyor.Context) -> float | None:
-    """Fired by its own every-second schedule in whichever process wins each tick."""
-    path = os.environ.get("CONVEYOR_TEST_TICK_PROBE")
-    if path and ctx.scheduled_for is not None:
-        _mark(path, f"tick {ctx.scheduled_for.timestamp()} {os.getpid()}")
-    return ctx.scheduled_for.timestamp() if ctx.scheduled_for else None
+if os.environ.get("CONVEYOR_TEST_TICK_PROBE"):  # only the cron test wants this schedule
+
+    @queue.job("tick", every=__import__("datetime").timedelta(seconds=1), allow_overlap=True)
+    async def tick(payload: dict, ctx: conveyor.Context) -> float | None:
+        """Fired by its own every-second schedule in whichever process wins each tick."""
+        path = os.environ["CONVEYOR_TEST_TICK_PROBE"]
+        if ctx.scheduled_for is not None:
+            _mark(path, f"tick {ctx.scheduled_for.timestamp()} {os.getpid()}")
+        return ctx.scheduled_for.timestamp() if ctx.scheduled_for else None

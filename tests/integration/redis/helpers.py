@@ -143,3 +143,50 @@ class OwnRedis:
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, decode_responses=True)
+
+
+def _settings(url: str, prefix: str) -> Any:
+    from conveyor.settings import Settings
+
+    return Settings(url=url, prefix=prefix)
+
+
+def enqueue_same_key_process(url: str, prefix: str, barrier: Any, results: Any) -> None:
+    """Child process: wait for every sibling, then enqueue with one idempotency key."""
+
+    async def run() -> list[tuple[int, bool]]:
+        backend = RedisBackend(_settings(url, prefix))
+        await backend.connect()
+        try:
+            barrier.wait(30)
+            out = []
+            for _ in range(20):
+                [r] = await backend.enqueue_many(
+                    EnqueueParams([new_job(idempotency_key="same")], NOW)
+                )
+                out.append((r.id, r.created))
+            return out
+        finally:
+            await backend.close()
+
+    results.put(asyncio.run(run()))
+
+
+def claim_all_process(url: str, prefix: str, barrier: Any, results: Any, token: str) -> None:
+    """Child process: claim in small batches until the queue is empty; report the ids."""
+
+    async def run() -> list[int]:
+        backend = RedisBackend(_settings(url, prefix))
+        await backend.connect()
+        try:
+            barrier.wait(30)
+            got: list[int] = []
+            while True:
+                jobs = await backend.claim(claim_params(token=token, limit=5))
+                if not jobs:
+                    return got
+                got += [j.id for j in jobs]
+        finally:
+            await backend.close()
+
+    results.put(asyncio.run(run()))

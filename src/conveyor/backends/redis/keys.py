@@ -16,6 +16,7 @@ key                           type    holds
 ``P counts:<channel>``        HASH    state -> number of jobs of that channel
 ``P channels``                SET     every channel that ever had a job
 ``P ready:<channel>``         ZSET    claimable queued jobs (see :func:`order_key`)
+``P queued_at:<channel>``     ZSET    queued job ids, score = run_at (oldest queued job)
 ``P gq:<group>``              ZSET    every queued job of a group (same encoding)
 ``P grep``                    HASH    group -> its one member currently in a ready set
 ``P glock``                   HASH    group -> id of its running job
@@ -24,7 +25,8 @@ key                           type    holds
 ``P leases``                  ZSET    running job ids, score = lease_expires_at
 ``P done:<state>``            ZSET    terminal job ids, score = finished_at (pruning)
 ``P idem``                    HASH    tenant-scoped idempotency key -> job id
-``P paused``                  SET     paused channels (``*`` = all)
+``P paused``                  SET     paused channels (a channel named ``*`` is just one)
+``P paused_all``              STRING  present while every channel is paused
 ``P marker``                  ZSET    wake-up marker for workers of every channel
 ``P marker:<channel>``        ZSET    wake-up marker for workers of that channel
 ``P events``                  STREAM  every event of the queue (``read_events``)
@@ -55,6 +57,7 @@ FIXED: dict[str, str] = {
     "leases": "leases",
     "idem": "idem",
     "paused": "paused",
+    "paused_all": "paused_all",
     "marker": "marker",
     "stream": "events",
     "crons": "crons",
@@ -68,6 +71,7 @@ FAMILIES: dict[str, str] = {
     "state": "st:",
     "counts": "counts:",
     "ready": "ready:",
+    "queued_at": "queued_at:",
     "gq": "gq:",
     "done": "done:",
     "marker_ch": "marker:",
@@ -149,6 +153,10 @@ class Keys:
     @property
     def paused(self) -> str:
         return self.fixed("paused")
+
+    @property
+    def paused_all(self) -> str:
+        return self.fixed("paused_all")
 
     @property
     def marker(self) -> str:

@@ -1,0 +1,569 @@
+"""The Redis backend: redis-py (asyncio) and one Lua script per state transition.
+
+Layout and encodings are documented in :mod:`conveyor.backends.redis.keys`; every script
+in ``scripts/`` names its KEYS and ARGV in a header comment. In short:
+
+* a job is a HASH; ids come from ``INCR``;
+* queued jobs sit in a ZSET per channel whose score is the priority and whose member is
+  ``order_key(run_at) + zero-padded id``, so ``ZRANGE`` order is exactly priority, then
+  run_at, then id (no float rounding: see :func:`~conveyor.backends.redis.keys.order_key`);
+* scheduled jobs in a ZSET by run_at, running jobs in a ZSET by lease expiry, finished
+  jobs in a ZSET per state by finished_at, plus an id-ordered ZSET per state;
+* a group's queued members wait in their own ZSET and only the first one sits in a ready
+  set while no member runs, so claims never scan past a busy group.
+
+Decisions (next state, retry time, lease length, cron tick) come from the core with
+``now``; scripts only apply them, fenced by the lease token. Redis' own clock is never
+used, so tests can drive time with a manual clock.
+
+Delivery of wake-ups: enqueue and every other move into ``queued`` ``ZADD`` a marker
+(one for every worker, one per channel); ``wait_for_work`` blocks in ``BZPOPMIN`` on a
+dedicated connection (see :mod:`conveyor.backends.redis.wakeup`).
+
+Not supported: ``connection=`` (a Redis script cannot join the caller's SQL
+transaction), which raises :class:`~conveyor.errors.UnsupportedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conveyor.backends.base import (
+    ChannelStats,
+    ClaimedJob,
+    ClaimParams,
+    CronFire,
+    CronRecord,
+    EnqueueParams,
+    EnqueueResult,
+    ExpiredLease,
+    HeartbeatParams,
+    HeartbeatResult,
+    JobFilter,
+    LogEntry,
+    Outcome,
+)
+from conveyor.backends.redis import codec
+from conveyor.backends.redis.keys import Keys, order_key
+from conveyor.backends.redis.scripts import Scripts
+from conveyor.backends.redis.stream import EventStream
+from conveyor.backends.redis.wakeup import Waker
+from conveyor.backends.rows import job_from_row
+from conveyor.errors import BackendError, UnsupportedError
+from conveyor.models import UPCOMING_STATES, Event, Job, JobState, LogRecord
+from conveyor.settings import Settings
+
+__all__ = ["RedisBackend"]
+
+log = logging.getLogger("conveyor")
+
+T = TypeVar("T")
+
+SOCKET_TIMEOUT = 10.0
+"""Seconds a command may take before the call fails with BackendError."""
+CONNECT_TIMEOUT = 5.0
+"""Seconds to establish a connection."""
+MAX_CONNECTIONS = 64
+"""Connections in the shared pool (blocking reads use their own)."""
+LOCK_GRACE_MS = 60_000
+"""How long (real time) a lock record outlives its expiry before Redis drops it."""
+
+_NO_TRANSACTIONS = (
+    "Redis cannot enqueue inside your transaction: connection= needs the SQLite or "
+    "PostgreSQL backend (a Redis script cannot join a database transaction)"
+)
+_STATES = tuple(str(s) for s in JobState)
+
+
+class RedisBackend:
+    """Storage for one queue on Redis (``redis://`` or ``rediss://``, db from the path).
+
+    Args:
+        settings: the queue's settings; uses ``url``, ``prefix`` (keys live under the
+            hash tag ``{prefix}``) and ``poll_interval`` (pause after a failed wait).
+    """
+
+    name = "redis"
+    supports_transactions = False
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._keys = Keys(settings.prefix)
+        self._scripts = Scripts()
+        self._pool: BlockingConnectionPool | None = None
+        self._client: Redis | None = None
+        self._waker: Waker | None = None
+        self._stream: EventStream | None = None
+        # channels this process's workers claim from; None = every channel
+        self._wait_channels: set[str] | None = set()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Create the pool, check ``maxmemory-policy`` (a loud warning unless it is
+        ``noeviction``) and load the scripts. Raises BackendError when Redis does not
+        answer; the backend can then be connected again later."""
+        if self._client is not None:
+            return
+        pool = BlockingConnectionPool.from_url(
+            self._settings.url,
+            decode_responses=True,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=MAX_CONNECTIONS,
+            timeout=CONNECT_TIMEOUT,
+        )
+        self._pool = pool
+        self._client = Redis(connection_pool=pool)
+        self._waker = Waker(self._new_connection, self._unblock, self._settings.poll_interval)
+        self._waker.bind(asyncio.get_running_loop())
+        self._stream = EventStream(self._keys.stream, self._new_connection)
+        try:
+            await self._guard("connect", self._check_memory_policy())
+            await self._guard("connect", self._scripts.load_all(self._client))
+        except BaseException:
+            await self.close()  # so that a later connect() starts over
+            raise
+
+    async def close(self) -> None:
+        """Close every connection; the backend cannot be used afterwards."""
+        if self._waker is not None:
+            await self._waker.close()
+        if self._stream is not None:
+            await self._stream.close()
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.aclose()
+            except (RedisError, OSError):
+                pass
+        pool, self._pool = self._pool, None
+        self._waker = self._stream = None
+        if pool is not None:
+            try:
+                await pool.aclose()
+            except (RedisError, OSError):
+                pass
+
+    async def migrate(self) -> None:
+        """Nothing to migrate: keys are created on first use. Loads the scripts."""
+        await self._guard("migrate", self._scripts.load_all(self._require()))
+
+    def migration_sql(self) -> str:
+        """Redis has no schema; this says so (for ``conveyor migrate --sql``)."""
+        return "-- Redis needs no migration: conveyor's keys are created on first use.\n"
+
+    def _new_connection(self) -> AbstractConnection:
+        pool = self._pool
+        if pool is None:
+            raise BackendError("the Redis backend is not connected")
+        conn: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
+        return conn
+
+    async def _unblock(self, client_id: int) -> Any:
+        return await self._require().execute_command(  # type: ignore[no-untyped-call]
+            "CLIENT", "UNBLOCK", client_id
+        )
+
+    async def _check_memory_policy(self) -> None:
+        try:
+            config = await self._require().config_get("maxmemory-policy")
+        except ResponseError as exc:  # CONFIG renamed or disabled (managed Redis)
+            log.info("conveyor: could not read Redis maxmemory-policy (%s)", exc)
+            return
+        policy = config.get("maxmemory-policy")
+        if policy is not None and policy != "noeviction":
+            log.warning(
+                "conveyor: Redis maxmemory-policy is %r, not 'noeviction': under memory "
+                "pressure Redis may evict job data and jobs will be lost. Set "
+                "'maxmemory-policy noeviction' on this server.",
+                policy,
+            )
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _require(self) -> Redis:
+        if self._client is None:
+            raise BackendError("the Redis backend is not connected (call connect() first)")
+        return self._client
+
+    async def _guard(self, what: str, aw: Awaitable[T]) -> T:
+        """Await a driver call, turning every driver failure into BackendError."""
+        try:
+            return await aw
+        except (RedisError, OSError) as exc:
+            if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+                await self._drop_idle()
+            raise BackendError(f"Redis {what} failed: {exc}") from exc
+
+    async def _drop_idle(self) -> None:
+        """After a connection failure, drop idle pooled connections too: they most
+        likely died the same way, and each would otherwise fail one more call."""
+        if self._pool is not None:
+            try:
+                await self._pool.disconnect(inuse_connections=False)
+            except (RedisError, OSError):
+                pass
+
+    async def _script(self, name: str, *args: Any) -> Any:
+        client = self._require()
+        keys = self._keys
+        return await self._guard(
+            name, self._scripts.run(client, name, [keys.id], [keys.base, *args])
+        )
+
+    async def _pipeline(self, what: str, build: Callable[[Pipeline], None]) -> list[Any]:
+        """Run read commands in one transactional pipeline (one consistent snapshot)."""
+
+        async def run() -> list[Any]:
+            async with self._require().pipeline(transaction=True) as pipe:
+                build(pipe)
+                return list(await pipe.execute())
+
+        return await self._guard(what, run())
+
+    # -- enqueue --------------------------------------------------------------------------
+
+    async def enqueue_many(self, params: EnqueueParams) -> list[EnqueueResult]:
+        """All or nothing, in one script; idempotency keys (per tenant) return the
+        existing job's id with ``created=False``."""
+        if params.connection is not None:
+            raise UnsupportedError(_NO_TRANSACTIONS)
+        if not params.jobs:
+            return []
+        args: list[str] = [codec.ts(params.now), str(len(params.jobs))]
+        for job in params.jobs:
+            args.extend(codec.job_args(job))
+        reply = await self._script("enqueue", *args)
+        return [
+            EnqueueResult(id=int(reply[i]), created=bool(int(reply[i + 1])))
+            for i in range(0, len(reply), 2)
+        ]
+
+    def enqueue_many_sync(self, params: EnqueueParams) -> list[EnqueueResult]:
+        """Not available on Redis: the core enqueues through its portal thread instead."""
+        if params.connection is not None:
+            raise UnsupportedError(_NO_TRANSACTIONS)
+        raise UnsupportedError("the Redis backend has no synchronous enqueue; use the async path")
+
+    # -- the hot path ---------------------------------------------------------------------
+
+    async def claim(self, params: ClaimParams) -> list[ClaimedJob]:
+        """Claim up to ``params.limit`` due jobs in one script (see ``claim.lua``)."""
+        self._note_channels(params.channels)
+        rows = await self._script(
+            "claim",
+            params.worker_id,
+            params.token,
+            str(int(params.limit)),
+            codec.ts(params.now),
+            order_key(params.now),
+            codec.ts(params.lease_expires_at),
+            *codec.counted(params.channels),
+            *codec.counted(params.include),
+            *codec.counted(params.exclude),
+        )
+        return [codec.claimed_from_reply(row, params.token) for row in rows]
+
+    async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Apply every outcome in one script call; True where the fence held."""
+        if not outcomes:
+            return []
+        keep_removed_events = str(max(int(self._settings.keep_completed), 1))
+        args: list[str] = [keep_removed_events, str(len(outcomes))]
+        for o in outcomes:
+            args += [
+                str(o.job_id),
+                o.token,
+                str(o.state),
+                codec.ts(o.at),
+                o.event,
+                "" if o.run_at is None else codec.ts(o.run_at),
+                "" if o.run_at is None else order_key(o.run_at),
+                codec.opt(o.result),
+                codec.opt(o.error),
+                "1" if o.refund_attempt else "0",
+                "1" if o.remove else "0",
+                "" if o.expired_before is None else codec.ts(o.expired_before),
+                codec.opt(o.event_data),
+            ]
+        reply = await self._script("complete", *args)
+        return [bool(int(x)) for x in reply]
+
+    async def heartbeat(self, params: HeartbeatParams) -> HeartbeatResult:
+        """Renew every listed lease in one script call."""
+        if not params.jobs:
+            return HeartbeatResult(lost=frozenset(), cancel_requested=frozenset())
+        args: list[str] = [codec.ts(params.now), codec.ts(params.lease_expires_at)]
+        for job_id, token in params.jobs:
+            args += [str(job_id), token]
+        lost, cancel = await self._script("heartbeat", *args)
+        return HeartbeatResult(
+            lost=frozenset(int(x) for x in lost), cancel_requested=frozenset(int(x) for x in cancel)
+        )
+
+    async def cancel_requests(self, job_ids: Sequence[int]) -> frozenset[int]:
+        """Of these running jobs, those whose cancel was requested."""
+        if not job_ids:
+            return frozenset()
+        reply = await self._script("cancel_requests", *(str(i) for i in job_ids))
+        return frozenset(int(x) for x in reply)
+
+    async def set_progress(self, job_id: int, token: str, progress: int, now: float) -> bool:
+        """Store progress (fenced) and a ``progress`` event."""
+        data = f'{{"progress": {int(progress)}}}'
+        reply = await self._script(
+            "set_progress", str(job_id), token, str(int(progress)), codec.ts(now), data
+        )
+        return bool(int(reply))
+
+    async def append_logs(self, entries: Sequence[LogEntry]) -> None:
+        """Append log lines to their jobs (lines of jobs already removed are dropped)."""
+        if not entries:
+            return
+        args: list[str] = []
+        for e in entries:
+            args += [str(e.job_id), codec.ts(e.at), e.level, e.message, str(int(e.attempt))]
+        await self._script("append_logs", *args)
+
+    def _note_channels(self, channels: tuple[str, ...] | None) -> None:
+        if self._wait_channels is None:
+            return
+        if channels is None:
+            self._wait_channels = None
+        else:
+            self._wait_channels.update(channels)
+
+    def _wait_keys(self) -> list[str]:
+        channels = self._wait_channels
+        if not channels:  # None (every channel) or no claim yet
+            return [self._keys.marker]
+        return [self._keys.marker_ch(c) for c in sorted(channels)]
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Block until a wake-up marker for this process's channels appears, ``wake()``
+        is called, or ``timeout`` passes. A store failure makes it pause (at most
+        ``poll_interval``) and return instead of raising; the next claim reports it."""
+        waker = self._waker
+        if waker is None:
+            raise BackendError("the Redis backend is not connected (call connect() first)")
+        await waker.wait(self._wait_keys(), timeout)
+
+    def wake(self) -> None:
+        """Wake this process's ``wait_for_work`` (sync, thread-safe)."""
+        if self._waker is not None:
+            self._waker.wake()
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    async def expired_leases(self, now: float, limit: int) -> list[ExpiredLease]:
+        """Running jobs whose lease expired at or before ``now``."""
+        rows = await self._script("expired_leases", codec.ts(now), str(int(limit)))
+        return [codec.expired_from_reply(row) for row in rows]
+
+    async def promote_due(self, now: float, horizon: float, limit: int) -> tuple[int, float | None]:
+        """scheduled → queued for ``run_at <= now + horizon``."""
+        count, earliest = await self._script(
+            "promote_due", codec.ts(now), codec.ts(now + horizon), str(int(limit))
+        )
+        return int(count), (None if earliest is None else float(earliest))
+
+    async def prune(self, state: JobState, finished_before: float, limit: int) -> int:
+        """Delete up to ``limit`` finished jobs (with events, logs and idempotency keys)."""
+        reply = await self._script("prune", str(state), codec.ts(finished_before), str(int(limit)))
+        return int(reply)
+
+    async def acquire_lock(self, name: str, owner: str, ttl: float, now: float) -> bool:
+        """Take or renew a named lease, judged with the caller's ``now``."""
+        gc_ms = int(ttl * 1000) + LOCK_GRACE_MS
+        reply = await self._script(
+            "lock_acquire", name, owner, codec.ts(now), codec.ts(now + ttl), str(gc_ms)
+        )
+        return bool(int(reply))
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        """Release a named lease if ``owner`` still holds it."""
+        await self._script("lock_release", name, owner)
+
+    # -- inspection and management --------------------------------------------------------
+
+    async def get_job(self, job_id: int) -> Job | None:
+        """The job, or None."""
+        row = await self._guard("get_job", self._require().hgetall(self._keys.job(job_id)))
+        return job_from_row(cast(dict[str, str], row)) if row else None
+
+    async def list_jobs(self, flt: JobFilter) -> list[Job]:
+        """Jobs matching the filter, newest first (bounded scan, see ``list_jobs.lua``)."""
+        rows = await self._script(
+            "list_jobs",
+            "" if flt.state is None else str(flt.state),
+            "" if flt.before_id is None else str(int(flt.before_id)),
+            str(int(flt.limit)),
+            *codec.filter_args(flt),
+        )
+        return [job_from_row(codec.flat_to_dict(row)) for row in rows]
+
+    async def counts(self, channel: str | None) -> dict[str, int]:
+        """Number of jobs per state (of one channel, or of all)."""
+        keys = self._keys
+        if channel is not None:
+            raw = await self._guard("counts", self._require().hgetall(keys.counts(channel)))
+            return {s: max(int(raw.get(s, 0)), 0) for s in _STATES}
+
+        def build(pipe: Pipeline) -> None:
+            for s in _STATES:
+                pipe.zcard(keys.state(s))
+
+        sizes = await self._pipeline("counts", build)
+        return {s: int(n) for s, n in zip(_STATES, sizes, strict=True)}
+
+    async def channel_stats(self) -> list[ChannelStats]:
+        """Counts per state and the oldest queued job's run_at, for every channel."""
+        rows = await self._script("channel_stats")
+        stats = [
+            ChannelStats(
+                channel=str(channel),
+                counts={str(k): int(v) for k, v in codec.flat_to_dict(flat).items()},
+                oldest_queued_run_at=None if oldest is None else float(oldest),
+            )
+            for channel, flat, oldest in rows
+        ]
+        return sorted(stats, key=lambda s: s.channel)
+
+    async def cancel(self, job_id: int, now: float) -> str:
+        """Cancel one job (a CancelOutcome value)."""
+        return str(await self._script("cancel", str(job_id), codec.ts(now)))
+
+    async def cancel_jobs(self, flt: JobFilter, now: float) -> int:
+        """Cancel every upcoming job matching ``flt`` (in chunks of one script call)."""
+        upcoming = [str(s) for s in JobState if s in UPCOMING_STATES]
+        if flt.state is not None:
+            if flt.state not in UPCOMING_STATES:
+                return 0
+            upcoming = [str(flt.state)]
+        filter_args = codec.filter_args(flt)
+        total = 0
+        for state in upcoming:
+            cursor: str | None = "+inf"
+            while cursor is not None:
+                n, cursor = await self._script(
+                    "cancel_jobs", codec.ts(now), state, cursor, *filter_args
+                )
+                total += int(n)
+        return total
+
+    async def retry(self, job_id: int, now: float) -> str:
+        """failed/cancelled → queued with fresh attempts (a RetryOutcome or the state)."""
+        return str(await self._script("retry", str(job_id), codec.ts(now), order_key(now)))
+
+    async def set_paused(self, channel: str | None, paused: bool) -> None:
+        """Pause or resume a channel (None: every channel)."""
+        await self._script("set_paused", codec.opt(channel), "1" if paused else "0")
+
+    async def paused_channels(self) -> frozenset[str]:
+        """Paused channel names; ``"*"`` means every channel (as the protocol says; a
+        paused channel literally named ``*`` reads the same here, but claims tell
+        them apart)."""
+        keys = self._keys
+
+        def build(pipe: Pipeline) -> None:
+            pipe.exists(keys.paused_all)
+            pipe.smembers(keys.paused)
+
+        every, members = await self._pipeline("paused_channels", build)
+        return frozenset(str(m) for m in members) | ({"*"} if every else set())
+
+    async def get_logs(self, job_id: int) -> list[LogRecord]:
+        """The job's log lines, oldest first."""
+        items = await self._guard(
+            "get_logs", self._require().lrange(self._keys.logs(job_id), 0, -1)
+        )
+        return codec.logs_from_list([str(i) for i in items])
+
+    async def get_events(self, job_id: int) -> list[Event]:
+        """The job's stored events, oldest first (a job removed on completion keeps them
+        for ``keep_completed``; pruning deletes them with the job)."""
+        items = await self._guard(
+            "get_events", self._require().lrange(self._keys.events(job_id), 0, -1)
+        )
+        return codec.events_from_list(job_id, [str(i) for i in items])
+
+    async def read_events(
+        self, after: str | None, limit: int, timeout: float
+    ) -> tuple[list[Event], str]:
+        """Events stored after cursor ``after`` (None: from now on), waiting up to
+        ``timeout`` seconds for the first one (see :mod:`.stream` for the cursor)."""
+        stream = self._stream
+        if stream is None:
+            raise BackendError("the Redis backend is not connected (call connect() first)")
+        return await self._guard("read_events", stream.read(after, limit, timeout))
+
+    # -- cron -----------------------------------------------------------------------------
+
+    async def upsert_cron(self, record: CronRecord) -> None:
+        """Create or replace a schedule (keeps last_run_at / last_job_id)."""
+        await self._script(
+            "cron_upsert",
+            record.name,
+            record.expression,
+            record.job,
+            record.payload,
+            record.timezone,
+            "1" if record.paused else "0",
+            "1" if record.allow_overlap else "0",
+            "" if record.catch_up is None else codec.ts(record.catch_up),
+            codec.opt(record.options),
+            "" if record.next_run_at is None else codec.ts(record.next_run_at),
+            "" if record.last_run_at is None else codec.ts(record.last_run_at),
+            "" if record.last_job_id is None else str(record.last_job_id),
+        )
+
+    async def list_cron(self) -> list[CronRecord]:
+        """Every schedule, by name."""
+        rows = await self._script("cron_list")
+        return sorted((codec.cron_from_flat(row) for row in rows), key=lambda r: r.name)
+
+    async def delete_cron(self, names: Sequence[str]) -> int:
+        """Remove schedules; returns how many existed."""
+        if not names:
+            return 0
+        return int(await self._script("cron_delete", *names))
+
+    async def set_cron_paused(self, name: str, paused: bool, next_run_at: float | None) -> bool:
+        """Pause or resume a schedule (``next_run_at`` None keeps the current one);
+        False if it does not exist."""
+        reply = await self._script(
+            "cron_pause",
+            name,
+            "1" if paused else "0",
+            "" if next_run_at is None else codec.ts(next_run_at),
+        )
+        return bool(int(reply))
+
+    async def fire_cron(self, fire: CronFire) -> tuple[bool, int | None]:
+        """Compare-and-swap the schedule's next run and enqueue its job, in one script."""
+        job_args = codec.job_args(fire.job) if fire.job is not None else []
+        won, job_id = await self._script(
+            "cron_fire",
+            fire.name,
+            codec.ts(fire.expected_next),
+            "" if fire.new_next is None else codec.ts(fire.new_next),
+            codec.ts(fire.tick),
+            codec.ts(fire.now),
+            "1" if fire.job is not None else "0",
+            *job_args,
+        )
+        return bool(int(won)), (None if job_id is None else int(job_id))

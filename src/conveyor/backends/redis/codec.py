@@ -1,0 +1,160 @@
+"""Encoding Python values as script arguments, and decoding script replies.
+
+Times cross as ``repr(float)`` strings, which Redis and Lua parse back to the very same
+double; scripts store them verbatim, so nothing is rounded on the way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from conveyor.backends.base import ClaimedJob, CronRecord, ExpiredLease, JobFilter, NewJob
+from conveyor.backends.redis.keys import order_key
+from conveyor.backends.rows import event_from_row, log_from_row
+from conveyor.models import Event, LogRecord
+
+__all__ = [
+    "claimed_from_reply",
+    "counted",
+    "cron_from_flat",
+    "events_from_list",
+    "expired_from_reply",
+    "filter_args",
+    "flat_to_dict",
+    "job_args",
+    "logs_from_list",
+    "opt",
+    "ts",
+]
+
+
+def ts(value: float) -> str:
+    """A time (epoch seconds) as an exact decimal string."""
+    return repr(float(value))
+
+
+def opt(value: str | None) -> str:
+    """An optional string argument ("" means None; every such value is non-empty)."""
+    return "" if value is None else value
+
+
+def counted(values: Sequence[str] | None) -> list[str]:
+    """A counted list: its length (-1 for None), then its values."""
+    if values is None:
+        return ["-1"]
+    return [str(len(values)), *values]
+
+
+def job_args(job: NewJob) -> list[str]:
+    """The 14 arguments of one job for ``enqueue.lua`` / ``cron_fire.lua``."""
+    return [
+        job.name,
+        job.payload,
+        str(job.state),
+        ts(job.run_at),
+        order_key(job.run_at),
+        str(int(job.priority)),
+        job.channel,
+        str(int(job.max_attempts)),
+        opt(job.options),
+        "1" if job.remove_on_complete else "0",
+        opt(job.idempotency_key),
+        json.dumps(list(job.tags), ensure_ascii=False),
+        opt(job.group),
+        opt(job.tenant),
+    ]
+
+
+def filter_args(flt: JobFilter) -> list[str]:
+    """Name, channel, tenant, tag mode and the counted tags of a filter."""
+    tags = None if flt.tags is None else list(flt.tags)
+    return [opt(flt.name), opt(flt.channel), opt(flt.tenant), flt.tag_mode, *counted(tags)]
+
+
+def _tags(text: str | None) -> tuple[str, ...]:
+    try:
+        value = json.loads(text or "[]")
+    except ValueError:
+        return ()
+    return tuple(str(t) for t in value) if isinstance(value, list) else ()
+
+
+def claimed_from_reply(row: Sequence[Any], token: str) -> ClaimedJob:
+    """One array returned by ``claim.lua``."""
+    return ClaimedJob(
+        id=int(row[0]),
+        name=str(row[1]),
+        payload=str(row[2]),
+        attempts=int(row[3]),
+        max_attempts=int(row[4]),
+        channel=str(row[5]),
+        priority=int(row[6]),
+        tenant=row[7],
+        group=row[8],
+        tags=_tags(row[9]),
+        options=row[10],
+        run_at=float(row[11]),
+        created_at=float(row[12]),
+        token=token,
+        remove_on_complete=row[13] == "1",
+    )
+
+
+def expired_from_reply(row: Sequence[Any]) -> ExpiredLease:
+    """One array returned by ``expired_leases.lua``."""
+    return ExpiredLease(
+        id=int(row[0]),
+        token=str(row[1]),
+        name=str(row[2]),
+        tenant=row[3],
+        attempts=int(row[4]),
+        max_attempts=int(row[5]),
+        options=row[6],
+        cancel_requested=bool(row[7]),
+    )
+
+
+def flat_to_dict(flat: Sequence[Any]) -> dict[str, Any]:
+    """A flat ``field, value, …`` reply (HGETALL inside Lua) as a dict."""
+    return {str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value in (None, "") else float(value)
+
+
+def cron_from_flat(flat: Sequence[Any]) -> CronRecord:
+    """One schedule hash (see ``cron_upsert.lua``)."""
+    h = flat_to_dict(flat)
+    last_job = h.get("last_job_id")
+    return CronRecord(
+        name=h["name"],
+        expression=h["expression"],
+        job=h["job"],
+        payload=h["payload"],
+        timezone=h["timezone"],
+        paused=h.get("paused") == "1",
+        allow_overlap=h.get("allow_overlap") == "1",
+        catch_up=_float_or_none(h.get("catch_up")),
+        options=h.get("options") or None,
+        next_run_at=_float_or_none(h.get("next_run_at")),
+        last_run_at=_float_or_none(h.get("last_run_at")),
+        last_job_id=None if last_job in (None, "") else int(last_job),
+    )
+
+
+def events_from_list(job_id: int, items: Sequence[str]) -> list[Event]:
+    """A job's event LIST (JSON objects; the job id is implied by the key)."""
+    out = []
+    for item in items:
+        row = json.loads(item)
+        row["job_id"] = job_id
+        out.append(event_from_row(row))
+    return out
+
+
+def logs_from_list(items: Sequence[str]) -> list[LogRecord]:
+    """A job's log LIST."""
+    return [log_from_row(json.loads(item)) for item in items]

@@ -1,0 +1,18 @@
+-- prune: delete up to `limit` jobs in a terminal state finished before a time, with
+-- their events, logs and idempotency keys.
+-- KEYS[1] = P id
+-- ARGV[1] = P, ARGV[2] = state, ARGV[3] = finished_before (exclusive), ARGV[4] = limit
+-- Returns: the number of jobs deleted
+local key = K.done(ARGV[2])
+local ids = redis.call("ZRANGEBYSCORE", key, "-inf", "(" .. ARGV[3], "LIMIT", 0, tonumber(ARGV[4]))
+local n = 0
+for _, id in ipairs(ids) do
+  local j = fields(id, CORE)
+  if j.state then
+    delete_job(id, j)
+    n = n + 1
+  else
+    zrem_later(key, id)
+  end
+end
+return n
