@@ -1,0 +1,548 @@
+"""The PostgreSQL backend: psycopg 3 (async) with a connection pool.
+
+- **Hot path in one statement each.** ``claim`` locks due rows with ``FOR UPDATE SKIP
+  LOCKED`` in a materialised CTE, takes their groups, flips them to running and stores
+  their ``started`` events; ``complete_many`` applies a whole batch of fenced outcomes
+  (with events, error records, removals, requeues); ``heartbeat`` renews every lease of a
+  worker; an enqueue batch inserts jobs, events and one NOTIFY. Every statement runs in
+  autocommit: one round trip.
+- **Time** comes from the core (``now`` epoch floats through ``to_timestamp``), never
+  from the database clock, so a ManualClock drives every decision.
+- **Groups** are serialised by ``running_groups`` (see ``queries.sql``, ``claim``).
+- **Wake-ups**: LISTEN/NOTIFY on one dedicated connection (``listener.py``).
+  ``read_events`` has no NOTIFY of its own (a NOTIFY per claim or completion would
+  serialise the hot path on the notify queue lock): it wakes on this process's own
+  writes and on job notifications, and otherwise polls every ``EVENTS_POLL`` seconds.
+- **Faults**: every driver error is a BackendError; dead connections are replaced
+  without waiting (``connections.py``) and the listener reconnects with back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row, tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+from conveyor.backends.base import (
+    CancelOutcome,
+    ChannelStats,
+    ClaimedJob,
+    ClaimParams,
+    CronFire,
+    CronRecord,
+    EnqueueParams,
+    EnqueueResult,
+    ExpiredLease,
+    HeartbeatParams,
+    HeartbeatResult,
+    JobFilter,
+    LogEntry,
+    Outcome,
+    RetryOutcome,
+)
+from conveyor.backends.postgres import codec
+from conveyor.backends.postgres.connections import (
+    backend_errors,
+    caller_connection,
+    parse_url,
+    pooled,
+)
+from conveyor.backends.postgres.enqueue import (
+    drive,
+    drive_sync,
+    enqueue_plan,
+    needs_transaction,
+)
+from conveyor.backends.postgres.listener import Listener, Signal
+from conveyor.backends.postgres.sqlfiles import (
+    Queries,
+    bootstrap_sql,
+    migration_script,
+    migrations,
+    quote_schema,
+)
+from conveyor.backends.rows import event_from_row, job_from_row, log_from_row
+from conveyor.errors import BackendError, UnsupportedError
+from conveyor.models import Event, Job, JobState, LogRecord
+from conveyor.settings import Settings, validate_identifier
+
+__all__ = ["PostgresBackend"]
+
+log = logging.getLogger("conveyor")
+
+EVENTS_POLL = 0.25  # seconds between read_events polls when no wake-up arrives
+GAP_GRACE = 5.0  # seconds an id gap in job_events is waited for while xmin is held back
+
+
+class PostgresBackend:
+    """Backend on one PostgreSQL schema (``settings.schema``).
+
+    URL query parameters ``pool_min_size`` (default 1), ``pool_max_size`` (10) and
+    ``pool_timeout`` (seconds, 5) size the pool; every other parameter goes to libpq.
+    """
+
+    name = "postgres"
+    supports_transactions = True
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.schema = validate_identifier(settings.schema, "schema")
+        self.conninfo, self.pool_options = parse_url(settings.url)
+        self.notify_channel = f"conveyor_{self.schema}"
+        self.queries = Queries(self.schema)
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._listener: Listener | None = None
+        self._work = Signal()
+        self._events = Signal()
+
+    # -- connection -------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Open the pool (failing with BackendError when the server does not answer
+        within ``pool_timeout``) and start the LISTEN connection."""
+        if self._pool is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._work.loop = self._events.loop = loop
+        opts = self.pool_options
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            self.conninfo,
+            min_size=opts.min_size,
+            max_size=opts.max_size,
+            timeout=opts.timeout,
+            kwargs={"autocommit": True},
+            name=f"conveyor-{self.schema}",
+            open=False,
+        )
+        try:
+            with backend_errors("connect"):
+                await pool.open(wait=True, timeout=opts.timeout)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+        app = conninfo_to_dict(self.conninfo).get("application_name") or "conveyor"
+        self._listener = Listener(
+            psycopg.conninfo.make_conninfo(self.conninfo, application_name=f"{app}:listen"),
+            self.notify_channel,
+            on_notify=self._notified,
+            on_connect=self._notified,
+        )
+        self._listener.start()
+
+    async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.stop()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close(timeout=5.0)
+
+    def _notified(self, payload: str = "") -> None:
+        self._work.fire()
+        self._events.fire()
+
+    def _connection(self) -> Any:
+        if self._pool is None:
+            raise BackendError("the PostgreSQL backend is not connected (call connect())")
+        return pooled(self._pool, self.pool_options.timeout)
+
+    async def _fetch(self, action: str, query: str, args: dict[str, Any]) -> list[Any]:
+        """One statement on a pooled connection; its rows as tuples."""
+        with backend_errors(action):
+            async with self._connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+                await cur.execute(query, args)
+                return await cur.fetchall() if cur.description else []
+
+    async def _fetch_dicts(
+        self, action: str, query: str, args: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        with backend_errors(action):
+            async with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(query, args)
+                rows: list[dict[str, Any]] = await cur.fetchall()
+                return rows
+
+    async def migrate(self) -> None:
+        """Apply missing migrations in one transaction, under an advisory lock per
+        schema (concurrent migrators wait, then find nothing left to do)."""
+        quoted = quote_schema(self.schema)
+        with backend_errors("migrate"):
+            async with self._connection() as conn, conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                    ["conveyor.migrate." + self.schema],
+                )
+                await conn.execute(bootstrap_sql(self.schema).encode())
+                cur = await conn.execute(f"SELECT version FROM {quoted}.schema_migrations")
+                applied = {row[0] for row in await cur.fetchall()}
+                for m in migrations():
+                    if m.version in applied:
+                        continue
+                    await conn.execute(m.sql(self.schema).encode())
+                    await conn.execute(
+                        f"INSERT INTO {quoted}.schema_migrations (version, name) VALUES (%s, %s)",
+                        [m.version, m.name],
+                    )
+                    log.info("applied migration %04d_%s to schema %s", m.version, m.name, quoted)
+
+    def migration_sql(self) -> str:
+        return migration_script(self.schema)
+
+    # -- enqueue ----------------------------------------------------------------------
+    async def enqueue_many(self, params: EnqueueParams) -> list[EnqueueResult]:
+        plan = enqueue_plan(self.queries, self.notify_channel, params.jobs, params.now)
+        if params.connection is not None:
+            conn = caller_connection(params.connection, sync=False)
+            if isinstance(conn, psycopg.Connection):
+                return await asyncio.to_thread(self._enqueue_on_sync, conn, params)
+            with backend_errors("enqueue in the caller's transaction"):
+                results: list[EnqueueResult] = await drive(conn, plan)
+            return results
+        with backend_errors("enqueue"):
+            async with self._connection() as conn:
+                if needs_transaction(params.jobs):
+                    async with conn.transaction():
+                        results = await drive(conn, plan)
+                else:
+                    results = await drive(conn, plan)
+        self._notified()
+        return results
+
+    def enqueue_many_sync(self, params: EnqueueParams) -> list[EnqueueResult]:
+        if params.connection is None:
+            raise UnsupportedError("PostgreSQL enqueues from sync code through the portal")
+        conn = caller_connection(params.connection, sync=True)
+        return self._enqueue_on_sync(conn, params)
+
+    def _enqueue_on_sync(
+        self, conn: psycopg.Connection[Any], params: EnqueueParams
+    ) -> list[EnqueueResult]:
+        plan = enqueue_plan(self.queries, self.notify_channel, params.jobs, params.now)
+        with backend_errors("enqueue in the caller's transaction"):
+            results: list[EnqueueResult] = drive_sync(conn, plan)
+        return results
+
+    # -- the hot path -------------------------------------------------------------------
+    async def claim(self, params: ClaimParams) -> list[ClaimedJob]:
+        if params.limit <= 0:
+            return []
+        limit = params.limit
+        channels = params.channels
+        rows = await self._fetch(
+            "claim",
+            self.queries.claim(channels),
+            {
+                "now": params.now,
+                "lease_expires_at": params.lease_expires_at,
+                "token": params.token,
+                "worker_id": params.worker_id,
+                "limit": limit,
+                # a few extra candidates so that a group's further members (skipped:
+                # one per group per batch) do not leave the batch short
+                "scan": limit * 2 if limit < 50 else limit + 50,
+                "channel": channels[0] if channels else None,
+                "channels": list(channels) if channels is not None else None,
+                "include": list(params.include) if params.include is not None else None,
+                "exclude": list(params.exclude) if params.exclude is not None else None,
+            },
+        )
+        if rows:
+            self._events.fire()
+        return [codec.claimed_job(row, params.token) for row in rows]
+
+    async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        if not outcomes:
+            return []
+        requeue = any(o.state is JobState.QUEUED and not o.remove for o in outcomes)
+        rows = await self._fetch(
+            "complete",
+            self.queries["complete_many"],
+            {
+                "outcomes": codec.outcomes_json(outcomes),
+                "notify_channel": self.notify_channel,
+                "notify": "" if requeue else None,
+            },
+        )
+        applied = {row[0] for row in rows}
+        if rows:
+            self._events.fire()
+            if any(o.state in (JobState.QUEUED, JobState.SCHEDULED) for o in outcomes):
+                self._work.fire()
+        return [i in applied for i in range(len(outcomes))]
+
+    async def heartbeat(self, params: HeartbeatParams) -> HeartbeatResult:
+        if not params.jobs:
+            return HeartbeatResult(frozenset(), frozenset())
+        rows = await self._fetch(
+            "heartbeat",
+            self.queries["heartbeat"],
+            {
+                "ids": [job_id for job_id, _ in params.jobs],
+                "tokens": [token for _, token in params.jobs],
+                "lease_expires_at": params.lease_expires_at,
+            },
+        )
+        held = {row[0] for row in rows}
+        return HeartbeatResult(
+            lost=frozenset(job_id for job_id, _ in params.jobs if job_id not in held),
+            cancel_requested=frozenset(row[0] for row in rows if row[1]),
+        )
+
+    async def cancel_requests(self, job_ids: Sequence[int]) -> frozenset[int]:
+        if not job_ids:
+            return frozenset()
+        rows = await self._fetch(
+            "cancel_requests", self.queries["cancel_requests"], {"ids": list(job_ids)}
+        )
+        return frozenset(row[0] for row in rows)
+
+    async def set_progress(self, job_id: int, token: str, progress: int, now: float) -> bool:
+        rows = await self._fetch(
+            "set_progress",
+            self.queries["set_progress"],
+            {"id": job_id, "token": token, "progress": progress, "now": now},
+        )
+        if rows[0][0]:
+            self._events.fire()
+        return bool(rows[0][0])
+
+    async def append_logs(self, entries: Sequence[LogEntry]) -> None:
+        if entries:
+            await self._fetch(
+                "append_logs", self.queries["append_logs"], {"logs": codec.logs_json(entries)}
+            )
+
+    async def wait_for_work(self, timeout: float) -> None:
+        await self._work.wait(timeout)
+
+    def wake(self) -> None:
+        self._work.fire_threadsafe()
+
+    # -- maintenance --------------------------------------------------------------------
+    async def expired_leases(self, now: float, limit: int) -> list[ExpiredLease]:
+        rows = await self._fetch(
+            "expired_leases", self.queries["expired_leases"], {"now": now, "limit": limit}
+        )
+        return [codec.expired_lease(row) for row in rows]
+
+    async def promote_due(self, now: float, horizon: float, limit: int) -> tuple[int, float | None]:
+        rows = await self._fetch(
+            "promote_due",
+            self.queries["promote_due"],
+            {
+                "now": now,
+                "until": now + horizon,
+                "limit": limit,
+                "notify_channel": self.notify_channel,
+            },
+        )
+        count, earliest = rows[0]
+        if count:
+            self._work.fire()
+        return int(count), earliest
+
+    async def prune(self, state: JobState, finished_before: float, limit: int) -> int:
+        rows = await self._fetch(
+            "prune",
+            self.queries["prune"],
+            {"state": state.value, "before": finished_before, "limit": limit},
+        )
+        return int(rows[0][0])
+
+    async def acquire_lock(self, name: str, owner: str, ttl: float, now: float) -> bool:
+        rows = await self._fetch(
+            "acquire_lock",
+            self.queries["acquire_lock"],
+            {"name": name, "owner": owner, "now": now, "expires_at": now + ttl},
+        )
+        return bool(rows)
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        await self._fetch(
+            "release_lock", self.queries["release_lock"], {"name": name, "owner": owner}
+        )
+
+    # -- inspection and management ------------------------------------------------------
+    async def get_job(self, job_id: int) -> Job | None:
+        rows = await self._fetch_dicts("get_job", self.queries["get_job"], {"id": job_id})
+        return job_from_row(rows[0]) if rows else None
+
+    async def list_jobs(self, flt: JobFilter) -> list[Job]:
+        rows = await self._fetch_dicts(
+            "list_jobs", self.queries["list_jobs"], codec.filter_args(flt)
+        )
+        return [job_from_row(row) for row in rows]
+
+    async def counts(self, channel: str | None) -> dict[str, int]:
+        rows = await self._fetch("counts", self.queries["counts"], {"channel": channel})
+        out = {state.value: 0 for state in JobState}
+        out.update({state: int(n) for state, n in rows})
+        return out
+
+    async def channel_stats(self) -> list[ChannelStats]:
+        rows = await self._fetch("channel_stats", self.queries["channel_stats"], {})
+        counts: dict[str, dict[str, int]] = {}
+        oldest: dict[str, float] = {}
+        for channel, state, n, first_queued in rows:
+            counts.setdefault(channel, {})[state] = int(n)
+            if first_queued is not None:
+                oldest[channel] = first_queued
+        return [ChannelStats(ch, c, oldest.get(ch)) for ch, c in counts.items()]
+
+    async def cancel(self, job_id: int, now: float) -> str:
+        rows = await self._fetch("cancel", self.queries["cancel"], {"id": job_id, "now": now})
+        before, after = rows[0]
+        if before is None:
+            return CancelOutcome.MISSING
+        if after == JobState.CANCELLED.value:
+            self._events.fire()
+            return CancelOutcome.CANCELLED
+        if after == JobState.RUNNING.value:
+            return CancelOutcome.REQUESTED
+        return CancelOutcome.FINISHED
+
+    async def cancel_jobs(self, flt: JobFilter, now: float) -> int:
+        args = codec.filter_args(flt)
+        args["now"] = now
+        rows = await self._fetch("cancel_jobs", self.queries["cancel_jobs"], args)
+        count = int(rows[0][0])
+        if count:
+            self._events.fire()
+        return count
+
+    async def retry(self, job_id: int, now: float) -> str:
+        rows = await self._fetch(
+            "retry",
+            self.queries["retry"],
+            {"id": job_id, "now": now, "notify_channel": self.notify_channel},
+        )
+        before, requeued = rows[0]
+        if before is None:
+            return RetryOutcome.MISSING
+        if requeued:
+            self._notified()
+            return RetryOutcome.OK
+        return str(before)
+
+    async def set_paused(self, channel: str | None, paused: bool) -> None:
+        if paused:
+            # "" is never a valid channel name: it stands for every channel
+            all_or_one = channel if channel is not None else ""
+            await self._fetch("pause", self.queries["pause"], {"channel": all_or_one})
+        else:
+            await self._fetch(
+                "resume",
+                self.queries["resume"],
+                {"channel": channel, "notify_channel": self.notify_channel},
+            )
+            self._work.fire()
+
+    async def paused_channels(self) -> frozenset[str]:
+        rows = await self._fetch("paused_channels", self.queries["paused_channels"], {})
+        return frozenset(row[0] for row in rows)
+
+    async def get_logs(self, job_id: int) -> list[LogRecord]:
+        rows = await self._fetch_dicts("get_logs", self.queries["get_logs"], {"id": job_id})
+        return [log_from_row(row) for row in rows]
+
+    async def get_events(self, job_id: int) -> list[Event]:
+        rows = await self._fetch_dicts("get_events", self.queries["get_events"], {"id": job_id})
+        return [event_from_row(row) for row in rows]
+
+    async def read_events(
+        self, after: str | None, limit: int, timeout: float
+    ) -> tuple[list[Event], str]:
+        """Events after the cursor, oldest first.
+
+        The cursor is the last ``job_events`` id read, plus (``"<id>:<xid>"``) an xid
+        horizon while an id gap is pending. Ids are taken at insert but become visible
+        at commit, so a smaller id can appear after a larger one was read: the cursor
+        stops before a gap until it is filled, or until every transaction that could
+        fill it has ended (the snapshot's xmin passed the horizon noted when the gap was
+        seen: a rolled-back id), or, when some long transaction holds xmin back, until
+        the event after the gap is ``GAP_GRACE`` seconds old.
+        """
+        if after is None:
+            rows = await self._fetch("read_events", self.queries["events_head"], {})
+            return [], str(rows[0][0])
+        last_text, _, horizon_text = after.partition(":")
+        last = int(last_text)
+        horizon = int(horizon_text) if horizon_text else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            rows = await self._fetch_dicts(
+                "read_events", self.queries["read_events"], {"after": last, "limit": limit}
+            )
+            events: list[Event] = []
+            for row in rows:
+                if row["id"] != last + 1:
+                    settled = horizon is not None and row["xmin"] >= horizon
+                    if not settled and row["age"] < GAP_GRACE:
+                        if horizon is None:
+                            horizon = row["xmax"]  # every xid that took an id before this
+                        break
+                horizon = None
+                events.append(event_from_row(row))
+                last = row["id"]
+            cursor = str(last) if horizon is None else f"{last}:{horizon}"
+            remaining = deadline - loop.time()
+            if events or remaining <= 0:
+                return events, cursor
+            await self._events.wait(min(EVENTS_POLL, remaining))
+
+    # -- cron ---------------------------------------------------------------------------
+    async def upsert_cron(self, record: CronRecord) -> None:
+        await self._fetch("upsert_cron", self.queries["upsert_cron"], codec.cron_args(record))
+
+    async def list_cron(self) -> list[CronRecord]:
+        rows = await self._fetch("list_cron", self.queries["list_cron"], {})
+        return [codec.cron_record(row) for row in rows]
+
+    async def delete_cron(self, names: Sequence[str]) -> int:
+        if not names:
+            return 0
+        with backend_errors("delete_cron"):
+            async with self._connection() as conn:
+                cur = await conn.execute(self.queries["delete_cron"], {"names": list(names)})
+                return int(cur.rowcount)
+
+    async def set_cron_paused(self, name: str, paused: bool, next_run_at: float | None) -> bool:
+        with backend_errors("set_cron_paused"):
+            async with self._connection() as conn:
+                cur = await conn.execute(
+                    self.queries["set_cron_paused"],
+                    {"name": name, "paused": paused, "next_run_at": next_run_at},
+                )
+                return bool(cur.rowcount == 1)
+
+    async def fire_cron(self, fire: CronFire) -> tuple[bool, int | None]:
+        """The compare-and-swap on ``next_run_at`` and the job's insert commit together."""
+        args = {
+            "name": fire.name,
+            "expected": fire.expected_next,
+            "new_next": fire.new_next,
+            "tick": fire.tick,
+        }
+        job_id: int | None = None
+        with backend_errors("fire_cron"):
+            async with self._connection() as conn, conn.transaction():
+                cur = await conn.execute(self.queries["fire_cron"], args)
+                if not await cur.fetchall():
+                    return False, None
+                if fire.job is not None:
+                    plan = enqueue_plan(self.queries, self.notify_channel, [fire.job], fire.now)
+                    results: list[EnqueueResult] = await drive(conn, plan)
+                    job_id = results[0].id
+                    await conn.execute(
+                        self.queries["cron_set_job"], {"name": fire.name, "job_id": job_id}
+                    )
+        if job_id is not None:
+            self._notified()
+        return True, job_id

@@ -1,0 +1,189 @@
+"""Connections of the PostgreSQL backend: URL options, the pool, error translation, and
+the caller's own connection for transactional enqueue.
+
+Fault handling, in short: every driver error becomes :class:`BackendError`; a connection
+that died (``pg_terminate_backend``, a server restart) is noticed before use without a
+round trip (its socket turned readable while idle) and swapped for a fresh one, and one
+that dies during a call fails that call and is dropped by the pool, which reconnects by
+itself. Nothing waits long: connect, pool checkout and TCP keepalives are bounded.
+"""
+
+from __future__ import annotations
+
+import select
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from conveyor.errors import BackendError, UnsupportedError, ValidationError
+
+__all__ = [
+    "PoolOptions",
+    "backend_errors",
+    "caller_connection",
+    "parse_url",
+    "pooled",
+]
+
+# libpq connection parameters applied unless the URL sets them: a dead server or network
+# is detected in seconds, not after the kernel's two-hour keepalive default.
+LIBPQ_DEFAULTS = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "15000",
+    "application_name": "conveyor",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """conveyor's own URL query parameters (removed before the URL reaches libpq).
+
+    Attributes:
+        min_size: connections kept open (``pool_min_size``). Defaults to 1.
+        max_size: most connections open at once (``pool_max_size``). Defaults to 10.
+        timeout: seconds a call waits for a connection before failing with
+            BackendError (``pool_timeout``). Defaults to 5.
+    """
+
+    min_size: int = 1
+    max_size: int = 10
+    timeout: float = 5.0
+
+
+def parse_url(url: str) -> tuple[str, PoolOptions]:
+    """Split a ``postgresql://`` / ``postgres://`` URL into a libpq conninfo URL (with
+    conveyor's defaults) and the pool options."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValidationError(f"not a PostgreSQL URL: {url!r}")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    values: dict[str, Any] = {}
+    try:
+        if "pool_min_size" in query:
+            values["min_size"] = int(query.pop("pool_min_size"))
+        if "pool_max_size" in query:
+            values["max_size"] = int(query.pop("pool_max_size"))
+        if "pool_timeout" in query:
+            values["timeout"] = float(query.pop("pool_timeout"))
+    except ValueError as exc:
+        raise ValidationError(f"bad pool option in the PostgreSQL URL: {exc}") from None
+    options = PoolOptions(**values)
+    if not 0 <= options.min_size <= options.max_size or options.max_size < 1:
+        raise ValidationError("pool_min_size must be >= 0 and <= pool_max_size (>= 1)")
+    if not options.timeout > 0:
+        raise ValidationError("pool_timeout must be > 0 seconds")
+    for key, value in LIBPQ_DEFAULTS.items():
+        query.setdefault(key, value)
+    conninfo = urlunsplit(
+        ("postgresql", parts.netloc, parts.path, urlencode(query), parts.fragment)
+    )
+    return conninfo, options
+
+
+@contextmanager
+def backend_errors(action: str) -> Iterator[None]:
+    """Translate driver failures into BackendError (``raise … from`` the original)."""
+    try:
+        yield
+    except (psycopg.Error, OSError, UnicodeError) as exc:
+        raise BackendError(f"PostgreSQL {action} failed: {exc}") from exc
+
+
+def _looks_dead(conn: psycopg.AsyncConnection[Any]) -> bool | None:
+    """False when the idle connection is fine, True when it is closed or broken, None
+    when its socket has something to say (an idle pooled connection only hears from the
+    server when it is being terminated): then a real check decides."""
+    if conn.closed or conn.broken:
+        return True
+    try:
+        fd = conn.fileno()
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+            readable = bool(poller.poll(0))
+        else:  # pragma: no cover - Windows
+            readable = bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return None if readable else False
+
+
+async def _usable(conn: psycopg.AsyncConnection[Any]) -> bool:
+    dead = _looks_dead(conn)
+    if dead is None:
+        try:
+            await conn.execute("")
+            return True
+        except psycopg.Error:
+            return False
+    return not dead
+
+
+@asynccontextmanager
+async def pooled(
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]], timeout: float
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A healthy pooled connection. Dead idle connections are closed and handed back
+    (the pool replaces them) without the pool's retry back-off, so the first call after
+    a server restart does not wait on them."""
+    for _ in range(pool.max_size + 1):
+        conn = await pool.getconn(timeout)
+        if await _usable(conn):
+            break
+        await conn.close()
+        await pool.putconn(conn)
+    else:  # pragma: no cover - every connection of a full pool just died at once
+        raise psycopg.OperationalError("no live connection in the pool")
+    try:
+        yield conn
+    finally:
+        await pool.putconn(conn)
+
+
+def caller_connection(obj: Any, *, sync: bool) -> Any:
+    """The psycopg connection inside what the caller passed as ``connection=``.
+
+    Accepts a psycopg ``AsyncConnection`` (async enqueue) or ``Connection`` (sync
+    enqueue, or async enqueue through a worker thread), or a SQLAlchemy connection on
+    the psycopg driver, unwrapped through its DBAPI ``driver_connection``: pass
+    ``session.connection()`` / ``engine.connect()`` (sync), or an ``AsyncConnection``
+    / ``await async_session.connection()`` (asyncio); the job is then part of the
+    SQLAlchemy transaction. Explicitly: ``sa_conn.connection.driver_connection`` (sync)
+    or ``(await sa_async_conn.get_raw_connection()).driver_connection``.
+    """
+    conn = obj
+    for _ in range(4):
+        if isinstance(conn, psycopg.AsyncConnection | psycopg.Connection):
+            break
+        # SQLAlchemy: PoolProxiedConnection.driver_connection, Connection.connection,
+        # AsyncConnection.sync_connection (each a documented public attribute)
+        inner = getattr(conn, "driver_connection", None)
+        if inner is None:
+            inner = getattr(conn, "sync_connection", None)
+        if inner is None:
+            inner = getattr(conn, "connection", None)
+        if inner is None or inner is conn:
+            break
+        conn = inner
+    if isinstance(conn, psycopg.AsyncConnection):
+        if sync:
+            raise UnsupportedError(
+                "enqueue_sync(connection=…) needs a sync psycopg Connection; "
+                "use `await queue.enqueue(…, connection=…)` with an AsyncConnection"
+            )
+        return conn
+    if isinstance(conn, psycopg.Connection):
+        return conn
+    raise ValidationError(
+        "connection= must be a psycopg Connection or AsyncConnection (or a SQLAlchemy "
+        f"connection on psycopg) for a PostgreSQL queue, got {type(obj).__name__}"
+    )

@@ -1,0 +1,121 @@
+"""The enqueue of the PostgreSQL backend as a sans-I/O plan.
+
+One plan drives the pool (async), the caller's ``AsyncConnection`` and the caller's sync
+``Connection`` alike, so the idempotency logic exists once: the plan yields
+``(sql, params)`` steps and receives each step's rows.
+
+Usually a batch is one statement (``enqueue``). A statement that hits an idempotency key
+committed by a concurrent transaction after its snapshot gets no id for that row; the
+plan then looks the key up in a new statement (which sees the commit), and re-inserts
+keys whose job vanished in between (a rolled-back or just-pruned first enqueue).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from typing import Any
+
+from psycopg import AsyncConnection, Connection
+from psycopg.rows import tuple_row
+
+from conveyor.backends.base import EnqueueResult, NewJob
+from conveyor.backends.postgres.codec import (
+    dedupe_keys,
+    jobs_json,
+    notify_payload,
+    queued_channels,
+)
+from conveyor.backends.postgres.sqlfiles import Queries
+from conveyor.errors import BackendError
+
+__all__ = ["Plan", "drive", "drive_sync", "enqueue_plan", "needs_transaction"]
+
+Rows = list[tuple[Any, ...]]
+Step = tuple[str, dict[str, Any]]
+Plan = Generator[Step, Rows, Any]
+
+MAX_ROUNDS = 5  # insert/lookup rounds before giving up on a key that keeps vanishing
+
+
+def needs_transaction(jobs: Sequence[NewJob]) -> bool:
+    """Whether a pooled (autocommit) enqueue must run in a transaction: only a batch of
+    several jobs with an idempotency key can need a second statement, and all of it must
+    commit or roll back together."""
+    return len(jobs) > 1 and any(job.idempotency_key is not None for job in jobs)
+
+
+def enqueue_plan(
+    queries: Queries, notify_channel: str, jobs: Sequence[NewJob], now: float
+) -> Generator[Step, Rows, list[EnqueueResult]]:
+    """Insert ``jobs`` (in order); returns one result per input, in input order."""
+    unique, alias = dedupe_keys(jobs)
+    results: dict[int, EnqueueResult] = {}
+    pending = unique
+    for _ in range(MAX_ROUNDS):
+        rows = yield (
+            queries["enqueue"],
+            {
+                "jobs": jobs_json(jobs, pending),
+                "now": now,
+                "notify_channel": notify_channel,
+                "notify": notify_payload(queued_channels(jobs, pending)),
+            },
+        )
+        missing = []
+        for i, job_id, created in rows:
+            if job_id is None:
+                missing.append(i)
+            else:
+                results[i] = EnqueueResult(int(job_id), bool(created))
+        if not missing:
+            break
+        keys = {i: (jobs[i].tenant or "", jobs[i].idempotency_key or "") for i in missing}
+        found_rows = yield (
+            queries["enqueue_lookup"],
+            {
+                "tenants": [tenant for tenant, _ in keys.values()],
+                "keys": [key for _, key in keys.values()],
+            },
+        )
+        found = {(tenant, key): int(job_id) for tenant, key, job_id in found_rows}
+        pending = []
+        for i, key in keys.items():
+            if key in found:
+                results[i] = EnqueueResult(found[key], False)
+            else:
+                pending.append(i)
+        if not pending:
+            break
+    else:
+        raise BackendError("enqueue: an idempotency key kept conflicting with vanishing jobs")
+    out = []
+    for i, first in enumerate(alias):
+        result = results[first]
+        out.append(result if first == i else EnqueueResult(result.id, False))
+    return out
+
+
+async def drive(conn: AsyncConnection[Any], plan: Plan) -> Any:
+    """Run a plan on an async connection (pooled or the caller's)."""
+    try:
+        step = next(plan)
+        while True:
+            async with conn.cursor(row_factory=tuple_row) as cur:
+                await cur.execute(*step)
+                rows = await cur.fetchall()
+            step = plan.send(rows)
+    except StopIteration as stop:
+        return stop.value
+
+
+def drive_sync(conn: Connection[Any], plan: Plan) -> Any:
+    """Run a plan on the caller's sync connection."""
+    try:
+        step = next(plan)
+        while True:
+            with conn.cursor(row_factory=tuple_row) as cur:
+                cur.execute(*step)
+                rows = cur.fetchall()
+            step = plan.send(rows)
+    except StopIteration as stop:
+        return stop.value

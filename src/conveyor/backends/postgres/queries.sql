@@ -1,0 +1,634 @@
+-- conveyor's PostgreSQL queries, one named block each ("-- name: <name>"), loaded once.
+--
+-- The schema placeholder (the word schema in braces) is replaced by the quoted schema
+-- name (validated setting); every value is a bound parameter, never text spliced into
+-- SQL. Times arrive as epoch seconds from the core's clock and go through
+-- to_timestamp(): no decision here uses the database's now().
+--
+-- Batches arrive as one JSON array (json_to_recordset): measured twice as fast as
+-- psycopg adapting one Python list per column for unnest(), with the same single
+-- set-based statement on the server.
+
+
+-- name: enqueue
+-- Insert a batch with its `enqueued` events and one coalesced NOTIFY, in one statement.
+--   %(jobs)s    JSON array of {i, name, payload, state, run_at, priority, channel,
+--               max_attempts, options, remove_on_complete, idempotency_key, tags,
+--               group_key, tenant}; keys are unique within the batch (the caller
+--               folds duplicates).
+--   %(now)s     epoch seconds (created_at, event time)
+--   %(notify_channel)s, %(notify)s   NOTIFY channel and payload (NULL: no NOTIFY)
+-- Ids come from nextval() in input order so each row maps back to its input; a key
+-- that already exists (ON CONFLICT DO NOTHING against the partial unique index, which
+-- is race-safe) returns the existing id with created = false. When that job was
+-- committed by a concurrent transaction after this statement's snapshot, id is NULL
+-- and the caller looks it up with enqueue_lookup.
+WITH src AS MATERIALIZED (
+    SELECT nextval('{schema}.jobs_id_seq') AS id, u.*
+    FROM json_to_recordset(%(jobs)s::json) AS u(
+        i integer, name text, payload text, state text, run_at double precision,
+        priority smallint, channel text, max_attempts integer, options text,
+        remove_on_complete boolean, idempotency_key text, tags json, group_key text,
+        tenant text)
+    ORDER BY u.i
+),
+ins AS (
+    INSERT INTO {schema}.jobs AS j (
+        id, state, name, payload, run_at, created_at, priority, channel, max_attempts,
+        options, remove_on_complete, idempotency_key, tags, group_key, tenant)
+    SELECT s.id, s.state, s.name, s.payload, to_timestamp(s.run_at), to_timestamp(%(now)s),
+           s.priority, s.channel, s.max_attempts, s.options, s.remove_on_complete,
+           s.idempotency_key, ARRAY(SELECT json_array_elements_text(s.tags)), s.group_key,
+           s.tenant
+    FROM src s
+    ORDER BY s.i
+    ON CONFLICT ((coalesce(tenant, '')), idempotency_key) WHERE idempotency_key IS NOT NULL
+    DO NOTHING
+    RETURNING j.id, j.name, j.tenant
+),
+events AS (
+    INSERT INTO {schema}.job_events (job_id, type, job_name, tenant, attempt, at, data)
+    SELECT ins.id, 'enqueued', ins.name, ins.tenant, 0, to_timestamp(%(now)s), NULL
+    FROM ins
+    ORDER BY ins.id
+),
+notified AS (
+    SELECT pg_notify(%(notify_channel)s, %(notify)s::text)
+    WHERE %(notify)s::text IS NOT NULL
+)
+SELECT s.i,
+       coalesce(ins.id, (SELECT e.id FROM {schema}.jobs e
+                         WHERE coalesce(e.tenant, '') = coalesce(s.tenant, '')
+                           AND e.idempotency_key = s.idempotency_key)) AS id,
+       ins.id IS NOT NULL AS created
+FROM src s
+LEFT JOIN ins ON ins.id = s.id
+WHERE (SELECT count(*) FROM notified) >= 0  -- an InitPlan: runs the NOTIFY exactly once
+ORDER BY s.i;
+
+
+-- name: enqueue_lookup
+-- Ids of existing jobs by (tenant, idempotency key); a new statement, so it sees a
+-- concurrent enqueue that committed after enqueue's snapshot.
+--   %(tenants)s text[] ('' for none), %(keys)s text[]
+SELECT k.tenant, k.key, j.id
+FROM unnest(%(tenants)s::text[], %(keys)s::text[]) AS k(tenant, key)
+JOIN {schema}.jobs j ON coalesce(j.tenant, '') = k.tenant AND j.idempotency_key = k.key;
+
+
+-- name: claim
+-- Claim up to %(limit)s due jobs in one statement: lock up to %(scan)s candidates
+-- with SKIP LOCKED (a few more than the limit, so a group's extra members do not leave
+-- the batch short), keep at most one per group, take each group with an INSERT … ON
+-- CONFLICT DO NOTHING into running_groups (race-safe: a group taken by a concurrent
+-- claimer that committed after this statement's snapshot conflicts; it is not judged
+-- from the stale snapshot), flip the rows to running and store their `started` events.
+--   %(now)s, %(lease_expires_at)s  epoch seconds
+--   %(token)s, %(worker_id)s, %(limit)s, %(scan)s
+--   %(include)s, %(exclude)s        text[] or NULL
+--   the channel filter placeholder below: one of the claim_filter_* fragments
+-- Groups are inserted in group_key order so two claimers never wait on each other in
+-- a cycle.
+WITH cand AS MATERIALIZED (
+    SELECT j.id, j.group_key, j.priority, j.run_at
+    FROM {schema}.jobs j
+    WHERE j.state = 'queued'
+      AND j.run_at <= to_timestamp(%(now)s)
+      {channel_filter}
+      AND (%(include)s::text[] IS NULL OR j.name = ANY (%(include)s::text[]))
+      AND (%(exclude)s::text[] IS NULL OR j.name <> ALL (%(exclude)s::text[]))
+      AND NOT EXISTS (SELECT 1 FROM {schema}.paused_channels p WHERE p.channel = '')
+      AND j.channel NOT IN (SELECT p.channel FROM {schema}.paused_channels p)
+      AND (j.group_key IS NULL
+           OR NOT EXISTS (SELECT 1 FROM {schema}.running_groups r
+                          WHERE r.group_key = j.group_key))
+    ORDER BY j.priority, j.run_at, j.id
+    LIMIT %(scan)s
+    FOR UPDATE OF j SKIP LOCKED
+),
+firsts AS MATERIALIZED (
+    SELECT x.id, x.group_key
+    FROM (SELECT c.id, c.group_key, c.priority, c.run_at,
+                 row_number() OVER (PARTITION BY c.group_key
+                                    ORDER BY c.priority, c.run_at, c.id) AS rn
+          FROM cand c) x
+    WHERE x.group_key IS NULL OR x.rn = 1
+    ORDER BY x.priority, x.run_at, x.id
+    LIMIT %(limit)s
+),
+grouped AS (
+    INSERT INTO {schema}.running_groups (group_key, job_id)
+    SELECT f.group_key, f.id FROM firsts f WHERE f.group_key IS NOT NULL
+    ORDER BY f.group_key
+    ON CONFLICT (group_key) DO NOTHING
+    RETURNING job_id
+),
+picked AS (
+    SELECT f.id FROM firsts f WHERE f.group_key IS NULL
+    UNION ALL
+    SELECT g.job_id FROM grouped g
+),
+claimed AS (
+    UPDATE {schema}.jobs j
+    SET state = 'running',
+        attempts = j.attempts + 1,
+        lease_token = %(token)s,
+        lease_expires_at = to_timestamp(%(lease_expires_at)s),
+        started_at = to_timestamp(%(now)s),
+        worker_id = %(worker_id)s,
+        cancel_requested = false
+    FROM picked p
+    WHERE j.id = p.id
+    RETURNING j.id, j.name, j.payload, j.attempts, j.max_attempts, j.channel, j.priority,
+              j.tenant, j.group_key, j.tags, j.options, j.run_at, j.created_at,
+              j.remove_on_complete
+),
+started AS (
+    INSERT INTO {schema}.job_events (job_id, type, job_name, tenant, attempt, at, data)
+    SELECT c.id, 'started', c.name, c.tenant, c.attempts, to_timestamp(%(now)s), NULL
+    FROM claimed c
+    ORDER BY c.id
+)
+SELECT c.id, c.name, c.payload, c.attempts, c.max_attempts, c.channel, c.priority,
+       c.tenant, c.group_key, c.tags, c.options, extract(epoch FROM c.run_at)::float8,
+       extract(epoch FROM c.created_at)::float8, c.remove_on_complete
+FROM claimed c
+ORDER BY c.priority, c.run_at, c.id;
+
+-- name: claim_filter_all
+-- (no channel filter: every channel; uses jobs_claim_idx)
+
+-- name: claim_filter_one
+-- one channel: an ordered scan of jobs_claim_channel_idx
+AND j.channel = %(channel)s
+
+-- name: claim_filter_many
+-- several channels: jobs_claim_idx filtered by channel
+AND j.channel = ANY (%(channels)s::text[])
+
+
+-- name: complete_many
+-- Apply a batch of fenced outcomes in one statement.
+--   %(outcomes)s  JSON array of {i, id, token, state, at, event, run_at, result, error,
+--                 refund, remove, expired_before, data}
+--   %(notify_channel)s, %(notify)s  NOTIFY when some outcome requeues (NULL: never)
+-- remove = true deletes the row and its logs; its events stay readable by read_events
+-- and are pruned later through removed_jobs (prune).
+-- A row changes only while it is still running under that token (and, for a rescue,
+-- its lease expired by expired_before). `locked` takes the row locks in id order (no
+-- deadlock with heartbeats) and reads the newest row versions, so the fence is checked
+-- on what is current, not on the statement's snapshot. Ids go in as an array: rows are
+-- found by primary key (a state filter there would let the planner walk every running
+-- row through the lease index instead). Of several outcomes for one job, the first
+-- that passes the fence applies. `gate` makes every job lock come before the
+-- running_groups deletes (a claimer may wait on those; it must never hold a job row
+-- this statement still needs).
+WITH o AS (
+    SELECT u.*
+    FROM json_to_recordset(%(outcomes)s::json) AS u(
+        i integer, id bigint, token text, state text, at double precision, event text,
+        run_at double precision, result text, error text, refund boolean, remove boolean,
+        expired_before double precision, data text)
+),
+locked AS MATERIALIZED (
+    SELECT j.id, j.state, j.lease_token, j.lease_expires_at, j.name, j.tenant, j.attempts,
+           j.group_key
+    FROM {schema}.jobs j
+    WHERE j.id = ANY (ARRAY(SELECT o.id FROM o))
+    ORDER BY j.id
+    FOR UPDATE
+),
+tgt AS MATERIALIZED (
+    SELECT DISTINCT ON (l.id)
+           l.id, l.name, l.tenant, l.attempts, l.group_key, o.i, o.state, o.at, o.event,
+           o.run_at, o.result, o.error, o.refund, o.remove, o.data
+    FROM locked l
+    JOIN o ON o.id = l.id
+    WHERE l.state = 'running'
+      AND l.lease_token = o.token
+      AND (o.expired_before IS NULL OR l.lease_expires_at <= to_timestamp(o.expired_before))
+    ORDER BY l.id, o.i
+),
+gate AS MATERIALIZED (
+    SELECT count(*) AS n FROM tgt
+),
+updated AS (
+    UPDATE {schema}.jobs j
+    SET state = t.state,
+        attempts = CASE WHEN t.refund THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
+        run_at = coalesce(to_timestamp(t.run_at), j.run_at),
+        finished_at = CASE WHEN t.state IN ('completed', 'failed', 'cancelled')
+                           THEN to_timestamp(t.at) END,
+        result = coalesce(t.result, j.result),
+        errors = CASE WHEN t.error IS NULL THEN j.errors
+                      ELSE j.errors || jsonb_build_array(t.error::jsonb) END,
+        progress = CASE WHEN t.state = 'completed' THEN 100 ELSE j.progress END,
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        worker_id = NULL,
+        cancel_requested = CASE WHEN t.state IN ('queued', 'scheduled') THEN false
+                                ELSE j.cancel_requested END
+    FROM tgt t
+    WHERE j.id = t.id AND NOT t.remove
+),
+removed AS (
+    DELETE FROM {schema}.jobs j USING tgt t
+    WHERE j.id = t.id AND t.remove
+),
+removed_marks AS (
+    INSERT INTO {schema}.removed_jobs (job_id, removed_at)
+    SELECT t.id, to_timestamp(t.at) FROM tgt t WHERE t.remove
+    ON CONFLICT (job_id) DO NOTHING
+),
+removed_logs AS (
+    DELETE FROM {schema}.job_logs l USING tgt t
+    WHERE (SELECT n FROM gate) >= 0 AND l.job_id = t.id AND t.remove
+),
+freed AS (
+    DELETE FROM {schema}.running_groups r USING tgt t
+    WHERE (SELECT n FROM gate) >= 0 AND r.group_key = t.group_key AND r.job_id = t.id
+),
+events AS (
+    INSERT INTO {schema}.job_events (job_id, type, job_name, tenant, attempt, at, data)
+    SELECT t.id, t.event, t.name, t.tenant, t.attempts, to_timestamp(t.at), t.data
+    FROM tgt t
+    ORDER BY t.i
+),
+notified AS (
+    SELECT pg_notify(%(notify_channel)s, %(notify)s::text)
+    WHERE %(notify)s::text IS NOT NULL
+      AND EXISTS (SELECT 1 FROM tgt t WHERE t.state = 'queued' AND NOT t.remove)
+)
+SELECT t.i FROM tgt t
+WHERE (SELECT count(*) FROM notified) >= 0;
+
+
+-- name: heartbeat
+-- Extend the leases still held (running, same token) in one statement; returns those
+-- rows with their cancel flag. Locks in id order, like complete_many; ids go in as an
+-- array so the rows are found by primary key whatever the planner thinks of the batch.
+--   %(ids)s bigint[], %(tokens)s text[], %(lease_expires_at)s epoch seconds
+WITH h AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS h(id, token)
+),
+held AS MATERIALIZED (
+    SELECT j.id, j.state, j.lease_token
+    FROM {schema}.jobs j
+    WHERE j.id = ANY (%(ids)s::bigint[])
+    ORDER BY j.id
+    FOR UPDATE
+)
+UPDATE {schema}.jobs j
+SET lease_expires_at = to_timestamp(%(lease_expires_at)s)
+FROM held
+JOIN h ON h.id = held.id AND h.token = held.lease_token
+WHERE j.id = held.id AND held.state = 'running'
+RETURNING j.id, j.cancel_requested;
+
+
+-- name: cancel_requests
+--   %(ids)s bigint[]
+SELECT id FROM {schema}.jobs
+WHERE id = ANY (%(ids)s::bigint[]) AND state = 'running' AND cancel_requested;
+
+
+-- name: set_progress
+-- Fenced progress update plus a `progress` event.
+--   %(id)s, %(token)s, %(progress)s, %(now)s
+WITH u AS (
+    UPDATE {schema}.jobs
+    SET progress = %(progress)s
+    WHERE id = %(id)s AND state = 'running' AND lease_token = %(token)s
+    RETURNING id, name, tenant, attempts, progress
+),
+events AS (
+    INSERT INTO {schema}.job_events (job_id, type, job_name, tenant, attempt, at, data)
+    SELECT u.id, 'progress', u.name, u.tenant, u.attempts, to_timestamp(%(now)s),
+           json_build_object('progress', u.progress)::text
+    FROM u
+)
+SELECT count(*) FROM u;
+
+
+-- name: append_logs
+--   %(logs)s JSON array of {job_id, at, level, message, attempt}
+INSERT INTO {schema}.job_logs (job_id, attempt, at, level, message)
+SELECT l.job_id, l.attempt, to_timestamp(l.at), l.level, l.message
+FROM json_to_recordset(%(logs)s::json) AS l(
+    i integer, job_id bigint, at double precision, level text, message text, attempt integer)
+WHERE EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = l.job_id)
+ORDER BY l.i;
+
+
+-- name: expired_leases
+--   %(now)s, %(limit)s
+SELECT id, lease_token, name, tenant, attempts, max_attempts, options, cancel_requested
+FROM {schema}.jobs
+WHERE state = 'running' AND lease_expires_at <= to_timestamp(%(now)s)
+ORDER BY lease_expires_at, id
+LIMIT %(limit)s;
+
+
+-- name: promote_due
+-- scheduled → queued for run_at <= %(until)s (now + horizon), at most %(limit)s rows,
+-- SKIP LOCKED so every process may run it. Returns the count and the earliest promoted
+-- run_at still after %(now)s. One NOTIFY when anything moved.
+-- Also deletes running_groups rows whose job is no longer running: every transition
+-- out of running deletes its row, so this only repairs rows left by a hand-edited
+-- database. It is race-free: a row and its job's flip to running commit together and
+-- neither is visible without the other.
+WITH due AS MATERIALIZED (
+    SELECT id FROM {schema}.jobs
+    WHERE state = 'scheduled' AND run_at <= to_timestamp(%(until)s)
+    ORDER BY run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+promoted AS (
+    UPDATE {schema}.jobs j SET state = 'queued'
+    FROM due WHERE j.id = due.id
+    RETURNING j.run_at
+),
+stale_groups AS (
+    DELETE FROM {schema}.running_groups r
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.jobs j
+                      WHERE j.id = r.job_id AND j.state = 'running')
+),
+notified AS (
+    SELECT pg_notify(%(notify_channel)s, '')
+    WHERE EXISTS (SELECT 1 FROM promoted)
+)
+SELECT count(*),
+       extract(epoch FROM min(p.run_at) FILTER (WHERE p.run_at > to_timestamp(%(now)s)))::float8
+FROM promoted p
+WHERE (SELECT count(*) FROM notified) >= 0;
+
+
+-- name: prune
+-- Delete up to %(limit)s jobs in %(state)s finished before %(before)s, with their
+-- events and logs, in one statement; also up to %(limit)s removed jobs' leftover events
+-- (remove_on_complete keeps them for read_events until then). Returns the jobs count.
+WITH doomed AS MATERIALIZED (
+    SELECT id FROM {schema}.jobs
+    WHERE state = %(state)s AND finished_at < to_timestamp(%(before)s)
+    ORDER BY finished_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+gone AS (
+    DELETE FROM {schema}.jobs j USING doomed d WHERE j.id = d.id RETURNING j.id
+),
+gone_events AS (
+    DELETE FROM {schema}.job_events e USING doomed d WHERE e.job_id = d.id
+),
+gone_logs AS (
+    DELETE FROM {schema}.job_logs l USING doomed d WHERE l.job_id = d.id
+),
+removed AS MATERIALIZED (
+    SELECT job_id FROM {schema}.removed_jobs
+    WHERE removed_at < to_timestamp(%(before)s)
+    ORDER BY removed_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+removed_gone AS (
+    DELETE FROM {schema}.removed_jobs r USING removed x WHERE r.job_id = x.job_id
+),
+removed_events AS (
+    DELETE FROM {schema}.job_events e USING removed x WHERE e.job_id = x.job_id
+)
+SELECT count(*) FROM gone;
+
+
+-- name: acquire_lock
+-- Take or renew a named lease: a row comes back when we hold it.
+--   %(name)s, %(owner)s, %(now)s, %(expires_at)s
+INSERT INTO {schema}.locks AS l (name, owner, expires_at)
+VALUES (%(name)s, %(owner)s, to_timestamp(%(expires_at)s))
+ON CONFLICT (name) DO UPDATE
+SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+WHERE l.owner = EXCLUDED.owner OR l.expires_at <= to_timestamp(%(now)s)
+RETURNING l.owner;
+
+
+-- name: release_lock
+DELETE FROM {schema}.locks WHERE name = %(name)s AND owner = %(owner)s;
+
+
+-- name: get_job
+SELECT id, name, payload, state, attempts, max_attempts, progress, result, errors, tags,
+       group_key, tenant, channel, priority, run_at, created_at, started_at, finished_at,
+       options, idempotency_key
+FROM {schema}.jobs
+WHERE id = %(id)s;
+
+
+-- name: list_jobs
+-- Newest first, paging by id. %(tags)s with %(tag_mode)s: any | all | exact (same set)
+-- | none.
+SELECT id, name, payload, state, attempts, max_attempts, progress, result, errors, tags,
+       group_key, tenant, channel, priority, run_at, created_at, started_at, finished_at,
+       options, idempotency_key
+FROM {schema}.jobs j
+WHERE (%(state)s::text IS NULL OR j.state = %(state)s::text)
+  AND (%(name)s::text IS NULL OR j.name = %(name)s::text)
+  AND (%(channel)s::text IS NULL OR j.channel = %(channel)s::text)
+  AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s::text)
+  AND (%(before_id)s::bigint IS NULL OR j.id < %(before_id)s::bigint)
+  AND (%(tags)s::text[] IS NULL
+       OR (%(tag_mode)s::text = 'any' AND j.tags && %(tags)s::text[])
+       OR (%(tag_mode)s::text = 'all' AND j.tags @> %(tags)s::text[])
+       OR (%(tag_mode)s::text = 'exact' AND j.tags @> %(tags)s::text[]
+                                        AND j.tags <@ %(tags)s::text[])
+       OR (%(tag_mode)s::text = 'none' AND NOT j.tags && %(tags)s::text[]))
+ORDER BY j.id DESC
+LIMIT %(limit)s;
+
+
+-- name: counts
+SELECT state, count(*) FROM {schema}.jobs
+WHERE %(channel)s::text IS NULL OR channel = %(channel)s::text
+GROUP BY state;
+
+
+-- name: channel_stats
+-- Jobs per (channel, state) and, per channel, the run_at of the oldest queued job.
+SELECT channel, state, count(*),
+       extract(epoch FROM min(run_at) FILTER (WHERE state = 'queued'))::float8
+FROM {schema}.jobs
+GROUP BY channel, state
+ORDER BY channel, state;
+
+
+-- name: cancel
+-- Upcoming → cancelled (with a `cancelled` event); running → cancel_requested (the
+-- worker ends it). Returns the state before (NULL: no such job) and after.
+WITH cur AS MATERIALIZED (
+    SELECT id, state FROM {schema}.jobs WHERE id = %(id)s FOR UPDATE
+),
+u AS (
+    UPDATE {schema}.jobs j
+    SET state = CASE WHEN cur.state = 'running' THEN 'running' ELSE 'cancelled' END,
+        cancel_requested = (cur.state = 'running'),
+        finished_at = CASE WHEN cur.state = 'running' THEN j.finished_at
+                           ELSE to_timestamp(%(now)s) END
+    FROM cur
+    WHERE j.id = cur.id AND cur.state IN ('scheduled', 'queued', 'waiting', 'running')
+    RETURNING j.id, j.name, j.tenant, j.attempts, j.state
+),
+events AS (
+    INSERT INTO {schema}.job_events (job_id, type, job_name, tenant, attempt, at, data)
+    SELECT u.id, 'cancelled', u.name, u.tenant, u.attempts, to_timestamp(%(now)s), NULL
+    FROM u WHERE u.state = 'cancelled'
+)
+SELECT (SELECT state FROM cur), (SELECT state FROM u);
+
+
+-- name: cancel_jobs
+-- Cancel upcoming jobs matching the filter (same filter as list_jobs, no limit).
+WITH u AS (
+    UPDATE {schema}.jobs j
+    SET state = 'cancelled', finished_at = to_timestamp(%(now)s)
+    WHERE j.state IN ('scheduled', 'queued', 'waiting')
+      AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
+      AND (%(name)s::text IS NULL OR j.name = %(name)s::text)
+      AND (%(channel)s::text IS NULL OR j.channel = %(channel)s::text)
+      AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s::text)
+      AND (%(before_id)s::bigint IS NULL OR j.id < %(before_id)s::bigint)
+      AND (%(tags)s::text[] IS NULL
+           OR (%(tag_mode)s::text = 'any' AND j.tags && %(tags)s::text[])
+           OR (%(tag_mode)s::text = 'all' AND j.tags @> %(tags)s::text[])
+           OR (%(tag_mode)s::text = 'exact' AND j.tags @> %(tags)s::text[]
+                                            AND j.tags <@ %(tags)s::text[])
+           OR (%(tag_mode)s::text = 'none' AND NOT j.tags && %(tags)s::text[]))
+    RETURNING j.id, j.name, j.tenant, j.attempts
+),
+events AS (
+    INSERT INTO {schema}.job_events (job_id, type, job_name, tenant, attempt, at, data)
+    SELECT u.id, 'cancelled', u.name, u.tenant, u.attempts, to_timestamp(%(now)s), NULL
+    FROM u ORDER BY u.id
+)
+SELECT count(*) FROM u;
+
+
+-- name: retry
+-- failed / cancelled → queued now, with fresh attempts; errors are kept. Returns the
+-- state before (NULL: no such job) and whether it was requeued.
+WITH cur AS MATERIALIZED (
+    SELECT id, state FROM {schema}.jobs WHERE id = %(id)s FOR UPDATE
+),
+u AS (
+    UPDATE {schema}.jobs j
+    SET state = 'queued', attempts = 0, run_at = to_timestamp(%(now)s), progress = 0,
+        result = NULL, started_at = NULL, finished_at = NULL, cancel_requested = false
+    FROM cur
+    WHERE j.id = cur.id AND cur.state IN ('failed', 'cancelled')
+    RETURNING j.id, j.name, j.tenant
+),
+events AS (
+    INSERT INTO {schema}.job_events (job_id, type, job_name, tenant, attempt, at, data)
+    SELECT u.id, 'enqueued', u.name, u.tenant, 0, to_timestamp(%(now)s), '{"retry": true}'
+    FROM u
+),
+notified AS (
+    SELECT pg_notify(%(notify_channel)s, '') WHERE EXISTS (SELECT 1 FROM u)
+)
+SELECT (SELECT state FROM cur), EXISTS (SELECT 1 FROM u)
+WHERE (SELECT count(*) FROM notified) >= 0;
+
+
+-- name: pause
+INSERT INTO {schema}.paused_channels (channel) VALUES (%(channel)s)
+ON CONFLICT DO NOTHING;
+
+
+-- name: resume
+-- Resume one channel, or (%(channel)s NULL) every paused channel and ''.
+WITH gone AS (
+    DELETE FROM {schema}.paused_channels
+    WHERE %(channel)s::text IS NULL OR channel = %(channel)s::text
+    RETURNING channel
+)
+SELECT pg_notify(%(notify_channel)s, '') WHERE EXISTS (SELECT 1 FROM gone);
+
+
+-- name: paused_channels
+SELECT channel FROM {schema}.paused_channels;
+
+
+-- name: get_logs
+SELECT at, level, message, attempt FROM {schema}.job_logs
+WHERE job_id = %(id)s ORDER BY id;
+
+
+-- name: get_events
+SELECT type, job_id, job_name, tenant, attempt, at, data FROM {schema}.job_events
+WHERE job_id = %(id)s ORDER BY id;
+
+
+-- name: read_events
+-- Events after cursor %(after)s, with how long ago (database time) each was stored and
+-- the snapshot's xid bounds, so the caller can tell an id gap that a transaction still
+-- in flight will fill from one that a rolled-back transaction left for good.
+SELECT id, type, job_id, job_name, tenant, attempt, at, data,
+       extract(epoch FROM statement_timestamp() - stored_at)::float8 AS age,
+       pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
+       pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax
+FROM {schema}.job_events
+WHERE id > %(after)s
+ORDER BY id
+LIMIT %(limit)s;
+
+
+-- name: events_head
+SELECT coalesce(max(id), 0) FROM {schema}.job_events;
+
+
+-- name: upsert_cron
+-- Create or replace a schedule, keeping last_run_at / last_job_id.
+INSERT INTO {schema}.cron_schedules AS c (
+    name, expression, job, payload, timezone, paused, allow_overlap, catch_up, options,
+    next_run_at, last_run_at, last_job_id)
+VALUES (%(name)s, %(expression)s, %(job)s, %(payload)s, %(timezone)s, %(paused)s,
+        %(allow_overlap)s, %(catch_up)s, %(options)s, to_timestamp(%(next_run_at)s),
+        to_timestamp(%(last_run_at)s), %(last_job_id)s)
+ON CONFLICT (name) DO UPDATE
+SET expression = EXCLUDED.expression, job = EXCLUDED.job, payload = EXCLUDED.payload,
+    timezone = EXCLUDED.timezone, paused = EXCLUDED.paused,
+    allow_overlap = EXCLUDED.allow_overlap, catch_up = EXCLUDED.catch_up,
+    options = EXCLUDED.options, next_run_at = EXCLUDED.next_run_at;
+
+
+-- name: list_cron
+SELECT name, expression, job, payload, timezone, paused, allow_overlap, catch_up, options,
+       extract(epoch FROM next_run_at)::float8, extract(epoch FROM last_run_at)::float8,
+       last_job_id
+FROM {schema}.cron_schedules
+ORDER BY name;
+
+
+-- name: delete_cron
+DELETE FROM {schema}.cron_schedules WHERE name = ANY (%(names)s::text[]);
+
+
+-- name: set_cron_paused
+UPDATE {schema}.cron_schedules
+SET paused = %(paused)s,
+    next_run_at = coalesce(to_timestamp(%(next_run_at)s), next_run_at)
+WHERE name = %(name)s;
+
+
+-- name: fire_cron
+-- The compare-and-swap of fire_cron: wins only while next_run_at is still the value
+-- the caller read (to the millisecond: it made a round trip through a float).
+UPDATE {schema}.cron_schedules
+SET next_run_at = to_timestamp(%(new_next)s), last_run_at = to_timestamp(%(tick)s)
+WHERE name = %(name)s
+  AND NOT paused
+  AND next_run_at BETWEEN to_timestamp(%(expected)s) - interval '1 millisecond'
+                      AND to_timestamp(%(expected)s) + interval '1 millisecond'
+RETURNING name;
+
+
+-- name: cron_set_job
+UPDATE {schema}.cron_schedules SET last_job_id = %(job_id)s WHERE name = %(name)s;

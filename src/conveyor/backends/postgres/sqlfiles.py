@@ -1,0 +1,176 @@
+"""The SQL of the PostgreSQL backend: named queries and numbered migrations.
+
+Both live in ``.sql`` files next to this module and are read once per process. The only
+text ever substituted into them is the schema, as a quoted identifier built from the
+validated ``schema`` setting (``{schema}``), and, in the claim, one of three fixed channel
+filter fragments from the same file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from conveyor.backends.sql import load_queries
+from conveyor.settings import validate_identifier
+
+__all__ = [
+    "Migration",
+    "Queries",
+    "migration_script",
+    "migrations",
+    "quote_schema",
+]
+
+_PACKAGE = __package__ or "conveyor.backends.postgres"
+_MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+CLAIM_FILTERS = ("all", "one", "many")
+
+
+def quote_schema(schema: str) -> str:
+    """The schema as a quoted SQL identifier (the setting is validated, so no quote can
+    appear inside it; validated again here because this text is spliced into SQL)."""
+    return '"' + validate_identifier(schema, "schema") + '"'
+
+
+def strip_comments(sql: str) -> str:
+    """Drop ``--`` comments (outside string literals) and blank lines.
+
+    psycopg finds ``%(name)s`` placeholders anywhere in the text, comments included, so
+    the documentation in the ``.sql`` files must not reach the driver.
+    """
+    lines = []
+    for line in sql.splitlines():
+        in_string = False
+        cut = len(line)
+        for i, ch in enumerate(line):
+            if ch == "'":
+                in_string = not in_string
+            elif not in_string and line.startswith("--", i):
+                cut = i
+                break
+        code = line[:cut].rstrip()
+        if code.strip():
+            lines.append(code)
+    return "\n".join(lines)
+
+
+@cache
+def _raw_queries() -> dict[str, str]:
+    return load_queries(_PACKAGE, "queries.sql")
+
+
+class Queries:
+    """The named queries with the schema substituted; ``claim`` in three variants."""
+
+    def __init__(self, schema: str):
+        quoted = quote_schema(schema)
+        raw = _raw_queries()
+        self._sql = {
+            name: strip_comments(text.replace("{schema}", quoted))
+            for name, text in raw.items()
+            if not name.startswith("claim")
+        }
+        for variant in CLAIM_FILTERS:
+            fragment = strip_comments(raw[f"claim_filter_{variant}"])
+            claim = raw["claim"].replace("{channel_filter}", fragment)
+            self._sql[f"claim_{variant}"] = strip_comments(claim.replace("{schema}", quoted))
+
+    def __getitem__(self, name: str) -> str:
+        return self._sql[name]
+
+    def claim(self, channels: tuple[str, ...] | None) -> str:
+        """The claim for a worker's channel filter: every channel, exactly one (an
+        ordered scan of the channel index) or several."""
+        if channels is None:
+            return self._sql["claim_all"]
+        if len(channels) == 1:
+            return self._sql["claim_one"]
+        return self._sql["claim_many"]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One numbered migration file, e.g. ``0001_init.sql``."""
+
+    version: int
+    name: str
+    template: str  # the file's text, {schema} not yet substituted
+
+    def sql(self, schema: str) -> str:
+        """The migration's SQL for ``schema``."""
+        return self.template.replace("{schema}", quote_schema(schema))
+
+
+@cache
+def migrations() -> tuple[Migration, ...]:
+    """Every migration, in version order."""
+    folder = resources.files(_PACKAGE).joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_FILE.match(entry.name)
+        if match is None:
+            continue
+        found.append(
+            Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8"))
+        )
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"postgres migrations must be numbered 1..n, found {versions}")
+    return tuple(found)
+
+
+def bootstrap_sql(schema: str) -> str:
+    """The schema and its ``schema_migrations`` table (idempotent)."""
+    quoted = quote_schema(schema)
+    return (
+        f"CREATE SCHEMA IF NOT EXISTS {quoted};\n"
+        f"CREATE TABLE IF NOT EXISTS {quoted}.schema_migrations (\n"
+        "    version    integer     PRIMARY KEY,\n"
+        "    name       text        NOT NULL,\n"
+        "    applied_at timestamptz NOT NULL DEFAULT now()\n"
+        ");\n"
+    )
+
+
+def lock_sql(schema: str) -> str:
+    """A transaction-scoped advisory lock per schema: concurrent migrators queue up."""
+    key = "conveyor.migrate." + validate_identifier(schema, "schema")
+    return f"SELECT pg_advisory_xact_lock(hashtext('{key}'));"
+
+
+def migration_script(schema: str) -> str:
+    """The full migration as one SQL script a DBA can review and run (``psql -f``).
+
+    Idempotent like :meth:`PostgresBackend.migrate`: it takes the same advisory lock and
+    applies, in one transaction, only the versions ``schema_migrations`` lacks.
+    """
+    validate_identifier(schema, "schema")
+    parts = [
+        f"-- conveyor: PostgreSQL schema {quote_schema(schema)}",
+        "-- Generated by `conveyor migrate --sql`; safe to run more than once.",
+        "BEGIN;",
+        lock_sql(schema),
+        bootstrap_sql(schema),
+    ]
+    quoted = quote_schema(schema)
+    for m in migrations():
+        body = m.sql(schema)
+        tag = "$conveyor_migration$"
+        if tag in body:  # pragma: no cover - guarded so a future file cannot break quoting
+            raise RuntimeError(f"migration {m.version} contains {tag}")
+        parts.append(
+            f"-- {m.version:04d}_{m.name}\n"
+            "DO $conveyor$\nBEGIN\n"
+            f"  IF NOT EXISTS (SELECT 1 FROM {quoted}.schema_migrations"
+            f" WHERE version = {m.version}) THEN\n"
+            f"    EXECUTE {tag}\n{body}\n{tag};\n"
+            f"    INSERT INTO {quoted}.schema_migrations (version, name)"
+            f" VALUES ({m.version}, '{m.name}');\n"
+            "  END IF;\nEND\n$conveyor$;"
+        )
+    parts.append("COMMIT;")
+    return "\n".join(parts) + "\n"
