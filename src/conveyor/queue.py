@@ -53,6 +53,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 TAG_MODES = ("any", "all", "exact", "none")
+MAX_DELAY = 100 * 365.25 * 86400.0  # seconds: anything later is a bug, not a schedule
 _UNSET: Any = object()
 
 
@@ -68,10 +69,10 @@ def _json(payload: Any, limit: int) -> str:
 
 
 def _tags(tags: Any) -> tuple[str, ...]:
+    if isinstance(tags, str) or not isinstance(tags, Iterable):
+        raise ValidationError(f"tags must be a list of strings, got {tags!r}")
     if not tags:
         return ()
-    if isinstance(tags, str):
-        raise ValidationError("tags must be a list of strings, not a single string")
     out = tuple(validate_name(t, "tag") for t in tags)
     return tuple(dict.fromkeys(out))
 
@@ -311,11 +312,24 @@ class Queue:
                 )
             if spec.run_at.tzinfo is None or spec.run_at.utcoffset() is None:
                 raise ValidationError("run_at must be timezone-aware (naive datetimes are refused)")
-            run_at = max(now, spec.run_at.timestamp())
+            try:
+                run_at = max(now, spec.run_at.timestamp())
+            except (OverflowError, ValueError, OSError):
+                raise ValidationError(f"run_at {spec.run_at!r} is out of range") from None
+            if run_at > now + MAX_DELAY:
+                raise ValidationError(
+                    f"run_at {spec.run_at.isoformat()} is more than 100 years away"
+                )
         elif spec.delay is not None:
             delay = spec.delay.total_seconds() if isinstance(spec.delay, timedelta) else spec.delay
-            if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
-                raise ValidationError(f"delay must be seconds >= 0, got {spec.delay!r}")
+            if (
+                isinstance(delay, bool)
+                or not isinstance(delay, int | float)
+                or not 0 <= delay <= MAX_DELAY
+            ):
+                raise ValidationError(
+                    f"delay must be seconds from 0 to {MAX_DELAY:.0f} (100 years), got {spec.delay!r}"
+                )
             run_at = now + float(delay)
         priority = (
             check_priority(spec.priority) if spec.priority is not None else (d.priority if d else 0)
@@ -334,7 +348,15 @@ class Queue:
         if spec.timeout is not None:
             options["timeout"] = check_timeout(spec.timeout)
         if spec.kill_on_timeout is not None:
-            options["kill_on_timeout"] = bool(spec.kill_on_timeout)
+            if not isinstance(spec.kill_on_timeout, bool):
+                raise ValidationError(
+                    f"kill_on_timeout must be True or False, got {spec.kill_on_timeout!r}"
+                )
+            options["kill_on_timeout"] = spec.kill_on_timeout
+        if spec.remove_on_complete is not None and not isinstance(spec.remove_on_complete, bool):
+            raise ValidationError(
+                f"remove_on_complete must be True or False, got {spec.remove_on_complete!r}"
+            )
         remove = (
             spec.remove_on_complete
             if spec.remove_on_complete is not None
