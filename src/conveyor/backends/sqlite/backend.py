@@ -117,7 +117,7 @@ class SQLiteBackend:
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")
                 conn.execute("PRAGMA foreign_keys=OFF")
                 conn.execute("PRAGMA temp_store=MEMORY")
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:
                 raise BackendError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
             # Busy waits are done here, asynchronously, not inside sqlite's C handler.
             conn.execute("PRAGMA busy_timeout=0")
