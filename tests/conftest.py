@@ -36,6 +36,7 @@ def _unavailable(name: str) -> str | None:
     if name == "postgres":
         try:
             import psycopg  # noqa: F401
+
             from conveyor.backends.postgres.backend import PostgresBackend  # noqa: F401
         except ImportError as exc:
             return f"postgres backend not importable: {exc}"
@@ -44,6 +45,7 @@ def _unavailable(name: str) -> str | None:
     if name == "redis":
         try:
             import redis  # noqa: F401
+
             from conveyor.backends.redis.backend import RedisBackend  # noqa: F401
         except ImportError as exc:
             return f"redis backend not importable: {exc}"

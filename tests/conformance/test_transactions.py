@@ -15,7 +15,6 @@ from conveyor import JobSpec, JobState
 from tests.conformance._util import total
 from tests.conftest import PG_URL, Store
 
-
 # Transactional enqueue exists on SQLite and PostgreSQL; Redis refuses it (tested below).
 # The backend fixture is narrowed per test instead of skipping, so nothing skips in CI.
 WITH_TRANSACTIONS = pytest.mark.parametrize("backend_name", ["sqlite", "postgres"], indirect=True)
