@@ -44,13 +44,15 @@ def sync_slow(payload: dict, ctx: conveyor.Context) -> dict:
 async def count(payload: dict, ctx: conveyor.Context) -> int:
     """Records one line per execution in a probe file."""
     _mark(payload["probe"], f"run {ctx.job_id} {ctx.attempt} {os.getpid()}")
+    if payload.get("sleep"):
+        await asyncio.sleep(payload["sleep"])
     return int(payload["n"])
 
 
 def enqueue_many_from_process(probe: str, start: int, n: int) -> None:
     """Run in a child process: enqueue one by one from sync code (enqueue_sync)."""
     for i in range(start, start + n):
-        queue.enqueue_sync("count", {"probe": probe, "n": i}, attempts=3)
+        queue.enqueue_sync("count", {"probe": probe, "n": i, "sleep": 0.01}, attempts=3)
 
 
 if os.environ.get("CONVEYOR_TEST_TICK_PROBE"):  # only the cron test wants this schedule
