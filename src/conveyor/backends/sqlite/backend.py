@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from conveyor.backends.base import (
@@ -67,6 +67,18 @@ def _path_from_url(url: str) -> tuple[str, bool]:
     if not path:
         raise ValidationError(f"sqlite URL {url!r} names no file: use sqlite:///path/to/jobs.db")
     return path, path == ":memory:"
+
+
+def _busy_backoff() -> Iterator[tuple[float, bool]]:
+    """(sleep before the next attempt, is this attempt the last) for up to BUSY_TIMEOUT."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    delay = 0.0005
+    while True:
+        final = time.monotonic() > deadline
+        yield delay, final
+        if final:
+            return
+        delay = min(delay * 2, 0.02)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -145,35 +157,38 @@ class SQLiteBackend:
             conn.execute("COMMIT")
             return result
 
+    def _try(
+        self, fn: Callable[[sqlite3.Connection], T], write: bool, final: bool
+    ) -> tuple[bool, T | None]:
+        """One attempt: (True, result), or (False, None) when another process holds the
+        write lock and this was not the ``final`` attempt. Other errors: BackendError."""
+        try:
+            return True, self._attempt(fn, write)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or final:
+                raise BackendError(f"SQLite {self.path!r}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise BackendError(f"SQLite {self.path!r}: {exc}") from exc
+        return False, None
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T], write: bool = True) -> T:
         """Run ``fn`` (in a ``BEGIN IMMEDIATE`` transaction when ``write``; else its
         statements autocommit), retrying lock contention without blocking the loop."""
-        deadline = time.monotonic() + BUSY_TIMEOUT
-        delay = 0.0005
-        while True:
-            try:
-                return self._attempt(fn, write)
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
-                    raise BackendError(f"SQLite {self.path!r}: {exc}") from exc
-            except sqlite3.Error as exc:
-                raise BackendError(f"SQLite {self.path!r}: {exc}") from exc
+        for delay, final in _busy_backoff():
+            done, result = self._try(fn, write, final)
+            if done:
+                return result  # type: ignore[return-value]
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.02)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _run_sync(self, fn: Callable[[sqlite3.Connection], T], write: bool = True) -> T:
-        deadline = time.monotonic() + BUSY_TIMEOUT
-        delay = 0.0005
-        while True:
-            try:
-                return self._attempt(fn, write)
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
-                    raise BackendError(f"SQLite {self.path!r}: {exc}") from exc
-            except sqlite3.Error as exc:
-                raise BackendError(f"SQLite {self.path!r}: {exc}") from exc
+        """``_run`` for sync callers (enqueue_sync in the caller's thread)."""
+        for delay, final in _busy_backoff():
+            done, result = self._try(fn, write, final)
+            if done:
+                return result  # type: ignore[return-value]
             time.sleep(delay)
-            delay = min(delay * 2, 0.02)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def migrate(self) -> None:
         # Comments are dropped first: the schema has no string literal with "--".
