@@ -73,6 +73,8 @@ class Context:
         tenant, channel, tags, priority: as enqueued.
         schedule: the cron schedule's name when a schedule enqueued the job, else None.
         scheduled_for: the schedule tick this run is for (aware UTC datetime), else None.
+        replayed: True when the schedule fired this tick late, replaying a tick missed
+            while nothing ran (only within the schedule's ``catch_up`` window).
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class Context:
         deadline: float | None,
         schedule: str | None = None,
         scheduled_for: datetime | None = None,
+        replayed: bool = False,
     ):
         self.job_id = job_id
         self.name = name
@@ -102,6 +105,7 @@ class Context:
         self.priority = priority
         self.schedule = schedule
         self.scheduled_for = scheduled_for
+        self.replayed = replayed
         self._clock = clock
         self._progress = progress
         self._logs: list[tuple[float, str, str]] = []

@@ -255,6 +255,27 @@ async def test_catch_up_window_replays_only_ticks_inside_it(
     assert sorted(t for t in seen if t is not None) == [TICK1 + n * MINUTE for n in range(5, 10)]
 
 
+async def test_replayed_runs_are_marked_as_such(cq: conveyor.Queue, clock: ManualClock) -> None:
+    seen: dict[datetime, bool] = {}
+
+    @cq.job("marked")
+    async def marked(payload: object, ctx: conveyor.Context) -> None:
+        assert ctx.scheduled_for is not None
+        seen[ctx.scheduled_for] = ctx.replayed
+
+    await cq.add_cron("marked", "* * * * *", catch_up=timedelta(minutes=3), allow_overlap=True)
+    clock.set(TICK1 + timedelta(minutes=3, seconds=30))  # 00:04:30: 00:01 … 00:04 are due
+    await cq.run_maintenance()
+    await cq.worker().run_once()
+    # 00:04 is 30 s late (on time); 00:02 and 00:03 are replays from the 3-minute
+    # catch-up window; 00:01 (3.5 minutes late) is outside it and is not run at all.
+    assert seen == {
+        TICK1 + MINUTE: True,
+        TICK1 + 2 * MINUTE: True,
+        TICK1 + 3 * MINUTE: False,
+    }
+
+
 async def test_a_regular_tick_tells_the_handler_its_schedule(
     cq: conveyor.Queue, clock: ManualClock
 ) -> None:

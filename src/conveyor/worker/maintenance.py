@@ -48,6 +48,7 @@ class Maintenance:
         from conveyor.cron import fire_due
 
         await fire_due(self.queue, backend, now)
+        await self.expire_tokens(now)
         due = now - self._last_prune >= PRUNE_EVERY
         if force or (due and await backend.acquire_lock("prune", self.owner, PRUNE_EVERY, now)):
             self._last_prune = now
@@ -121,6 +122,14 @@ class Maintenance:
             handle = loop.call_later(max(0.0, earliest - now), backend.wake)
             self._timers.add(handle)
         return count
+
+    async def expire_tokens(self, now: float) -> int:
+        """Durable-wait tokens past their timeout resume their job with ``ok=False``.
+
+        A hook for the durable waits DESIGN.md describes (``ctx.create_token`` /
+        ``wait_for_token``), which no backend stores yet: nothing to expire today.
+        """
+        return 0
 
     async def prune(self, now: float) -> int:
         """Retention: completed jobs after keep_completed, failed and cancelled ones after

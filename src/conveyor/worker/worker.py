@@ -431,6 +431,7 @@ class Worker:
             deadline=deadline,
             schedule=cron.get("schedule"),
             scheduled_for=from_ts(cron.get("tick")),
+            replayed=bool(cron.get("replayed", False)),
         )
         ctx._loop = loop
         a.ctx = ctx
