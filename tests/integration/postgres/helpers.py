@@ -13,9 +13,9 @@ from conveyor.backends.base import ClaimParams, EnqueueParams, NewJob, Outcome
 from conveyor.backends.postgres.backend import PostgresBackend
 from conveyor.models import JobState
 from conveyor.settings import Settings
+from tests.integration.jobs import NOW, new_job  # noqa: F401 - re-exported
 
 PG_URL = os.environ.get("CONVEYOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-NOW = 1_800_000_000.0  # a fixed "now": every decision takes the caller's clock
 
 
 def url_for(app: str, **params: str) -> str:
@@ -28,27 +28,6 @@ def url_for(app: str, **params: str) -> str:
 def make_backend(schema: str, app: str | None = None, **settings: Any) -> PostgresBackend:
     url = url_for(app or f"{schema}-{uuid.uuid4().hex[:6]}")
     return PostgresBackend(Settings.resolve(url=url, schema=schema, env={}, **settings))
-
-
-def new_job(name: str = "job", **kw: Any) -> NewJob:
-    """A NewJob with defaults: queued at NOW on channel "default"."""
-    fields: dict[str, Any] = {
-        "name": name,
-        "payload": '{"n": 1}',
-        "state": JobState.QUEUED,
-        "run_at": NOW,
-        "priority": 0,
-        "channel": "default",
-        "max_attempts": 3,
-        "options": None,
-        "remove_on_complete": False,
-        "idempotency_key": None,
-        "tags": (),
-        "group": None,
-        "tenant": None,
-    }
-    fields.update(kw)
-    return NewJob(**fields)
 
 
 async def enqueue(

@@ -18,30 +18,7 @@ import redis
 from conveyor.backends.base import ClaimParams, EnqueueParams, NewJob
 from conveyor.backends.redis.backend import RedisBackend
 from conveyor.backends.redis.keys import scan_pattern
-from conveyor.models import JobState
-
-NOW = 1_800_000_000.0  # a fixed "now": every decision takes the caller's clock
-
-
-def new_job(name: str = "job", **kw: Any) -> NewJob:
-    """A NewJob with defaults: queued now on channel "default"."""
-    fields: dict[str, Any] = {
-        "name": name,
-        "payload": '{"n": 1}',
-        "state": JobState.QUEUED,
-        "run_at": NOW,
-        "priority": 0,
-        "channel": "default",
-        "max_attempts": 3,
-        "options": None,
-        "remove_on_complete": False,
-        "idempotency_key": None,
-        "tags": (),
-        "group": None,
-        "tenant": None,
-    }
-    fields.update(kw)
-    return NewJob(**fields)
+from tests.integration.jobs import NOW, new_job
 
 
 def claim_params(token: str = "tok", limit: int = 10, now: float = NOW, **kw: Any) -> ClaimParams:

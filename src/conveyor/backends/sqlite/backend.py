@@ -69,6 +69,30 @@ def _path_from_url(url: str) -> tuple[str, bool]:
     return path, path == ":memory:"
 
 
+def _store_event(
+    conn: sqlite3.Connection,
+    job_id: int,
+    type_: str,
+    job: Sequence[Any],
+    attempt: int,
+    at: float,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Store one event for a job; ``job`` is a row starting (name, tenant, …)."""
+    conn.execute(
+        _Q["insert_event"],
+        {
+            "job_id": job_id,
+            "type": type_,
+            "job_name": job[0],
+            "tenant": job[1],
+            "attempt": attempt,
+            "at": at,
+            "data": json.dumps(data) if data is not None else None,
+        },
+    )
+
+
 def _busy_backoff() -> Iterator[tuple[float, bool]]:
     """(sleep before the next attempt, is this attempt the last) for up to BUSY_TIMEOUT."""
     deadline = time.monotonic() + BUSY_TIMEOUT
@@ -495,18 +519,7 @@ class SQLiteBackend:
             ).fetchone()
             if row is None:
                 return False
-            conn.execute(
-                _Q["insert_event"],
-                {
-                    "job_id": job_id,
-                    "type": "progress",
-                    "job_name": row[0],
-                    "tenant": row[1],
-                    "attempt": row[2],
-                    "at": now,
-                    "data": json.dumps({"progress": progress}),
-                },
-            )
+            _store_event(conn, job_id, "progress", row, row[2], now, {"progress": progress})
             return True
 
         return await self._run(tx)
@@ -683,18 +696,7 @@ class SQLiteBackend:
     def _cancel_one(self, conn: sqlite3.Connection, job_id: int, now: float) -> str:
         row = conn.execute(_Q["cancel_upcoming"], {"job_id": job_id, "now": now}).fetchone()
         if row is not None:
-            conn.execute(
-                _Q["insert_event"],
-                {
-                    "job_id": job_id,
-                    "type": "cancelled",
-                    "job_name": row[0],
-                    "tenant": row[1],
-                    "attempt": row[2],
-                    "at": now,
-                    "data": None,
-                },
-            )
+            _store_event(conn, job_id, "cancelled", row, row[2], now)
             return CancelOutcome.CANCELLED
         if conn.execute(_Q["cancel_running"], {"job_id": job_id}).fetchone() is not None:
             return CancelOutcome.REQUESTED
@@ -717,18 +719,7 @@ class SQLiteBackend:
         def tx(conn: sqlite3.Connection) -> str:
             row = conn.execute(_Q["retry"], {"job_id": job_id, "now": now}).fetchone()
             if row is not None:
-                conn.execute(
-                    _Q["insert_event"],
-                    {
-                        "job_id": job_id,
-                        "type": "enqueued",
-                        "job_name": row[0],
-                        "tenant": row[1],
-                        "attempt": 0,
-                        "at": now,
-                        "data": json.dumps({"retry": True}),
-                    },
-                )
+                _store_event(conn, job_id, "enqueued", row, 0, now, {"retry": True})
                 return RetryOutcome.OK
             state = conn.execute(_Q["job_state"], {"job_id": job_id}).fetchone()
             return RetryOutcome.MISSING if state is None else str(state[0])
