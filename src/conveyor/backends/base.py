@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per job (4x cheaper); never mutated
 class NewJob:
     """A validated job ready to store (built by the core from enqueue options)."""
 
@@ -88,7 +88,7 @@ class ClaimParams:
     exclude: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per job (4x cheaper); never mutated
 class ClaimedJob:
     id: int
     name: str
@@ -107,7 +107,7 @@ class ClaimedJob:
     remove_on_complete: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per job (4x cheaper); never mutated
 class Outcome:
     """A fenced transition of a running job, decided by the core.
 
@@ -274,6 +274,19 @@ class Backend(Protocol):
     # -- the hot path -----------------------------------------------------------------
     async def claim(self, params: ClaimParams) -> list[ClaimedJob]: ...
     async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]: ...
+    async def complete_and_claim(
+        self, outcomes: Sequence[Outcome], claim: ClaimParams
+    ) -> tuple[list[bool], list[ClaimedJob]]:
+        """``complete_many(outcomes)`` then ``claim(claim)``, in one round trip (and one
+        transaction, where the engine has them): the worker's steady-state cycle, so a
+        busy worker pays one round trip per batch instead of two.
+
+        The claim may or may not see what these outcomes changed (a job they requeued,
+        a group they freed); when they requeued a job or freed a group, the backend
+        makes this process's ``wait_for_work`` return at once, so nothing waits for the
+        poll. A failure applies nothing of either part."""
+        ...
+
     async def heartbeat(self, params: HeartbeatParams) -> HeartbeatResult: ...
     async def cancel_requests(self, job_ids: Sequence[int]) -> frozenset[int]:
         """Of these running jobs, those whose cancel was requested (read-only)."""

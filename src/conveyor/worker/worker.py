@@ -23,7 +23,6 @@ import socket
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from conveyor._json import ENCODER
@@ -53,18 +52,23 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("conveyor")
 
+_NO_OPTIONS: dict[str, Any] = {}  # shared, never mutated
 #: Why the worker cancelled a handler → how the attempt ended.
 _CANCEL_STATUS = {"timeout": "timeout", "drain": "drained", "cancel": "cancelled"}
 
 
-@dataclass(eq=False)
 class _Active:
-    job: ClaimedJob
-    task: asyncio.Task[None] | None = None
-    ctx: Context | None = None
-    timer: asyncio.TimerHandle | None = None
-    handler_done: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    """A claimed job this worker holds: its task, context and deadline timer."""
+
+    __slots__ = ("ctx", "extra", "handler_done", "job", "task", "timer")
+
+    def __init__(self, job: ClaimedJob):
+        self.job = job
+        self.task: asyncio.Task[None] | None = None
+        self.ctx: Context | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.handler_done = False
+        self.extra: dict[str, Any] = {}
 
 
 class Worker:
@@ -256,11 +260,9 @@ class Worker:
             self.abort()
 
     # -- fetcher -----------------------------------------------------------------------------
-    async def _claim(
-        self, backend: Backend, limit: int, born_after: float | None = None
-    ) -> list[ClaimedJob]:
+    def _claim_params(self, limit: int) -> ClaimParams:
         now = self.queue.clock.now()
-        params = ClaimParams(
+        return ClaimParams(
             worker_id=self.id,
             token=uuid.uuid4().hex,
             limit=limit,
@@ -270,6 +272,11 @@ class Worker:
             include=self.include,
             exclude=self.exclude,
         )
+
+    async def _claim(
+        self, backend: Backend, limit: int, born_after: float | None = None
+    ) -> list[ClaimedJob]:
+        params = self._claim_params(limit)
         jobs = await backend.claim(params)
         started = []
         for job in jobs:
@@ -277,37 +284,72 @@ class Worker:
                 # run_once: enqueued after it started; back to queued, attempt refunded.
                 self._newborn = True
                 assert self._completer is not None
-                outcome = classify(job, RunResult("drained"), now, DEFAULT_BACKOFF)
+                outcome = classify(job, RunResult("drained"), params.now, DEFAULT_BACKOFF)
                 self._completer.submit(outcome, [], lambda o, ok: None)
                 continue
             self._launch(job)
             started.append(job)
         return started
 
+    async def _exchange(self, backend: Backend, completer: Completer, limit: int) -> int:
+        """Claim up to ``limit`` jobs and launch them; outcomes waiting to be recorded go
+        in the same round trip. Returns how many jobs were claimed."""
+        batch = completer.take()
+        try:
+            params = self._claim_params(limit)
+            if batch:
+                await completer.write_logs(batch)
+                applied, jobs = await backend.complete_and_claim([o for o, _, _ in batch], params)
+            else:
+                jobs = await backend.claim(params)
+        except BaseException:
+            if batch:
+                completer.put_back(batch)
+            raise
+        if batch:
+            completer.settle(batch, applied)
+        for job in jobs:
+            self._launch(job)
+        return len(jobs)
+
     async def _fetch_loop(self, backend: Backend) -> None:
+        """Claim jobs for free slots until stopped, one claim at a time; the outcomes
+        finished meanwhile go with each claim (one round trip for both). A claim that
+        comes back short means the queue is empty for us: then wait for a wake-up or
+        the jittered poll, and let the completer record outcomes by itself."""
+        assert self._completer is not None
+        completer = self._completer
         poll = self.queue.settings.poll_interval
         backoff = 0.1
-        while not self._stopping.is_set():
-            await asyncio.sleep(0)  # let jobs finishing in this tick free their slots first
-            free = self.concurrency - self._busy
-            if free <= 0:
-                self._slot.clear()
-                await self._slot.wait()
-                continue
-            try:
-                jobs = await self._claim(backend, free)
-                backoff = 0.1
-            except BackendError as exc:
-                log.warning("claiming jobs failed: %s; retrying in %.1fs", exc, backoff)
-                await self._sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, 10.0)
-                continue
-            if len(jobs) < free and not self._stopping.is_set():
+        try:
+            while not self._stopping.is_set():
+                # let jobs finishing in this tick free their slots (and hand over their
+                # outcomes) first
+                completer.set_handoff(True)
+                await asyncio.sleep(0)
+                free = self.concurrency - self._busy
+                if free <= 0:
+                    self._slot.clear()
+                    await self._slot.wait()
+                    continue
                 try:
-                    await backend.wait_for_work(poll * random.uniform(0.8, 1.0))
+                    claimed = await self._exchange(backend, completer, free)
+                    backoff = 0.1
                 except BackendError as exc:
-                    log.warning("waiting for work failed: %s", exc)
-                    await self._sleep(backoff)
+                    completer.set_handoff(False)
+                    log.warning("claiming jobs failed: %s; retrying in %.1fs", exc, backoff)
+                    await self._sleep(backoff * random.uniform(0.5, 1.0))
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                if claimed < free and not self._stopping.is_set():
+                    completer.set_handoff(False)
+                    try:
+                        await backend.wait_for_work(poll * random.uniform(0.8, 1.0))
+                    except BackendError as exc:
+                        log.warning("waiting for work failed: %s", exc)
+                        await self._sleep(backoff)
+        finally:
+            completer.set_handoff(False)
 
     async def _flush_or_abandon(self, completer: Completer) -> None:
         """Record what is pending, but never hold a stopping worker hostage to a store
@@ -407,7 +449,7 @@ class Worker:
         queue = self.queue
         try:
             payload = json.loads(job.payload)
-            options = json.loads(job.options) if job.options else {}
+            options = json.loads(job.options) if job.options else _NO_OPTIONS
             if "backoff" in options:
                 backoff = Backoff.from_dict(options["backoff"])
         except (ValueError, TypeError, ValidationError) as exc:
@@ -416,7 +458,7 @@ class Worker:
         kill = options.get("kill_on_timeout", definition.kill_on_timeout)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout else None
-        cron = options.get("cron") or {}
+        cron = options.get("cron") or _NO_OPTIONS
         ctx = Context(
             job_id=job.id,
             name=job.name,
@@ -460,7 +502,7 @@ class Worker:
                     task.uncancel()
                 return RunResult(_CANCEL_STATUS.get(ctx.cancel_reason, "drained")), backoff
             try:
-                result = ENCODER.encode(value)
+                result = "null" if value is None else ENCODER.encode(value)
             except (TypeError, ValueError) as exc:
                 return RunResult(
                     "error", exc=TypeError(f"handler result is not JSON-serialisable: {exc}")
@@ -516,15 +558,17 @@ class Worker:
                 )
             return
         job = a.job
-        data: dict[str, Any] = {}
-        if outcome.error is not None:
-            data["error"] = json.loads(outcome.error)
-        if outcome.result is not None:
-            data["result"] = json.loads(outcome.result)
         attempt = job.attempts - (1 if outcome.refund_attempt else 0)
-        self.queue._emit(outcome.event, job.id, job.name, job.tenant, attempt, data)
+        queue = self.queue
+        if queue._dispatcher.wants(outcome.event):
+            data: dict[str, Any] = {}
+            if outcome.error is not None:
+                data["error"] = json.loads(outcome.error)
+            if outcome.result is not None:
+                data["result"] = json.loads(outcome.result)
+            queue._emit(outcome.event, job.id, job.name, job.tenant, attempt, data)
         if outcome.state is JobState.COMPLETED and outcome.remove:
-            self.queue._emit("removed", job.id, job.name, job.tenant, attempt)
+            queue._emit("removed", job.id, job.name, job.tenant, attempt)
 
     def _cancel_local(self, job_id: int) -> None:
         a = self._active.get(job_id)

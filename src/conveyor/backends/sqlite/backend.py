@@ -366,7 +366,34 @@ class SQLiteBackend:
 
     # -- hot path ----------------------------------------------------------------------
     async def claim(self, params: ClaimParams) -> list[ClaimedJob]:
+        return await self._run(self._claim_tx(params))
+
+    async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        applied, wake = await self._run(self._complete_tx(outcomes))
+        if wake:
+            self.wake()
+        return applied
+
+    async def complete_and_claim(
+        self, outcomes: Sequence[Outcome], claim: ClaimParams
+    ) -> tuple[list[bool], list[ClaimedJob]]:
+        """Both in one write transaction: one lock, one commit."""
+        complete, take = self._complete_tx(outcomes), self._claim_tx(claim)
+
+        def tx(conn: sqlite3.Connection) -> tuple[list[bool], bool, list[ClaimedJob]]:
+            applied, wake = complete(conn)
+            return applied, wake, take(conn)
+
+        applied, wake, jobs = await self._run(tx)
+        if wake:  # the claim saw them, but it may have filtered them out (names, channels)
+            self.wake()
+        return applied, jobs
+
+    @staticmethod
+    def _claim_tx(params: ClaimParams) -> Callable[[sqlite3.Connection], list[ClaimedJob]]:
         def tx(conn: sqlite3.Connection) -> list[ClaimedJob]:
+            if params.limit <= 0:
+                return []
             args = {
                 "now": params.now,
                 "channels": json.dumps(params.channels) if params.channels is not None else None,
@@ -422,9 +449,15 @@ class SQLiteBackend:
             claimed.sort(key=lambda j: (j.priority, j.run_at, j.id))
             return claimed
 
-        return await self._run(tx)
+        return tx
 
-    async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+    @staticmethod
+    def _complete_tx(
+        outcomes: Sequence[Outcome],
+    ) -> Callable[[sqlite3.Connection], tuple[list[bool], bool]]:
+        """The transaction of ``complete_many``: (applied per outcome, whether a job
+        went back to the queue or freed its group, so that waiting workers should look
+        again)."""
         batch = json.dumps(
             [
                 {
@@ -444,17 +477,17 @@ class SQLiteBackend:
         )
         removals = [o for o in outcomes if o.remove]
 
-        def tx(conn: sqlite3.Connection) -> list[bool]:
-            done: dict[int, tuple[str, str | None, int]] = {
-                r[0]: (r[1], r[2], r[3])
-                for r in conn.execute(_Q["finish_many"], {"outcomes": batch})
-            }
+        def tx(conn: sqlite3.Connection) -> tuple[list[bool], bool]:
+            rows = conn.execute(_Q["finish_many"], {"outcomes": batch}).fetchall()
+            done: dict[int, tuple[str, str | None, int]] = {r[0]: (r[1], r[2], r[3]) for r in rows}
+            freed = any(r[4] is not None for r in rows)
             for o in removals:
                 args = {"job_id": o.job_id, "token": o.token, "expired_before": o.expired_before}
                 row = conn.execute(_Q["finish_remove"], args).fetchone()
                 if row is not None:
                     conn.execute(_Q["delete_job_children"], {"job_id": o.job_id})
                     done[o.job_id] = (row[0], row[1], row[2])
+                    freed = freed or row[3] is not None
             events = []
             for o in outcomes:
                 hit = done.get(o.job_id)
@@ -471,12 +504,13 @@ class SQLiteBackend:
                         }
                     )
             conn.executemany(_Q["insert_event"], events)
-            return [o.job_id in done for o in outcomes]
+            requeued = any(
+                o.state in (JobState.QUEUED, JobState.SCHEDULED) and o.job_id in done
+                for o in outcomes
+            )
+            return [o.job_id in done for o in outcomes], freed or requeued
 
-        result = await self._run(tx)
-        if any(o.state in (JobState.QUEUED, JobState.SCHEDULED) for o in outcomes):
-            self.wake()
-        return result
+        return tx
 
     async def heartbeat(self, params: HeartbeatParams) -> HeartbeatResult:
         if not params.jobs:

@@ -77,13 +77,13 @@ FROM (SELECT value ->> '$.id' AS id, value ->> '$.token' AS token, value ->> '$.
       FROM json_each(:outcomes)) AS o
 WHERE j.id = o.id AND j.state = 'running' AND j.lease_token = o.token
   AND (o.expired_before IS NULL OR j.lease_expires_at <= o.expired_before)
-RETURNING id, name, tenant, attempts
+RETURNING id, name, tenant, attempts, group_key
 
 -- name: finish_remove
 DELETE FROM conveyor_jobs
 WHERE id = :job_id AND state = 'running' AND lease_token = :token
   AND (:expired_before IS NULL OR lease_expires_at <= :expired_before)
-RETURNING name, tenant, attempts
+RETURNING name, tenant, attempts, group_key
 
 -- name: delete_job_children
 DELETE FROM conveyor_logs WHERE job_id = :job_id
