@@ -302,6 +302,29 @@ class Queue:
                 self._known_names.add(name)
         d = self.definitions.get(name)
         payload = _json(spec.payload, self.settings.max_payload_bytes)
+        if (
+            spec.run_at is None
+            and spec.delay is None
+            and spec.priority is None
+            and spec.channel is None
+            and spec.attempts is None
+            and spec.backoff is None
+            and spec.timeout is None
+            and spec.kill_on_timeout is None
+            and spec.remove_on_complete is None
+            and spec.idempotency_key is None
+            and spec.group is None
+            and spec.tenant is None
+            and not extra_options
+            and spec.tags == ()
+        ):
+            # the common case, name and payload only: the definition's defaults
+            if d is None:
+                return NewJob(name, payload, JobState.QUEUED, now, 0, "default", 1, None,
+                              False, None, (), None, None)  # fmt: skip
+            return NewJob(name, payload, JobState.QUEUED, now, d.priority, d.channel,
+                          d.attempts, None, bool(d.remove_on_complete), None, (), None,
+                          None)  # fmt: skip
         if spec.run_at is not None and spec.delay is not None:
             raise ValidationError("give run_at= or delay=, not both")
         run_at = now
