@@ -102,6 +102,7 @@ async def test_listener_reconnects_and_wakes_on_new_work(
     app = f"{schema}-worker"
     worker = await new_backend(app=app)
     producer = await new_backend()
+    await worker.wait_for_work(0)  # the first wait starts the LISTEN connection
     await eventually(lambda: _listener_ready(admin, app, set()))
     for _ in range(2):  # terminate the listener (and the pool) twice in a row
         old = await _pids(admin, f"{app}:listen") | await _pids(admin, app)
@@ -121,8 +122,9 @@ async def test_wake_is_thread_safe(
     new_backend: MakeBackend, admin: psycopg.AsyncConnection[Any], schema: str
 ) -> None:
     backend = await new_backend(app=f"{schema}-w")
+    await backend.wait_for_work(0)  # starts the LISTEN connection
     await eventually(lambda: _listener_ready(admin, f"{schema}-w", set()))
-    await backend.wait_for_work(0)  # forget the listener's connect wake-up
+    await backend.wait_for_work(5)  # forget the listener's connect wake-up (sure to come)
     loop = asyncio.get_running_loop()
     start = time.monotonic()
     waiting = asyncio.create_task(backend.wait_for_work(10))
@@ -148,3 +150,21 @@ async def test_unreachable_server_fails_fast_with_backend_error(schema: str) -> 
     assert time.monotonic() - start < 5
     with pytest.raises(BackendError):
         await backend.counts(None)  # not connected: still a BackendError
+
+
+async def test_a_producer_opens_no_listen_connection(
+    new_backend: MakeBackend, admin: psycopg.AsyncConnection[Any], schema: str
+) -> None:
+    """Enqueue-only processes neither hold a LISTEN connection nor hear their own
+    NOTIFYs; the first wait for work (or events) opens it."""
+    app = f"{schema}-producer"
+    producer = await new_backend(app=app)
+    await enqueue(producer, new_job())
+    await enqueue(producer, new_job(), new_job())
+    assert await _pids(admin, app)  # the pool is connected
+    assert await _pids(admin, f"{app}:listen") == set()
+    await producer.wait_for_work(0)
+    await eventually(lambda: _listener_ready(admin, app, set()))
+    reader = await new_backend(app=f"{app}-reader")
+    await reader.read_events(None, 0, 0)
+    await eventually(lambda: _listener_ready(admin, f"{app}-reader", set()))

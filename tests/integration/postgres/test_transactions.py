@@ -36,8 +36,10 @@ async def test_async_connection_commit_and_rollback(
 ) -> None:
     backend = await new_backend()
     worker = await new_backend(app=f"{schema}-worker")
+    await worker.wait_for_work(0)  # the first wait starts the LISTEN connection
     await eventually(lambda: _listening(admin, f"{schema}-worker"))
-    await worker.wait_for_work(0)  # forget the wake-up of the listener's (re)connect
+    # forget the one wake-up of the listener's connect (it may still be on its way)
+    assert await _woken_within(worker, 5)
 
     async with await psycopg.AsyncConnection.connect(admin.info.dsn) as conn:
         async with conn.transaction(force_rollback=True):

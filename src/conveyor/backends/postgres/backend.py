@@ -4,15 +4,20 @@
   LOCKED`` in a materialised CTE, takes their groups, flips them to running and stores
   their ``started`` events; ``complete_many`` applies a whole batch of fenced outcomes
   (with events, error records, removals, requeues); ``heartbeat`` renews every lease of a
-  worker; an enqueue batch inserts jobs, events and one NOTIFY. Every statement runs in
+  worker; an enqueue inserts its jobs and one NOTIFY (one job: a typed single-row
+  insert; a batch: one JSON document, see ``enqueue.py``). Every statement runs in
   autocommit: one round trip.
 - **Time** comes from the core (``now`` epoch floats through ``to_timestamp``), never
   from the database clock, so a ManualClock drives every decision.
 - **Groups** are serialised by ``running_groups`` (see ``queries.sql``, ``claim``).
-- **Wake-ups**: LISTEN/NOTIFY on one dedicated connection (``listener.py``).
-  ``read_events`` has no NOTIFY of its own (a NOTIFY per claim or completion would
-  serialise the hot path on the notify queue lock): it wakes on this process's own
-  writes and on job notifications, and otherwise polls every ``EVENTS_POLL`` seconds.
+- **Wake-ups**: LISTEN/NOTIFY on one dedicated connection (``listener.py``), opened
+  by the first ``wait_for_work`` or ``read_events``: a process that only enqueues
+  neither holds it nor hears its own NOTIFYs. ``read_events`` has no NOTIFY of its own
+  (a NOTIFY per claim or completion would serialise the hot path on the notify queue
+  lock): it wakes on this process's own writes and on job notifications, and otherwise
+  polls every ``EVENTS_POLL`` seconds.
+- **Events**: a job's ``enqueued`` event is its row, not a stored event (one row less
+  per enqueue); ``get_events`` and ``read_events`` read it from there (``cursor.py``).
 - **Faults**: every driver error is a BackendError; dead connections are replaced
   without waiting (``connections.py``) and the listener reconnects with back-off.
 """
@@ -50,9 +55,11 @@ from conveyor.backends.postgres import codec
 from conveyor.backends.postgres.connections import (
     backend_errors,
     caller_connection,
+    configure_session,
     parse_url,
     pooled,
 )
+from conveyor.backends.postgres.cursor import EventsCursor
 from conveyor.backends.postgres.enqueue import (
     drive,
     drive_sync,
@@ -65,6 +72,7 @@ from conveyor.backends.postgres.sqlfiles import (
     bootstrap_sql,
     migration_script,
     migrations,
+    native,
     quote_schema,
 )
 from conveyor.backends.rows import event_from_row, job_from_row, log_from_row
@@ -77,7 +85,6 @@ __all__ = ["PostgresBackend"]
 log = logging.getLogger("conveyor")
 
 EVENTS_POLL = 0.25  # seconds between read_events polls when no wake-up arrives
-GAP_GRACE = 5.0  # seconds an id gap in job_events is waited for while xmin is held back
 
 
 class PostgresBackend:
@@ -104,7 +111,8 @@ class PostgresBackend:
     # -- connection -------------------------------------------------------------------
     async def connect(self) -> None:
         """Open the pool (failing with BackendError when the server does not answer
-        within ``pool_timeout``) and start the LISTEN connection."""
+        within ``pool_timeout``). The LISTEN connection waits for its first use
+        (:meth:`_listen`)."""
         if self._pool is not None:
             return
         loop = asyncio.get_running_loop()
@@ -116,6 +124,7 @@ class PostgresBackend:
             max_size=opts.max_size,
             timeout=opts.timeout,
             kwargs={"autocommit": True},
+            configure=configure_session,
             name=f"conveyor-{self.schema}",
             open=False,
         )
@@ -126,6 +135,12 @@ class PostgresBackend:
             await pool.close()
             raise
         self._pool = pool
+
+    def _listen(self) -> None:
+        """Start the LISTEN connection unless it runs (or the backend is closed). Its
+        (re)connect wakes every waiter, so nothing sent before it listened is missed."""
+        if self._listener is not None or self._pool is None:
+            return
         app = conninfo_to_dict(self.conninfo).get("application_name") or "conveyor"
         self._listener = Listener(
             psycopg.conninfo.make_conninfo(self.conninfo, application_name=f"{app}:listen"),
@@ -136,10 +151,10 @@ class PostgresBackend:
         self._listener.start()
 
     async def close(self) -> None:
+        pool, self._pool = self._pool, None  # first: no LISTEN connection starts anew
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.stop()
-        pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close(timeout=5.0)
 
@@ -153,11 +168,17 @@ class PostgresBackend:
         return pooled(self._pool, self.pool_options.timeout)
 
     async def _fetch(self, action: str, query: str, args: dict[str, Any]) -> list[Any]:
-        """One statement on a pooled connection; its rows as tuples."""
+        """One statement on a pooled connection; its rows as tuples. The statement goes
+        out with native ``$n`` placeholders (:func:`~.sqlfiles.native`)."""
+        sql, names = native(query)
+        values = [args[name] for name in names]
         with backend_errors(action):
-            async with self._connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
-                await cur.execute(query, args)
-                return await cur.fetchall() if cur.description else []
+            async with self._connection() as conn:
+                cur = psycopg.AsyncRawCursor(conn, row_factory=tuple_row)
+                async with cur:
+                    await cur.execute(sql, values)
+                    result = cur.pgresult
+                    return await cur.fetchall() if result is not None and result.nfields else []
 
     async def _fetch_dicts(
         self, action: str, query: str, args: dict[str, Any]
@@ -229,28 +250,38 @@ class PostgresBackend:
         return results
 
     # -- the hot path -------------------------------------------------------------------
+    @staticmethod
+    def _claim_args(params: ClaimParams) -> dict[str, Any]:
+        limit = params.limit
+        channels = params.channels
+        return {
+            "now": params.now,
+            "lease_expires_at": params.lease_expires_at,
+            "token": params.token,
+            "worker_id": params.worker_id,
+            "limit": limit,
+            # a few extra candidates so that a group's further members (skipped: one
+            # per group per batch) do not leave the batch short
+            "scan": limit * 2 if limit < 50 else limit + 50,
+            "channel": channels[0] if channels else None,
+            "channels": list(channels) if channels is not None else None,
+            "include": list(params.include) if params.include is not None else None,
+            "exclude": list(params.exclude) if params.exclude is not None else None,
+        }
+
+    def _complete_args(self, outcomes: Sequence[Outcome]) -> dict[str, Any]:
+        requeue = any(o.state is JobState.QUEUED and not o.remove for o in outcomes)
+        return {
+            "outcomes": codec.outcomes_json(outcomes),
+            "notify_channel": self.notify_channel,
+            "notify": "" if requeue else None,
+        }
+
     async def claim(self, params: ClaimParams) -> list[ClaimedJob]:
         if params.limit <= 0:
             return []
-        limit = params.limit
-        channels = params.channels
         rows = await self._fetch(
-            "claim",
-            self.queries.claim(channels),
-            {
-                "now": params.now,
-                "lease_expires_at": params.lease_expires_at,
-                "token": params.token,
-                "worker_id": params.worker_id,
-                "limit": limit,
-                # a few extra candidates so that a group's further members (skipped:
-                # one per group per batch) do not leave the batch short
-                "scan": limit * 2 if limit < 50 else limit + 50,
-                "channel": channels[0] if channels else None,
-                "channels": list(channels) if channels is not None else None,
-                "include": list(params.include) if params.include is not None else None,
-                "exclude": list(params.exclude) if params.exclude is not None else None,
-            },
+            "claim", self.queries.claim(params.channels), self._claim_args(params)
         )
         if rows:
             self._events.fire()
@@ -259,15 +290,8 @@ class PostgresBackend:
     async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
         if not outcomes:
             return []
-        requeue = any(o.state is JobState.QUEUED and not o.remove for o in outcomes)
         rows = await self._fetch(
-            "complete",
-            self.queries["complete_many"],
-            {
-                "outcomes": codec.outcomes_json(outcomes),
-                "notify_channel": self.notify_channel,
-                "notify": "" if requeue else None,
-            },
+            "complete", self.queries["complete_many"], self._complete_args(outcomes)
         )
         applied = {row[0] for row in rows}
         if rows:
@@ -275,6 +299,30 @@ class PostgresBackend:
             if any(o.state in (JobState.QUEUED, JobState.SCHEDULED) for o in outcomes):
                 self._work.fire()
         return [i in applied for i in range(len(outcomes))]
+
+    async def complete_and_claim(
+        self, outcomes: Sequence[Outcome], claim: ClaimParams
+    ) -> tuple[list[bool], list[ClaimedJob]]:
+        """One statement, one commit: the steps of ``complete_many`` then those of
+        ``claim`` (queries.sql). The claim's snapshot predates the outcomes, so a job
+        they requeue or a group they free is claimed on the next call (the fetcher is
+        woken for it)."""
+        if not outcomes or claim.limit <= 0:
+            applied = await self.complete_many(outcomes)
+            return applied, await self.claim(claim)
+        args = self._claim_args(claim)
+        args.update(self._complete_args(outcomes))
+        rows = await self._fetch(
+            "complete and claim", self.queries.claim(claim.channels, complete=True), args
+        )
+        first = rows[0]
+        done = set(first[0] or ())
+        if first[1]:
+            self._work.fire()
+        if done or first[2] is not None:
+            self._events.fire()
+        jobs = [codec.claimed_job(row[2:], claim.token) for row in rows if row[2] is not None]
+        return [i in done for i in range(len(outcomes))], jobs
 
     async def heartbeat(self, params: HeartbeatParams) -> HeartbeatResult:
         if not params.jobs:
@@ -319,6 +367,7 @@ class PostgresBackend:
             )
 
     async def wait_for_work(self, timeout: float) -> None:
+        self._listen()
         await self._work.wait(timeout)
 
     def wake(self) -> None:
@@ -458,43 +507,34 @@ class PostgresBackend:
     async def read_events(
         self, after: str | None, limit: int, timeout: float
     ) -> tuple[list[Event], str]:
-        """Events after the cursor, oldest first.
+        """Events after the cursor, oldest first: the stored ones and each new job's
+        ``enqueued`` event (its row), read together with one snapshot.
 
-        The cursor is the last ``job_events`` id read, plus (``"<id>:<xid>"``) an xid
-        horizon while an id gap is pending. Ids are taken at insert but become visible
-        at commit, so a smaller id can appear after a larger one was read: the cursor
-        stops before a gap until it is filled, or until every transaction that could
-        fill it has ended (the snapshot's xmin passed the horizon noted when the gap was
-        seen: a rolled-back id), or, when some long transaction holds xmin back, until
-        the event after the gap is ``GAP_GRACE`` seconds old.
+        The cursor (``cursor.py``) holds the last event id and the last job id read,
+        each with the state of an id gap it waits on: ids become visible at commit, so
+        a smaller one can appear after a larger one was read, and the cursor stops
+        before a gap until it is filled, or until every transaction that could fill it
+        has ended (a rolled-back id, a deleted job), or, while a long transaction holds
+        xmin back, for ``GAP_GRACE`` seconds. Returns up to ``limit`` of each kind.
         """
+        self._listen()
         if after is None:
             rows = await self._fetch("read_events", self.queries["events_head"], {})
-            return [], str(rows[0][0])
-        last_text, _, horizon_text = after.partition(":")
-        last = int(last_text)
-        horizon = int(horizon_text) if horizon_text else None
+            head = EventsCursor.decode(f"{rows[0][0]}/{rows[0][1]}")
+            return [], head.encode()
+        cursor = EventsCursor.decode(after)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             rows = await self._fetch_dicts(
-                "read_events", self.queries["read_events"], {"after": last, "limit": limit}
+                "read_events",
+                self.queries["read_events"],
+                {"after": cursor.events.last, "after_job": cursor.jobs.last, "limit": limit},
             )
-            events: list[Event] = []
-            for row in rows:
-                if row["id"] != last + 1:
-                    settled = horizon is not None and row["xmin"] >= horizon
-                    if not settled and row["age"] < GAP_GRACE:
-                        if horizon is None:
-                            horizon = row["xmax"]  # every xid that took an id before this
-                        break
-                horizon = None
-                events.append(event_from_row(row))
-                last = row["id"]
-            cursor = str(last) if horizon is None else f"{last}:{horizon}"
+            events = cursor.take(rows, limit)
             remaining = deadline - loop.time()
             if events or remaining <= 0:
-                return events, cursor
+                return events, cursor.encode()
             await self._events.wait(min(EVENTS_POLL, remaining))
 
     # -- cron ---------------------------------------------------------------------------

@@ -8,29 +8,34 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from conveyor.backends.base import (
     ClaimedJob,
     CronRecord,
+    EnqueueResult,
     ExpiredLease,
     JobFilter,
     LogEntry,
     NewJob,
     Outcome,
 )
+from conveyor.errors import BackendError
 from conveyor.models import JobState
 
 __all__ = [
     "NOTIFY_LIMIT",
+    "batch_results",
     "claimed_job",
     "cron_args",
     "cron_record",
     "dedupe_keys",
     "expired_lease",
     "filter_args",
+    "job_args",
     "jobs_json",
+    "keyed_batch_results",
     "logs_json",
     "notify_payload",
     "outcomes_json",
@@ -39,6 +44,7 @@ __all__ = [
 
 NOTIFY_LIMIT = 4000  # bytes; NOTIFY allows < 8000, and a bigger payload says nothing new
 _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_STR: Callable[[str], str] = json.encoder.encode_basestring  # C: a str as a JSON string
 
 
 def _no_nul(text: str) -> str:
@@ -88,30 +94,125 @@ def dedupe_keys(jobs: Sequence[NewJob]) -> tuple[list[int], list[int]]:
     return unique, alias
 
 
-def jobs_json(jobs: Sequence[NewJob], indexes: Sequence[int]) -> str:
-    """The enqueue batch (``i`` is the position in the caller's list)."""
-    return _DUMPS(
-        [
-            {
-                "i": i,
-                "name": job.name,
-                "payload": job.payload,
-                "state": job.state.value,
-                "run_at": job.run_at,
-                "priority": job.priority,
-                "channel": job.channel,
-                "max_attempts": job.max_attempts,
-                "options": job.options,
-                "remove_on_complete": job.remove_on_complete,
-                "idempotency_key": job.idempotency_key,
-                "tags": list(job.tags),
-                "group_key": job.group,
-                "tenant": job.tenant,
-            }
-            for i in indexes
-            for job in (jobs[i],)
-        ]
+# The defaults enqueue_batch applies to the fields a job object leaves out (queries.sql).
+_DEFAULT_CHANNEL = "default"
+_DEFAULT_ATTEMPTS = 1
+_JSON_SPACE = frozenset(" \t\n\r")
+
+
+def _embeddable(text: str) -> bool:
+    """Whether JSON text can ride in a batch document as a JSON value and come back
+    verbatim through a ``json`` column: not ``null`` (which the column reads as SQL
+    NULL), no ``\\u`` escape (json_to_recordset decodes escapes, and cannot decode
+    ``\\u0000``), no whitespace around it (not part of the value). The core's encoder
+    writes no whitespace, and escapes only control characters that way."""
+    return (
+        bool(text)
+        and text != "null"
+        and "\\u" not in text
+        and text[0] not in _JSON_SPACE
+        and text[-1] not in _JSON_SPACE
     )
+
+
+def jobs_json(jobs: Sequence[NewJob], indexes: Sequence[int], now: float) -> str:
+    """The ``enqueue_batch`` document: one object per job in ``indexes`` order, with its
+    name, its payload embedded as JSON (or as the string ``payload_text``, see
+    :func:`_embeddable`), and only the fields that differ from the statement's defaults.
+
+    Built as text, without a dict per job; the payload is already JSON, so it is neither
+    encoded again here nor decoded on the server. Strings go through the json module's
+    C string encoder.
+    """
+    parts = []
+    for i in indexes:
+        job = jobs[i]
+        payload = job.payload
+        if _embeddable(payload):
+            row = '{"name":' + _STR(job.name) + ',"payload":' + payload
+        else:
+            row = '{"name":' + _STR(job.name) + ',"payload_text":' + _STR(payload)
+        if job.state is not JobState.QUEUED:
+            row += ',"state":' + _STR(job.state.value)
+        if job.run_at != now:
+            row += ',"run_at":' + repr(float(job.run_at))
+        if job.priority:
+            row += ',"priority":' + str(int(job.priority))
+        if job.channel != _DEFAULT_CHANNEL:
+            row += ',"channel":' + _STR(job.channel)
+        if job.max_attempts != _DEFAULT_ATTEMPTS:
+            row += ',"max_attempts":' + str(int(job.max_attempts))
+        if job.options is not None:
+            row += ',"options":' + _STR(job.options)
+        if job.remove_on_complete:
+            row += ',"remove_on_complete":true'
+        if job.idempotency_key is not None:
+            row += ',"idempotency_key":' + _STR(job.idempotency_key)
+        if job.tags:
+            row += ',"tags":[' + ",".join([_STR(tag) for tag in job.tags]) + "]"
+        if job.group is not None:
+            row += ',"group_key":' + _STR(job.group)
+        if job.tenant is not None:
+            row += ',"tenant":' + _STR(job.tenant)
+        parts.append(row + "}")
+    return "[" + ",".join(parts) + "]"
+
+
+def job_args(job: NewJob, now: float) -> dict[str, Any]:
+    """The typed parameters of ``enqueue_one`` / ``enqueue_one_keyed``."""
+    args = {
+        "state": job.state.value,
+        "name": job.name,
+        "payload": job.payload,
+        "run_at": float(job.run_at),
+        "now": float(now),
+        "priority": job.priority,
+        "channel": job.channel,
+        "max_attempts": job.max_attempts,
+        "options": job.options,
+        "remove_on_complete": job.remove_on_complete,
+        "tags": list(job.tags),
+        "group_key": job.group,
+        "tenant": job.tenant,
+    }
+    if job.idempotency_key is not None:
+        args["idempotency_key"] = job.idempotency_key
+    return args
+
+
+def batch_results(
+    indexes: Sequence[int], rows: Sequence[Sequence[Any]]
+) -> dict[int, EnqueueResult]:
+    """Map the ids ``enqueue_batch`` returns to the inputs: ascending ids are the rows in
+    input order (queries.sql)."""
+    ids = sorted(int(row[0]) for row in rows)
+    if len(ids) != len(indexes):
+        raise BackendError(f"enqueue stored {len(ids)} jobs for a batch of {len(indexes)}")
+    return {i: EnqueueResult(job_id, True) for i, job_id in zip(indexes, ids, strict=True)}
+
+
+def keyed_batch_results(
+    jobs: Sequence[NewJob], indexes: Sequence[int], rows: Sequence[Sequence[Any]]
+) -> dict[int, EnqueueResult]:
+    """Map the rows of ``enqueue_batch_keyed`` to the inputs: jobs without a key by order
+    (as :func:`batch_results`), jobs with one by (tenant, key). A keyed job whose key
+    came back nowhere (committed concurrently after the snapshot) is left out."""
+    plain: list[int] = []
+    by_key: dict[tuple[str, str], EnqueueResult] = {}
+    for job_id, tenant, key, created in rows:
+        if key is None:
+            plain.append(int(job_id))
+        elif created or (tenant, key) not in by_key:
+            by_key[(tenant, key)] = EnqueueResult(int(job_id), bool(created))
+    unkeyed = [i for i in indexes if jobs[i].idempotency_key is None]
+    out = batch_results(unkeyed, [(job_id,) for job_id in plain])
+    for i in indexes:
+        job = jobs[i]
+        if job.idempotency_key is not None:
+            found = by_key.get((job.tenant or "", job.idempotency_key))
+            if found is not None:
+                out[i] = found
+    return out
 
 
 def notify_payload(channels: Counter[str]) -> str | None:

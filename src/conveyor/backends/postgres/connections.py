@@ -26,6 +26,7 @@ __all__ = [
     "PoolOptions",
     "backend_errors",
     "caller_connection",
+    "configure_session",
     "parse_url",
     "pooled",
 ]
@@ -96,6 +97,19 @@ def backend_errors(action: str) -> Iterator[None]:
         yield
     except (psycopg.Error, OSError, UnicodeError) as exc:
         raise BackendError(f"PostgreSQL {action} failed: {exc}") from exc
+
+
+async def configure_session(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Session settings of every pooled connection.
+
+    ``plan_cache_mode = force_generic_plan``: the hot statements (claim, complete,
+    heartbeat, enqueue) are prepared by psycopg after a few runs, and their plans do not
+    depend on the parameter values (the partial indexes fit any value). Left to itself,
+    PostgreSQL keeps re-planning a prepared statement with the values of each call while
+    it judges custom plans cheaper, which costs more than running the big claim and
+    complete statements.
+    """
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
 
 
 def _looks_dead(conn: psycopg.AsyncConnection[Any]) -> bool | None:

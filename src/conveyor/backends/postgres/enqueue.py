@@ -4,10 +4,13 @@ One plan drives the pool (async), the caller's ``AsyncConnection`` and the calle
 ``Connection`` alike, so the idempotency logic exists once: the plan yields
 ``(sql, params)`` steps and receives each step's rows.
 
-Usually a batch is one statement (``enqueue``). A statement that hits an idempotency key
-committed by a concurrent transaction after its snapshot gets no id for that row; the
-plan then looks the key up in a new statement (which sees the commit), and re-inserts
-keys whose job vanished in between (a rolled-back or just-pruned first enqueue).
+Usually a batch is one statement, picked by its shape (queries.sql): one job goes as a
+typed single-row insert (``enqueue_one``), several as one JSON document
+(``enqueue_batch``); either has a ``_keyed`` twin with ON CONFLICT, used only when a job
+has an idempotency key. A statement that hits an idempotency key committed by a
+concurrent transaction after its snapshot gets no id for that job; the plan then looks
+the key up in a new statement (which sees the commit), and re-inserts keys whose job
+vanished in between (a rolled-back or just-pruned first enqueue).
 """
 
 from __future__ import annotations
@@ -15,17 +18,13 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from typing import Any
 
-from psycopg import AsyncConnection, Connection
+from psycopg import AsyncConnection, AsyncRawCursor, Connection, RawCursor
 from psycopg.rows import tuple_row
 
 from conveyor.backends.base import EnqueueResult, NewJob
-from conveyor.backends.postgres.codec import (
-    dedupe_keys,
-    jobs_json,
-    notify_payload,
-    queued_channels,
-)
-from conveyor.backends.postgres.sqlfiles import Queries
+from conveyor.backends.postgres import codec
+from conveyor.backends.postgres.codec import dedupe_keys, notify_payload, queued_channels
+from conveyor.backends.postgres.sqlfiles import Queries, native
 from conveyor.errors import BackendError
 
 __all__ = ["Plan", "drive", "drive_sync", "enqueue_plan", "needs_transaction"]
@@ -48,25 +47,44 @@ def enqueue_plan(
     queries: Queries, notify_channel: str, jobs: Sequence[NewJob], now: float
 ) -> Generator[Step, Rows, list[EnqueueResult]]:
     """Insert ``jobs`` (in order); returns one result per input, in input order."""
+    if not jobs:
+        return []
     unique, alias = dedupe_keys(jobs)
     results: dict[int, EnqueueResult] = {}
     pending = unique
     for _ in range(MAX_ROUNDS):
-        rows = yield (
-            queries["enqueue"],
-            {
-                "jobs": jobs_json(jobs, pending),
-                "now": now,
-                "notify_channel": notify_channel,
-                "notify": notify_payload(queued_channels(jobs, pending)),
-            },
-        )
-        missing = []
-        for i, job_id, created in rows:
-            if job_id is None:
-                missing.append(i)
-            else:
-                results[i] = EnqueueResult(int(job_id), bool(created))
+        notify = {
+            "notify_channel": notify_channel,
+            "notify": notify_payload(queued_channels(jobs, pending)),
+        }
+        got: dict[int, EnqueueResult] = {}
+        single = jobs[pending[0]] if len(pending) == 1 else None
+        if single is not None and single.idempotency_key is not None:
+            rows = yield (
+                queries["enqueue_one_keyed"],
+                {**codec.job_args(single, now), **notify},
+            )
+            # the inserted row, else the job that held the key in the snapshot, else none
+            if rows:
+                job_id, created = max(rows, key=lambda row: bool(row[1]))
+                got[pending[0]] = EnqueueResult(int(job_id), bool(created))
+        elif single is not None and not single.remove_on_complete:
+            rows = yield (queries["enqueue_one"], {**codec.job_args(single, now), **notify})
+            got = codec.batch_results(pending, rows)
+        elif any(jobs[i].idempotency_key is not None for i in pending):
+            rows = yield (
+                queries["enqueue_batch_keyed"],
+                {"jobs": codec.jobs_json(jobs, pending, now), "now": now, **notify},
+            )
+            got = codec.keyed_batch_results(jobs, pending, rows)
+        else:
+            rows = yield (
+                queries["enqueue_batch"],
+                {"jobs": codec.jobs_json(jobs, pending, now), "now": now, **notify},
+            )
+            got = codec.batch_results(pending, rows)
+        results.update(got)
+        missing = [i for i in pending if i not in got]
         if not missing:
             break
         keys = {i: (jobs[i].tenant or "", jobs[i].idempotency_key or "") for i in missing}
@@ -96,12 +114,14 @@ def enqueue_plan(
 
 
 async def drive(conn: AsyncConnection[Any], plan: Plan) -> Any:
-    """Run a plan on an async connection (pooled or the caller's)."""
+    """Run a plan on an async connection (pooled or the caller's). Statements go out
+    with native ``$n`` placeholders through a raw cursor (:func:`~.sqlfiles.native`)."""
     try:
         step = next(plan)
         while True:
-            async with conn.cursor(row_factory=tuple_row) as cur:
-                await cur.execute(*step)
+            sql, values = _native(step)
+            async with AsyncRawCursor(conn, row_factory=tuple_row) as cur:
+                await cur.execute(sql, values)
                 rows = await cur.fetchall()
             step = plan.send(rows)
     except StopIteration as stop:
@@ -113,9 +133,16 @@ def drive_sync(conn: Connection[Any], plan: Plan) -> Any:
     try:
         step = next(plan)
         while True:
-            with conn.cursor(row_factory=tuple_row) as cur:
-                cur.execute(*step)
+            sql, values = _native(step)
+            with RawCursor(conn, row_factory=tuple_row) as cur:
+                cur.execute(sql, values)
                 rows = cur.fetchall()
             step = plan.send(rows)
     except StopIteration as stop:
         return stop.value
+
+
+def _native(step: Step) -> tuple[str, list[Any]]:
+    query, args = step
+    sql, names = native(query)
+    return sql, [args[name] for name in names]

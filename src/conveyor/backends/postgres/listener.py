@@ -3,10 +3,12 @@
 Writers send one ``pg_notify(channel, payload)`` per statement that makes work available
 (an enqueue batch, a promotion pass, a requeue, a retry, a resume); the payload names
 channels and counts, never job data, and NOTIFY inside a caller's transaction is
-delivered at commit. Each backend instance keeps one LISTEN connection outside the pool;
-it reconnects by itself with jittered exponential back-off after ``pg_terminate_backend``
-or a server restart, and, because notifications sent while it was away are lost, it
-wakes every waiter once it is listening again.
+delivered at commit. Each backend instance keeps one LISTEN connection outside the pool,
+opened when something first waits for work or events (a process that only enqueues has
+none, and does not hear its own NOTIFYs); it reconnects by itself with jittered
+exponential back-off after ``pg_terminate_backend`` or a server restart, and, because
+notifications sent while it was away are lost (or before it first listened), it wakes
+every waiter once it is listening again.
 """
 
 from __future__ import annotations

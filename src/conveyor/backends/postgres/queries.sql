@@ -10,61 +10,196 @@
 -- set-based statement on the server.
 
 
--- name: enqueue
--- Insert a batch with its `enqueued` events and one coalesced NOTIFY, in one statement.
---   %(jobs)s    JSON array of {i, name, payload, state, run_at, priority, channel,
---               max_attempts, options, remove_on_complete, idempotency_key, tags,
---               group_key, tenant}; keys are unique within the batch (the caller
---               folds duplicates).
---   %(now)s     epoch seconds (created_at, event time)
+-- name: enqueue_one
+-- One job (queue.enqueue, the common case) with typed parameters, in one statement that
+-- is just the insert and the NOTIFY: for a job without an idempotency key and without
+-- remove_on_complete (the others go through enqueue_one_keyed or enqueue_batch), so
+-- its row is its `enqueued` event (see get_events) and nothing else is written.
+--   %(state)s, %(name)s, %(payload)s (JSON text), %(run_at)s, %(now)s (epoch seconds:
+--   run_at, created_at), %(priority)s, %(channel)s, %(max_attempts)s, %(options)s,
+--   %(tags)s (text[]), %(group_key)s, %(tenant)s
 --   %(notify_channel)s, %(notify)s   NOTIFY channel and payload (NULL: no NOTIFY)
--- Ids come from nextval() in input order so each row maps back to its input; a key
--- that already exists (ON CONFLICT DO NOTHING against the partial unique index, which
--- is race-safe) returns the existing id with created = false. When that job was
--- committed by a concurrent transaction after this statement's snapshot, id is NULL
--- and the caller looks it up with enqueue_lookup.
-WITH src AS MATERIALIZED (
-    SELECT nextval('{schema}.jobs_id_seq') AS id, u.*
-    FROM json_to_recordset(%(jobs)s::json) AS u(
-        i integer, name text, payload text, state text, run_at double precision,
-        priority smallint, channel text, max_attempts integer, options text,
-        remove_on_complete boolean, idempotency_key text, tags json, group_key text,
-        tenant text)
-    ORDER BY u.i
-),
-ins AS (
+-- Returns (id, NULL). The NOTIFY is a RETURNING expression: one row, so exactly once.
+-- The WHERE clause is a one-time filter (an InitPlan) run before the row is formed: it
+-- gives the transaction its xid before the job's id is drawn from the sequence, which
+-- read_events relies on (cursor.py). Every enqueue statement has it.
+INSERT INTO {schema}.jobs (
+    state, name, payload, run_at, created_at, priority, channel, max_attempts, options,
+    tags, group_key, tenant)
+SELECT %(state)s::text, %(name)s::text, %(payload)s::text,
+       to_timestamp(%(run_at)s::float8), to_timestamp(%(now)s::float8),
+       %(priority)s::smallint, %(channel)s::text, %(max_attempts)s::integer,
+       %(options)s::text, %(tags)s::text[], %(group_key)s::text, %(tenant)s::text
+WHERE (SELECT pg_current_xact_id()) IS NOT NULL
+RETURNING id, CASE WHEN %(notify)s::text IS NOT NULL
+                   THEN pg_notify(%(notify_channel)s, %(notify)s::text) END;
+
+
+-- name: enqueue_one_keyed
+-- One job with an idempotency key, in one statement: the row, its stored `enqueued`
+-- event when it has remove_on_complete (its row cannot stand for it: see get_events),
+-- one NOTIFY when it was inserted. ON CONFLICT DO NOTHING against the partial unique
+-- index (race-safe); a key that exists returns that job's id with created = false.
+-- When that job was committed by a concurrent transaction after this statement's
+-- snapshot, no row comes back and the caller looks it up (enqueue_lookup).
+--   the parameters of enqueue_one, %(remove_on_complete)s and %(idempotency_key)s
+-- Returns (id, created).
+WITH ins AS (
     INSERT INTO {schema}.jobs AS j (
-        id, state, name, payload, run_at, created_at, priority, channel, max_attempts,
-        options, remove_on_complete, idempotency_key, tags, group_key, tenant)
-    SELECT s.id, s.state, s.name, s.payload, to_timestamp(s.run_at), to_timestamp(%(now)s),
-           s.priority, s.channel, s.max_attempts, s.options, s.remove_on_complete,
-           s.idempotency_key, ARRAY(SELECT json_array_elements_text(s.tags)), s.group_key,
-           s.tenant
-    FROM src s
-    ORDER BY s.i
+        state, name, payload, run_at, created_at, priority, channel, max_attempts, options,
+        remove_on_complete, idempotency_key, tags, group_key, tenant)
+    SELECT %(state)s::text, %(name)s::text, %(payload)s::text,
+           to_timestamp(%(run_at)s::float8), to_timestamp(%(now)s::float8),
+           %(priority)s::smallint, %(channel)s::text, %(max_attempts)s::integer,
+           %(options)s::text, %(remove_on_complete)s::boolean, %(idempotency_key)s::text,
+           %(tags)s::text[], %(group_key)s::text, %(tenant)s::text
+    WHERE (SELECT pg_current_xact_id()) IS NOT NULL  -- see enqueue_one
     ON CONFLICT ((coalesce(tenant, '')), idempotency_key) WHERE idempotency_key IS NOT NULL
     DO NOTHING
-    RETURNING j.id, j.name, j.tenant
+    RETURNING j.id, j.name, j.tenant, j.remove_on_complete
 ),
-events AS (
+removable AS (
     INSERT INTO {schema}.job_events (job_id, type, job_name, tenant, attempt, at, data)
-    SELECT ins.id, 'enqueued', ins.name, ins.tenant, 0, to_timestamp(%(now)s), NULL
+    SELECT ins.id, 'enqueued', ins.name, ins.tenant, 0, to_timestamp(%(now)s::float8), NULL
     FROM ins
+    WHERE ins.remove_on_complete
+),
+notified AS (
+    SELECT pg_notify(%(notify_channel)s, %(notify)s::text)
+    WHERE %(notify)s::text IS NOT NULL AND EXISTS (SELECT 1 FROM ins)
+)
+SELECT ins.id, true FROM ins
+WHERE (SELECT count(*) FROM notified) >= 0
+UNION ALL
+SELECT e.id, false FROM {schema}.jobs e
+WHERE coalesce(e.tenant, '') = coalesce(%(tenant)s::text, '')
+  AND e.idempotency_key = %(idempotency_key)s::text
+  AND NOT EXISTS (SELECT 1 FROM ins);
+
+
+-- name: enqueue_batch
+-- A batch without idempotency keys (or one job with remove_on_complete) in one
+-- statement: the rows, the stored `enqueued` events of jobs with remove_on_complete (as
+-- in enqueue_one_keyed), one coalesced NOTIFY.
+--   %(jobs)s  JSON array, one object per job in input order: name, payload, and only
+--             the fields that differ from the defaults applied here: state ('queued'),
+--             run_at (%(now)s), priority (0), channel ('default'), max_attempts (1),
+--             remove_on_complete (false), tags (none: a JSON array otherwise), options,
+--             group_key, tenant (NULL). payload is the job's JSON text embedded as a
+--             JSON value: read through a json column, whose text is the input's
+--             verbatim (json keeps it as written), so it is neither escaped by the
+--             caller nor unescaped here. JSON text that json_to_recordset cannot carry
+--             verbatim (a \u escape, which it must decode, and \u0000 it cannot;
+--             whitespace around the value; null, read as NULL) comes as the string
+--             payload_text instead.
+--   %(now)s, %(notify_channel)s, %(notify)s   as in enqueue_one
+-- Returns the new ids. The rows are inserted in input order (the ordinality) and one
+-- statement draws their ids from the sequence in that order, so the ids in ascending
+-- order belong to the inputs in input order: no per-row id mapping on the server.
+WITH ins AS (
+    INSERT INTO {schema}.jobs (
+        state, name, payload, run_at, created_at, priority, channel, max_attempts, options,
+        remove_on_complete, tags, group_key, tenant)
+    SELECT coalesce(u.state, 'queued'), u.name, coalesce(u.payload_text, u.payload::text),
+           coalesce(to_timestamp(u.run_at), to_timestamp(%(now)s::float8)),
+           to_timestamp(%(now)s::float8), coalesce(u.priority, 0),
+           coalesce(u.channel, 'default'), coalesce(u.max_attempts, 1), u.options,
+           coalesce(u.remove_on_complete, false),
+           CASE WHEN u.tags IS NULL THEN '{}'::text[]
+                ELSE ARRAY(SELECT json_array_elements_text(u.tags)) END,
+           u.group_key, u.tenant
+    FROM ROWS FROM (json_to_recordset(%(jobs)s::json) AS (
+             name text, payload json, payload_text text, state text,
+             run_at double precision, priority smallint, channel text,
+             max_attempts integer, options text, remove_on_complete boolean, tags json,
+             group_key text, tenant text)
+         ) WITH ORDINALITY AS u(
+             name, payload, payload_text, state, run_at, priority, channel, max_attempts,
+             options, remove_on_complete, tags, group_key, tenant, ord)
+    WHERE (SELECT pg_current_xact_id()) IS NOT NULL  -- see enqueue_one
+    ORDER BY u.ord
+    RETURNING id, name, tenant, remove_on_complete
+),
+removable AS (
+    INSERT INTO {schema}.job_events (job_id, type, job_name, tenant, attempt, at, data)
+    SELECT ins.id, 'enqueued', ins.name, ins.tenant, 0, to_timestamp(%(now)s::float8), NULL
+    FROM ins
+    WHERE ins.remove_on_complete
     ORDER BY ins.id
 ),
 notified AS (
     SELECT pg_notify(%(notify_channel)s, %(notify)s::text)
     WHERE %(notify)s::text IS NOT NULL
 )
-SELECT s.i,
-       coalesce(ins.id, (SELECT e.id FROM {schema}.jobs e
-                         WHERE coalesce(e.tenant, '') = coalesce(s.tenant, '')
-                           AND e.idempotency_key = s.idempotency_key)) AS id,
-       ins.id IS NOT NULL AS created
+SELECT ins.id FROM ins
+WHERE (SELECT count(*) FROM notified) >= 0;
+
+
+-- name: enqueue_batch_keyed
+-- enqueue_batch for a batch where some job has an idempotency key (keys are unique
+-- within the batch: the caller folds duplicates). ON CONFLICT DO NOTHING against the
+-- partial unique index (race-safe); a key that already existed in this statement's
+-- snapshot comes back with that job's id and created = false; a key committed by a
+-- concurrent transaction after the snapshot does not come back at all, and the caller
+-- looks it up (enqueue_lookup).
+--   the parameters of enqueue_batch; a job object may also carry idempotency_key
+-- Returns (id, coalesce(tenant, ''), idempotency_key, created). Rows without a key map
+-- back by order (ids ascending, as in enqueue_batch), rows with one by (tenant, key).
+-- A key may come back twice (inserted, and found in the snapshot when its old job was
+-- deleted meanwhile): the inserted row is the answer.
+WITH src AS MATERIALIZED (
+    SELECT u.*
+    FROM ROWS FROM (json_to_recordset(%(jobs)s::json) AS (
+             name text, payload json, payload_text text, state text,
+             run_at double precision, priority smallint, channel text,
+             max_attempts integer, options text, remove_on_complete boolean,
+             idempotency_key text, tags json, group_key text, tenant text)
+         ) WITH ORDINALITY AS u(
+             name, payload, payload_text, state, run_at, priority, channel, max_attempts,
+             options, remove_on_complete, idempotency_key, tags, group_key, tenant, ord)
+),
+ins AS (
+    INSERT INTO {schema}.jobs AS j (
+        state, name, payload, run_at, created_at, priority, channel, max_attempts, options,
+        remove_on_complete, idempotency_key, tags, group_key, tenant)
+    SELECT coalesce(s.state, 'queued'), s.name, coalesce(s.payload_text, s.payload::text),
+           coalesce(to_timestamp(s.run_at), to_timestamp(%(now)s::float8)),
+           to_timestamp(%(now)s::float8), coalesce(s.priority, 0),
+           coalesce(s.channel, 'default'), coalesce(s.max_attempts, 1), s.options,
+           coalesce(s.remove_on_complete, false), s.idempotency_key,
+           CASE WHEN s.tags IS NULL THEN '{}'::text[]
+                ELSE ARRAY(SELECT json_array_elements_text(s.tags)) END,
+           s.group_key, s.tenant
+    FROM src s
+    WHERE (SELECT pg_current_xact_id()) IS NOT NULL  -- see enqueue_one
+    ORDER BY s.ord
+    ON CONFLICT ((coalesce(tenant, '')), idempotency_key) WHERE idempotency_key IS NOT NULL
+    DO NOTHING
+    RETURNING j.id, j.name, j.tenant, j.idempotency_key, j.remove_on_complete
+),
+removable AS (
+    INSERT INTO {schema}.job_events (job_id, type, job_name, tenant, attempt, at, data)
+    SELECT ins.id, 'enqueued', ins.name, ins.tenant, 0, to_timestamp(%(now)s::float8), NULL
+    FROM ins
+    WHERE ins.remove_on_complete
+    ORDER BY ins.id
+),
+notified AS (
+    SELECT pg_notify(%(notify_channel)s, %(notify)s::text)
+    WHERE %(notify)s::text IS NOT NULL AND EXISTS (SELECT 1 FROM ins)
+)
+SELECT ins.id, coalesce(ins.tenant, ''), ins.idempotency_key, true FROM ins
+WHERE (SELECT count(*) FROM notified) >= 0
+UNION ALL
+SELECT e.id, coalesce(s.tenant, ''), s.idempotency_key, false
 FROM src s
-LEFT JOIN ins ON ins.id = s.id
-WHERE (SELECT count(*) FROM notified) >= 0  -- an InitPlan: runs the NOTIFY exactly once
-ORDER BY s.i;
+CROSS JOIN LATERAL (
+    SELECT e.id FROM {schema}.jobs e
+    WHERE coalesce(e.tenant, '') = coalesce(s.tenant, '')
+      AND e.idempotency_key = s.idempotency_key
+    LIMIT 1  -- unique anyway; keeps this one probe of the key's index per key
+) e
+WHERE s.idempotency_key IS NOT NULL;
 
 
 -- name: enqueue_lookup
@@ -76,8 +211,9 @@ FROM unnest(%(tenants)s::text[], %(keys)s::text[]) AS k(tenant, key)
 JOIN {schema}.jobs j ON coalesce(j.tenant, '') = k.tenant AND j.idempotency_key = k.key;
 
 
--- name: claim
--- Claim up to %(limit)s due jobs in one statement: lock up to %(scan)s candidates
+-- name: claim_steps
+-- The claim's steps (CTEs), shared by `claim` and `complete_claim`. Claim up to
+-- %(limit)s due jobs in one statement: lock up to %(scan)s candidates
 -- with SKIP LOCKED (a few more than the limit, so a group's extra members do not leave
 -- the batch short), keep at most one per group, take each group with an INSERT … ON
 -- CONFLICT DO NOTHING into running_groups (race-safe: a group taken by a concurrent
@@ -89,7 +225,7 @@ JOIN {schema}.jobs j ON coalesce(j.tenant, '') = k.tenant AND j.idempotency_key 
 --   the channel filter placeholder below: one of the claim_filter_* fragments
 -- Groups are inserted in group_key order so two claimers never wait on each other in
 -- a cycle.
-WITH cand AS MATERIALIZED (
+cand AS MATERIALIZED (
     SELECT j.id, j.group_key, j.priority, j.run_at
     FROM {schema}.jobs j
     WHERE j.state = 'queued'
@@ -149,10 +285,17 @@ started AS (
     FROM claimed c
     ORDER BY c.id
 )
+
+-- name: claim_select
+-- The claimed jobs, in claim order. A claim on its own commits without waiting for the
+-- WAL flush (set_config(…, true) lasts for this statement's transaction only): a claim
+-- that a server crash loses only puts its jobs back in the queue (the worker's outcome
+-- is then fenced out and the job runs again: at least once, as promised), and the
+-- start of a job after a wake-up no longer waits for a disk flush.
 SELECT c.id, c.name, c.payload, c.attempts, c.max_attempts, c.channel, c.priority,
        c.tenant, c.group_key, c.tags, c.options, extract(epoch FROM c.run_at)::float8,
        extract(epoch FROM c.created_at)::float8, c.remove_on_complete
-FROM claimed c
+FROM claimed c, (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
 ORDER BY c.priority, c.run_at, c.id;
 
 -- name: claim_filter_all
@@ -167,8 +310,9 @@ AND j.channel = %(channel)s
 AND j.channel = ANY (%(channels)s::text[])
 
 
--- name: complete_many
--- Apply a batch of fenced outcomes in one statement.
+-- name: complete_steps
+-- The steps (CTEs) of `complete_many` and `complete_claim`: apply a batch of fenced
+-- outcomes in one statement.
 --   %(outcomes)s  JSON array of {i, id, token, state, at, event, run_at, result, error,
 --                 refund, remove, expired_before, data}
 --   %(notify_channel)s, %(notify)s  NOTIFY when some outcome requeues (NULL: never)
@@ -183,7 +327,7 @@ AND j.channel = ANY (%(channels)s::text[])
 -- that passes the fence applies. `gate` makes every job lock come before the
 -- running_groups deletes (a claimer may wait on those; it must never hold a job row
 -- this statement still needs).
-WITH o AS (
+o AS (
     SELECT u.*
     FROM json_to_recordset(%(outcomes)s::json) AS u(
         i integer, id bigint, token text, state text, at double precision, event text,
@@ -259,8 +403,30 @@ notified AS (
     WHERE %(notify)s::text IS NOT NULL
       AND EXISTS (SELECT 1 FROM tgt t WHERE t.state = 'queued' AND NOT t.remove)
 )
+
+-- name: complete_select
+-- complete_many's result: the input positions of the outcomes that applied.
 SELECT t.i FROM tgt t
 WHERE (SELECT count(*) FROM notified) >= 0;
+
+
+-- name: complete_claim_select
+-- complete_claim (the steps of complete_many, then those of claim, in one statement and
+-- one commit): one row per claimed job, or a single row of NULL job columns when none
+-- was claimed; every row carries the input positions of the outcomes that applied and
+-- whether they requeued a job or freed a group (the caller then wakes its fetcher: the
+-- claim's snapshot cannot see those changes).
+SELECT a.applied, a.woke,
+       c.id, c.name, c.payload, c.attempts, c.max_attempts, c.channel, c.priority,
+       c.tenant, c.group_key, c.tags, c.options, extract(epoch FROM c.run_at)::float8,
+       extract(epoch FROM c.created_at)::float8, c.remove_on_complete
+FROM (SELECT array_agg(t.i) AS applied,
+             bool_or(t.group_key IS NOT NULL
+                     OR (t.state = 'queued' AND NOT t.remove)) AS woke
+      FROM tgt t
+      WHERE (SELECT count(*) FROM notified) >= 0) a
+LEFT JOIN claimed c ON true
+ORDER BY c.priority, c.run_at, c.id;
 
 
 -- name: heartbeat
@@ -513,7 +679,9 @@ SELECT count(*) FROM u;
 
 -- name: retry
 -- failed / cancelled → queued now, with fresh attempts; errors are kept. Returns the
--- state before (NULL: no such job) and whether it was requeued.
+-- state before (NULL: no such job) and whether it was requeued. Its `enqueued` event
+-- is stored, with data {"retry": true} (the row only stands for the first one, see
+-- get_events).
 WITH cur AS MATERIALIZED (
     SELECT id, state FROM {schema}.jobs WHERE id = %(id)s FOR UPDATE
 ),
@@ -562,26 +730,65 @@ WHERE job_id = %(id)s ORDER BY id;
 
 
 -- name: get_events
-SELECT type, job_id, job_name, tenant, attempt, at, data FROM {schema}.job_events
-WHERE job_id = %(id)s ORDER BY id;
+-- A job's events, oldest first. A job's `enqueued` event is not stored: its row is that
+-- event (created_at), which saves a row per enqueue. It is stored, and the row then
+-- stands for nothing, where the row cannot carry it: a job with remove_on_complete
+-- (its row vanishes when it completes, its events stay readable until pruned, see
+-- removed_jobs), and any job enqueued before conveyor stopped storing them (so an
+-- upgraded database shows no duplicate). A retry's `enqueued` event (data
+-- {"retry": true}) is always stored.
+SELECT type, job_id, job_name, tenant, attempt, at, data FROM (
+    SELECT 0 AS src, 0::bigint AS id, 'enqueued' AS type, j.id AS job_id,
+           j.name AS job_name, j.tenant, 0 AS attempt, j.created_at AS at, NULL::text AS data
+    FROM {schema}.jobs j
+    WHERE j.id = %(id)s
+      AND NOT EXISTS (SELECT 1 FROM {schema}.job_events s
+                      WHERE s.job_id = j.id AND s.type = 'enqueued' AND s.data IS NULL)
+    UNION ALL
+    SELECT 1, e.id, e.type, e.job_id, e.job_name, e.tenant, e.attempt, e.at, e.data
+    FROM {schema}.job_events e
+    WHERE e.job_id = %(id)s
+) x
+ORDER BY src, id;
 
 
 -- name: read_events
--- Events after cursor %(after)s, with how long ago (database time) each was stored and
--- the snapshot's xid bounds, so the caller can tell an id gap that a transaction still
--- in flight will fill from one that a rolled-back transaction left for good.
-SELECT id, type, job_id, job_name, tenant, attempt, at, data,
-       extract(epoch FROM statement_timestamp() - stored_at)::float8 AS age,
+-- The two streams of read_events, read with one snapshot: stored events after
+-- %(after)s (job_row = false), and the jobs after %(after_job)s (job_row = true), whose
+-- rows are their `enqueued` events (type NULL when the job's `enqueued` event is stored
+-- instead, see get_events: the row then only moves the cursor); at most %(limit)s of
+-- each, in id order. Every row carries the snapshot's xid bounds and the database time,
+-- so the caller can tell an id gap that a transaction in flight will fill from one that
+-- a rolled-back transaction or a deleted job left for good (cursor.py).
+SELECT x.*,
        pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
-       pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax
-FROM {schema}.job_events
-WHERE id > %(after)s
-ORDER BY id
-LIMIT %(limit)s;
+       pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax,
+       extract(epoch FROM statement_timestamp())::float8 AS db_now
+FROM (
+    (SELECT false AS job_row, e.id, e.type, e.job_id, e.job_name, e.tenant, e.attempt,
+            e.at, e.data
+     FROM {schema}.job_events e
+     WHERE e.id > %(after)s
+     ORDER BY e.id
+     LIMIT %(limit)s)
+    UNION ALL
+    (SELECT true, j.id,
+            CASE WHEN NOT EXISTS (SELECT 1 FROM {schema}.job_events s
+                                  WHERE s.job_id = j.id AND s.type = 'enqueued'
+                                    AND s.data IS NULL)
+                 THEN 'enqueued' END,
+            j.id, j.name, j.tenant, 0, j.created_at, NULL::text
+     FROM {schema}.jobs j
+     WHERE j.id > %(after_job)s
+     ORDER BY j.id
+     LIMIT %(limit)s)
+) x;
 
 
 -- name: events_head
-SELECT coalesce(max(id), 0) FROM {schema}.job_events;
+-- Where a new read_events stream starts: the newest stored event and the newest job.
+SELECT (SELECT coalesce(max(id), 0) FROM {schema}.job_events),
+       (SELECT coalesce(max(id), 0) FROM {schema}.jobs);
 
 
 -- name: upsert_cron

@@ -21,6 +21,7 @@ __all__ = [
     "Queries",
     "migration_script",
     "migrations",
+    "native",
     "quote_schema",
 ]
 
@@ -57,38 +58,72 @@ def strip_comments(sql: str) -> str:
     return "\n".join(lines)
 
 
+_PLACEHOLDER = re.compile(r"%\(([A-Za-z_][A-Za-z0-9_]*)\)s|%%")
+
+
+@cache
+def native(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``sql`` with psycopg's ``%(name)s`` placeholders turned into PostgreSQL's own
+    ``$n`` (a repeated name reuses its number), and the names in ``$n`` order.
+
+    Run through a raw cursor with the values in that order, a statement skips psycopg's
+    per-call query parsing, which it does not cache for statements over 4 kB (the
+    claim and complete statements are longer).
+    """
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "%"
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _PLACEHOLDER.sub(number, sql), tuple(names)
+
+
 @cache
 def _raw_queries() -> dict[str, str]:
     return load_queries(_PACKAGE, "queries.sql")
 
 
 class Queries:
-    """The named queries with the schema substituted; ``claim`` in three variants."""
+    """The named queries with the schema substituted.
+
+    Three are assembled from shared steps (CTE lists) in ``queries.sql``: ``claim``
+    (claim_steps + claim_select, in three channel-filter variants), ``complete_many``
+    (complete_steps + complete_select) and ``complete_claim`` (both step lists in one
+    statement, then complete_claim_select, in the three variants).
+    """
 
     def __init__(self, schema: str):
         quoted = quote_schema(schema)
-        raw = _raw_queries()
-        self._sql = {
+        raw = {
             name: strip_comments(text.replace("{schema}", quoted))
-            for name, text in raw.items()
-            if not name.startswith("claim")
+            for name, text in _raw_queries().items()
         }
+        self._sql = {
+            name: text for name, text in raw.items() if not name.startswith(("claim", "complete_"))
+        }
+        complete = raw["complete_steps"]
+        self._sql["complete_many"] = f"WITH {complete}\n{raw['complete_select']}"
         for variant in CLAIM_FILTERS:
-            fragment = strip_comments(raw[f"claim_filter_{variant}"])
-            claim = raw["claim"].replace("{channel_filter}", fragment)
-            self._sql[f"claim_{variant}"] = strip_comments(claim.replace("{schema}", quoted))
+            claim = raw["claim_steps"].replace("{channel_filter}", raw[f"claim_filter_{variant}"])
+            self._sql[f"claim_{variant}"] = f"WITH {claim}\n{raw['claim_select']}"
+            self._sql[f"complete_claim_{variant}"] = (
+                f"WITH {complete},\n{claim}\n{raw['complete_claim_select']}"
+            )
 
     def __getitem__(self, name: str) -> str:
         return self._sql[name]
 
-    def claim(self, channels: tuple[str, ...] | None) -> str:
+    def claim(self, channels: tuple[str, ...] | None, *, complete: bool = False) -> str:
         """The claim for a worker's channel filter: every channel, exactly one (an
-        ordered scan of the channel index) or several."""
-        if channels is None:
-            return self._sql["claim_all"]
-        if len(channels) == 1:
-            return self._sql["claim_one"]
-        return self._sql["claim_many"]
+        ordered scan of the channel index) or several; with ``complete``, preceded by
+        the steps of ``complete_many`` in the same statement."""
+        variant = "all" if channels is None else "one" if len(channels) == 1 else "many"
+        return self._sql[f"complete_claim_{variant}" if complete else f"claim_{variant}"]
 
 
 @dataclass(frozen=True, slots=True)
