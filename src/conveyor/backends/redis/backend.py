@@ -20,6 +20,10 @@ Delivery of wake-ups: enqueue and every other move into ``queued`` ``ZADD`` a ma
 (one for every worker, one per channel); ``wait_for_work`` blocks in ``BZPOPMIN`` on a
 dedicated connection (see :mod:`conveyor.backends.redis.wakeup`).
 
+Connections: script calls, the hot path, run on the backend's own lean connections
+(:mod:`conveyor.backends.redis.lane`); blocking reads on dedicated ones; the remaining
+commands (reads, pipelines) through a redis-py client and its pool.
+
 Not supported: ``connection=`` (a Redis script cannot join the caller's SQL
 transaction), which raises :class:`~conveyor.errors.UnsupportedError`.
 """
@@ -57,6 +61,7 @@ from conveyor.backends.base import (
 )
 from conveyor.backends.redis import codec
 from conveyor.backends.redis.keys import Keys, order_key
+from conveyor.backends.redis.lane import Lane
 from conveyor.backends.redis.scripts import Scripts
 from conveyor.backends.redis.stream import EventStream
 from conveyor.backends.redis.wakeup import Waker
@@ -76,7 +81,8 @@ SOCKET_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
 """Seconds to establish a connection."""
 MAX_CONNECTIONS = 64
-"""Connections in the shared pool (blocking reads use their own)."""
+"""Connections open at once for script calls, and again in the redis-py pool for the
+other commands (blocking reads use their own)."""
 LOCK_GRACE_MS = 60_000
 """How long (real time) a lock record outlives its expiry before Redis drops it."""
 
@@ -101,9 +107,12 @@ class RedisBackend:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._keys = Keys(settings.prefix)
+        # how long the events of a job removed on completion are kept (seconds, >= 1)
+        self._keep_removed_events = str(max(int(settings.keep_completed), 1))
         self._scripts = Scripts()
         self._pool: BlockingConnectionPool | None = None
         self._client: Redis | None = None
+        self._lane: Lane | None = None
         self._waker: Waker | None = None
         self._stream: EventStream | None = None
         # channels this process's workers claim from; None = every channel
@@ -128,9 +137,20 @@ class RedisBackend:
         )
         self._pool = pool
         self._client = Redis(connection_pool=pool)
-        self._waker = Waker(self._new_connection, self._unblock, self._settings.poll_interval)
+        # our own connections have no socket timeout: each call bounds itself as a whole
+        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        connection_class = pool.connection_class
+
+        def new_connection() -> AbstractConnection:
+            conn: AbstractConnection = connection_class(**kwargs)
+            return conn
+
+        self._lane = Lane(
+            new_connection, self._scripts, self._keys, SOCKET_TIMEOUT, MAX_CONNECTIONS
+        )
+        self._waker = Waker(new_connection, self._unblock, self._settings.poll_interval)
         self._waker.bind(asyncio.get_running_loop())
-        self._stream = EventStream(self._keys.stream, self._new_connection)
+        self._stream = EventStream(self._keys.stream, new_connection)
         try:
             await self._guard("connect", self._check_memory_policy())
             await self._guard("connect", self._scripts.load_all(self._client))
@@ -144,6 +164,9 @@ class RedisBackend:
             await self._waker.close()
         if self._stream is not None:
             await self._stream.close()
+        lane, self._lane = self._lane, None
+        if lane is not None:
+            await lane.close()
         client, self._client = self._client, None
         if client is not None:
             try:
@@ -166,17 +189,8 @@ class RedisBackend:
         """Redis has no schema; this says so (for ``conveyor migrate --sql``)."""
         return "-- Redis needs no migration: conveyor's keys are created on first use.\n"
 
-    def _new_connection(self) -> AbstractConnection:
-        pool = self._pool
-        if pool is None:
-            raise BackendError("the Redis backend is not connected")
-        conn: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
-        return conn
-
     async def _unblock(self, client_id: int) -> Any:
-        return await self._require().execute_command(  # type: ignore[no-untyped-call]
-            "CLIENT", "UNBLOCK", client_id
-        )
+        return await self._require_lane().command("CLIENT", "UNBLOCK", str(client_id))
 
     async def _check_memory_policy(self) -> None:
         try:
@@ -200,6 +214,11 @@ class RedisBackend:
             raise BackendError("the Redis backend is not connected (call connect() first)")
         return self._client
 
+    def _require_lane(self) -> Lane:
+        if self._lane is None:
+            raise BackendError("the Redis backend is not connected (call connect() first)")
+        return self._lane
+
     async def _guard(self, what: str, aw: Awaitable[T]) -> T:
         """Await a driver call, turning every driver failure into BackendError."""
         try:
@@ -210,20 +229,18 @@ class RedisBackend:
             raise BackendError(f"Redis {what} failed: {exc}") from exc
 
     async def _drop_idle(self) -> None:
-        """After a connection failure, drop idle pooled connections too: they most
-        likely died the same way, and each would otherwise fail one more call."""
+        """After a connection failure, drop idle connections too: they most likely died
+        the same way, and each would otherwise fail one more call."""
+        if self._lane is not None:
+            await self._lane.drop_idle()
         if self._pool is not None:
             try:
                 await self._pool.disconnect(inuse_connections=False)
             except (RedisError, OSError):
                 pass
 
-    async def _script(self, name: str, *args: Any) -> Any:
-        client = self._require()
-        keys = self._keys
-        return await self._guard(
-            name, self._scripts.run(client, name, [keys.id], [keys.base, *args])
-        )
+    async def _script(self, name: str, *args: str) -> Any:
+        return await self._require_lane().script(name, args)
 
     async def _pipeline(self, what: str, build: Callable[[Pipeline], None]) -> list[Any]:
         """Run read commands in one transactional pipeline (one consistent snapshot)."""
@@ -244,12 +261,11 @@ class RedisBackend:
             raise UnsupportedError(_NO_TRANSACTIONS)
         if not params.jobs:
             return []
-        args: list[str] = [codec.ts(params.now), str(len(params.jobs))]
-        for job in params.jobs:
-            args.extend(codec.job_args(job))
-        reply = await self._script("enqueue", *args)
+        reply = await self._require_lane().script(
+            "enqueue", codec.enqueue_args(params.now, params.jobs)
+        )
         return [
-            EnqueueResult(id=int(reply[i]), created=bool(int(reply[i + 1])))
+            EnqueueResult(id=int(reply[i]), created=reply[i + 1] == 1)
             for i in range(0, len(reply), 2)
         ]
 
@@ -264,44 +280,39 @@ class RedisBackend:
     async def claim(self, params: ClaimParams) -> list[ClaimedJob]:
         """Claim up to ``params.limit`` due jobs in one script (see ``claim.lua``)."""
         self._note_channels(params.channels)
-        rows = await self._script(
-            "claim",
-            params.worker_id,
-            params.token,
-            str(int(params.limit)),
-            codec.ts(params.now),
-            order_key(params.now),
-            codec.ts(params.lease_expires_at),
-            *codec.counted(params.channels),
-            *codec.counted(params.include),
-            *codec.counted(params.exclude),
-        )
-        return [codec.claimed_from_reply(row, params.token) for row in rows]
+        rows = await self._require_lane().script("claim", codec.claim_args(params))
+        token = params.token
+        return [codec.claimed_from_reply(row, token) for row in rows]
 
     async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
         """Apply every outcome in one script call; True where the fence held."""
         if not outcomes:
             return []
-        keep_removed_events = str(max(int(self._settings.keep_completed), 1))
-        args: list[str] = [keep_removed_events, str(len(outcomes))]
-        for o in outcomes:
-            args += [
-                str(o.job_id),
-                o.token,
-                str(o.state),
-                codec.ts(o.at),
-                o.event,
-                "" if o.run_at is None else codec.ts(o.run_at),
-                "" if o.run_at is None else order_key(o.run_at),
-                codec.opt(o.result),
-                codec.opt(o.error),
-                "1" if o.refund_attempt else "0",
-                "1" if o.remove else "0",
-                "" if o.expired_before is None else codec.ts(o.expired_before),
-                codec.opt(o.event_data),
-            ]
-        reply = await self._script("complete", *args)
-        return [bool(int(x)) for x in reply]
+        reply = await self._require_lane().script(
+            "complete", codec.complete_args(self._keep_removed_events, outcomes)
+        )
+        return [x == 1 for x in reply]
+
+    async def complete_and_claim(
+        self, outcomes: Sequence[Outcome], claim: ClaimParams
+    ) -> tuple[list[bool], list[ClaimedJob]]:
+        """``complete_many`` then ``claim`` in one script call (``complete_claim.lua``).
+
+        The claim sees what the outcomes changed. When they made work available (a job
+        requeued, a group freed) this process's ``wait_for_work`` returns at once as
+        well, so no other worker of this process waits for the poll (the wake-up markers
+        tell every other process). The script runs as one atomic step that cannot fail
+        half-way, so an error applies nothing of either part."""
+        if not outcomes:
+            return [], await self.claim(claim)
+        self._note_channels(claim.channels)
+        args = codec.complete_args(self._keep_removed_events, outcomes)
+        args += codec.claim_args(claim)
+        applied, rows, woke = await self._require_lane().script("complete_claim", args)
+        if woke == 1:
+            self.wake()
+        token = claim.token
+        return [x == 1 for x in applied], [codec.claimed_from_reply(r, token) for r in rows]
 
     async def heartbeat(self, params: HeartbeatParams) -> HeartbeatResult:
         """Renew every listed lease in one script call."""

@@ -10,15 +10,26 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor.backends.base import ClaimedJob, CronRecord, ExpiredLease, JobFilter, NewJob
+from conveyor.backends.base import (
+    ClaimedJob,
+    ClaimParams,
+    CronRecord,
+    ExpiredLease,
+    JobFilter,
+    NewJob,
+    Outcome,
+)
 from conveyor.backends.redis.keys import order_key
 from conveyor.backends.rows import event_from_row, log_from_row
 from conveyor.models import Event, LogRecord
 
 __all__ = [
+    "claim_args",
     "claimed_from_reply",
+    "complete_args",
     "counted",
     "cron_from_flat",
+    "enqueue_args",
     "events_from_list",
     "expired_from_reply",
     "filter_args",
@@ -49,22 +60,73 @@ def counted(values: Sequence[str] | None) -> list[str]:
 
 def job_args(job: NewJob) -> list[str]:
     """The 14 arguments of one job for ``enqueue.lua`` / ``cron_fire.lua``."""
+    run_at = job.run_at
+    tags = job.tags
     return [
         job.name,
         job.payload,
         str(job.state),
-        ts(job.run_at),
-        order_key(job.run_at),
+        repr(float(run_at)),
+        order_key(run_at),
         str(int(job.priority)),
         job.channel,
         str(int(job.max_attempts)),
-        opt(job.options),
+        job.options or "",
         "1" if job.remove_on_complete else "0",
-        opt(job.idempotency_key),
-        json.dumps(list(job.tags), ensure_ascii=False),
-        opt(job.group),
-        opt(job.tenant),
+        job.idempotency_key or "",
+        json.dumps(list(tags), ensure_ascii=False) if tags else "[]",
+        job.group or "",
+        job.tenant or "",
     ]
+
+
+def enqueue_args(now: float, jobs: Sequence[NewJob]) -> list[str]:
+    """The arguments of ``enqueue.lua`` (from its ``ARGV[2]``): now, the number of jobs,
+    then 14 values per job (:func:`job_args`)."""
+    args = [repr(float(now)), str(len(jobs))]
+    for job in jobs:
+        args += job_args(job)
+    return args
+
+
+def claim_args(params: ClaimParams) -> list[str]:
+    """The arguments of ``claim.lua`` (from its ``ARGV[2]``)."""
+    now = params.now
+    return [
+        params.worker_id,
+        params.token,
+        str(int(params.limit)),
+        repr(float(now)),
+        order_key(now),
+        repr(float(params.lease_expires_at)),
+        *counted(params.channels),
+        *counted(params.include),
+        *counted(params.exclude),
+    ]
+
+
+def complete_args(keep_removed_events: str, outcomes: Sequence[Outcome]) -> list[str]:
+    """The arguments of ``complete.lua`` (from its ``ARGV[2]``): how long a removed job's
+    events are kept (seconds), then the counted outcomes, 13 values each."""
+    args = [keep_removed_events, str(len(outcomes))]
+    for o in outcomes:
+        run_at = o.run_at
+        args += [
+            str(o.job_id),
+            o.token,
+            str(o.state),
+            repr(float(o.at)),
+            o.event,
+            "" if run_at is None else repr(float(run_at)),
+            "" if run_at is None else order_key(run_at),
+            o.result or "",
+            o.error or "",
+            "1" if o.refund_attempt else "0",
+            "1" if o.remove else "0",
+            "" if o.expired_before is None else repr(float(o.expired_before)),
+            o.event_data or "",
+        ]
+    return args
 
 
 def filter_args(flt: JobFilter) -> list[str]:
@@ -74,6 +136,8 @@ def filter_args(flt: JobFilter) -> list[str]:
 
 
 def _tags(text: str | None) -> tuple[str, ...]:
+    if text == "[]":
+        return ()
     try:
         value = json.loads(text or "[]")
     except ValueError:

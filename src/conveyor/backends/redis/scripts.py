@@ -3,19 +3,29 @@
 Each script is sent as ``local P = ARGV[1]`` + the generated key table
 (:func:`conveyor.backends.redis.keys.lua_prelude`) + ``scripts/_lib.lua`` + the script
 file wrapped in a function, followed by the flush of the writes the library deferred
-(see ``_lib.lua``). Nothing in a script body comes from user input. After a ``SCRIPT FLUSH`` or a
-server restart, EVALSHA answers NOSCRIPT; :meth:`Scripts.run` then loads the script
-again and retries once (NOSCRIPT means the script did not run, so this is safe).
+(see ``_lib.lua``). Nothing in a script body comes from user input.
+
+Redis runs the whole text on every call, so each script gets only the part of the
+library it uses: the top-level definitions of ``_lib.lua`` (each ``local`` statement at
+the start of a line, with the comment lines above it) that its code names, directly or
+through other definitions, in their original order, and only the key-table entries that
+code names. Names are matched as words, so a mention too many only costs a definition
+kept, never one missing. Scripts run through
+:class:`~conveyor.backends.redis.lane.Lane`; after a ``SCRIPT FLUSH`` or a server restart,
+EVALSHA answers NOSCRIPT and the lane loads the script again and retries once (NOSCRIPT
+means the script did not run, so this is safe).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
+from collections.abc import Mapping
 from importlib import resources
-from typing import Any
+from types import MappingProxyType
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from conveyor.backends.redis.keys import lua_prelude
 
@@ -29,6 +39,7 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "channel_stats",
     "claim",
     "complete",
+    "complete_claim",
     "cron_delete",
     "cron_fire",
     "cron_list",
@@ -48,6 +59,69 @@ SCRIPT_NAMES: tuple[str, ...] = (
 )
 
 
+_DEFINITION = re.compile(r"local\s+(?:function\s+([A-Za-z_]\w*)|([A-Za-z_][\w\s,]*?)\s*=)")
+_WORD = re.compile(r"[A-Za-z_]\w*")
+_KEY = re.compile(r"\bK\.([A-Za-z_]\w*)")
+_COMMENT_LINE = re.compile(r"^[ \t]*--.*$", re.MULTILINE)
+
+
+class _Definition:
+    __slots__ = ("names", "text")
+
+    def __init__(self, names: tuple[str, ...], text: str) -> None:
+        self.names = names
+        self.text = text
+
+    def words(self) -> set[str]:
+        return _words(self.text)
+
+
+def _words(code: str) -> set[str]:
+    """Every word of ``code`` outside whole-line comments."""
+    return set(_WORD.findall(_COMMENT_LINE.sub("", code)))
+
+
+def _definitions(lib: str) -> list[_Definition]:
+    """The top-level definitions of ``_lib.lua``: a line starting with ``local`` begins
+    one, indented lines and ``end`` continue it, comment and blank lines go with what
+    follows them."""
+    out: list[_Definition] = []
+    pending = ""
+    for n, line in enumerate(lib.splitlines(keepends=True), 1):
+        if line.startswith("local"):
+            match = _DEFINITION.match(line)
+            if match is None:
+                raise ValueError(f"_lib.lua:{n}: not a local definition: {line!r}")
+            function, variables = match.groups()
+            names = (function,) if function else tuple(v.strip() for v in variables.split(","))
+            out.append(_Definition(names, pending + line))
+            pending = ""
+        elif not line.strip() or line.startswith("--"):
+            pending += line
+        elif line[0] in " \t" or line.startswith("end"):
+            if not out:
+                raise ValueError(f"_lib.lua:{n}: code before the first definition")
+            out[-1].text += pending + line
+            pending = ""
+        else:
+            raise ValueError(f"_lib.lua:{n}: top-level code that is not a definition: {line!r}")
+    return out
+
+
+def _library_for(definitions: list[_Definition], code: str) -> str:
+    """The definitions ``code`` uses, directly or through others, in their order."""
+    by_name = {name: i for i, d in enumerate(definitions) for name in d.names}
+    used: set[int] = set()
+    todo = [_words(code)]
+    while todo:
+        for word in todo.pop():
+            i = by_name.get(word)
+            if i is not None and i not in used:
+                used.add(i)
+                todo.append(definitions[i].words())
+    return "".join(definitions[i].text for i in sorted(used))
+
+
 def _read(name: str) -> str:
     return (
         resources.files("conveyor.backends.redis")
@@ -56,16 +130,26 @@ def _read(name: str) -> str:
     )
 
 
+@functools.cache
+def _bodies() -> Mapping[str, str]:
+    definitions = _definitions(_read("_lib"))
+    bodies: dict[str, str] = {}
+    for name in SCRIPT_NAMES:
+        main = (
+            f"local function main()\n{_read(name)}\nend\n"
+            "local result = main()\nflush_later()\nreturn result\n"
+        )
+        library = _library_for(definitions, main)
+        keys = set(_KEY.findall(library + main))
+        bodies[name] = f"local P = ARGV[1]\n{lua_prelude(keys)}{library}\n-- {name}.lua\n{main}"
+    return MappingProxyType(bodies)
+
+
 class Scripts:
-    """The compiled script bodies and their SHA1 digests."""
+    """The compiled script bodies and their SHA1 digests (built once per process)."""
 
     def __init__(self) -> None:
-        head = "local P = ARGV[1]\n" + lua_prelude() + _read("_lib") + "\n"
-        self.bodies: dict[str, str] = {
-            name: f"{head}local function main()\n{_read(name)}\nend\n"
-            "local result = main()\nflush_later()\nreturn result\n"
-            for name in SCRIPT_NAMES
-        }
+        self.bodies: Mapping[str, str] = _bodies()
         self.shas: dict[str, str] = {
             name: hashlib.sha1(body.encode("utf-8")).hexdigest()
             for name, body in self.bodies.items()
@@ -77,12 +161,3 @@ class Scripts:
             for body in self.bodies.values():
                 pipe.script_load(body)
             await pipe.execute()
-
-    async def run(self, client: Redis, name: str, keys: list[str], args: list[Any]) -> Any:
-        """EVALSHA the script; on NOSCRIPT load it and run it once more."""
-        sha = self.shas[name]
-        try:
-            return await client.evalsha(sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await client.script_load(self.bodies[name])
-            return await client.evalsha(sha, len(keys), *keys, *args)

@@ -1,15 +1,19 @@
 """Blocking reads on dedicated connections: the worker wake-up and the event stream.
 
 A blocking command (``BZPOPMIN``, ``XREAD BLOCK``) holds its connection for as long as it
-waits, so it never runs on the shared pool. :class:`BlockingConnection` owns one raw
-connection; any failure or cancellation while a reply is pending drops it (a reply that
-arrives later can then never be read as the answer to the next command) and the next
-call reconnects.
+waits, so it never runs on the shared connections. :class:`BlockingConnection` owns one
+raw connection, made without a socket timeout: each call (connect, send, reply) is bounded
+as a whole by one ``asyncio.timeout``. Any failure or cancellation while a reply is
+pending drops the connection (a reply that arrives later can then never be read as the
+answer to the next command) and the next call reconnects.
 
 :class:`Waker` implements ``wait_for_work``/``wake``: one ``BZPOPMIN`` on the wake-up
-markers at a time per backend. ``wake()`` (thread-safe) sets an event; the waiter then
-ends the pending pop with ``CLIENT UNBLOCK`` from the shared pool, which keeps the
-blocking connection usable (cancelling the read would cost a reconnect per wake-up).
+markers at a time per backend, read by the waiting task itself, so a popped marker goes
+straight on to the caller's claim (no helper task, no extra loop iteration).
+``wake()`` (thread-safe) sets a flag; when a pop is pending it also ends it with
+``CLIENT UNBLOCK`` from the shared connections, which keeps the blocking connection
+usable (dropping it would cost a reconnect per wake-up), or, when that is not possible,
+by dropping the connection.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -32,7 +35,11 @@ _MARGIN = 5.0  # seconds a blocking reply may take beyond its server-side timeou
 
 
 class BlockingConnection:
-    """One dedicated connection for blocking commands, reconnected after any failure."""
+    """One dedicated connection for blocking commands, reconnected after any failure.
+
+    Args:
+        factory: makes a new, unconnected connection without a socket timeout.
+    """
 
     def __init__(self, factory: Callable[[], AbstractConnection]) -> None:
         self._factory = factory
@@ -58,17 +65,19 @@ class BlockingConnection:
         return self._conn
 
     async def call(self, *args: Any, wait: float) -> Any:
-        """Send one command and wait up to ``wait`` seconds (plus a margin) for its reply."""
-        conn = await self._ensure()
+        """Send one command and wait up to ``wait`` seconds (plus a margin, connecting
+        included) for its reply."""
         try:
-            await conn.send_command(*args)
-            return await asyncio.wait_for(conn.read_response(timeout=math.inf), wait + _MARGIN)
+            async with asyncio.timeout(wait + _MARGIN):
+                conn = await self._ensure()
+                await conn.send_command(*args)
+                return await conn.read_response()
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
-        """Drop the connection (the next call reconnects)."""
+        """Drop the connection (the next call reconnects); a pending read fails at once."""
         conn, self._conn, self.client_id = self._conn, None, None
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -79,8 +88,9 @@ class Waker:
     """``wait_for_work`` / ``wake`` for one backend.
 
     Args:
-        factory: makes a new (unconnected) connection to the server.
-        unblock: ends another client's blocking command (``CLIENT UNBLOCK <id>``).
+        factory: makes a new, unconnected connection without a socket timeout.
+        unblock: ends another client's blocking command (``CLIENT UNBLOCK <id>``); its
+            reply is 1 if that client was blocked.
         retry_pause: how long to pause after the store failed, before returning.
     """
 
@@ -95,8 +105,12 @@ class Waker:
         self._retry_pause = retry_pause
         self._loop: asyncio.AbstractEventLoop | None = None
         self._woken = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._pulse = asyncio.Event()
+        self._busy = False  # a task of this process is in wait(), popping
+        self._pulse = asyncio.Event()  # set when that task's wait ends
+        self._popping = 0  # number of the pop in flight, 0 when none
+        self._pops = 0
+        self._ended = 0  # number of the last pop that wake() set out to end
+        self._ending: set[asyncio.Task[None]] = set()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Remember the loop that ``wake()`` must hand over to."""
@@ -112,64 +126,78 @@ class Waker:
         except RuntimeError:
             running = None
         if running is loop:
-            self._woken.set()
+            self._on_wake()
         else:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._woken.set)
+                loop.call_soon_threadsafe(self._on_wake)
+
+    def _on_wake(self) -> None:
+        self._woken.set()
+        pop = self._popping
+        if pop and self._ended != pop:
+            self._ended = pop
+            task = asyncio.ensure_future(self._end_pop(pop))
+            self._ending.add(task)
+            task.add_done_callback(self._ending.discard)
+
+    async def _end_pop(self, pop: int) -> None:
+        """End pop number ``pop`` if it is still pending: CLIENT UNBLOCK, or, if that is
+        not possible (no client id, denied, the pop not registered yet), drop its
+        connection, which makes the pending read fail at once."""
+        if self._popping != pop:
+            return  # it ended meanwhile
+        client_id = self._conn.client_id
+        unblocked = False
+        if client_id is not None:
+            with contextlib.suppress(Exception):
+                unblocked = bool(await self._unblock(client_id))
+        if not unblocked and self._popping == pop:
+            await self._conn.close()
 
     async def wait(self, keys: Sequence[str], timeout: float) -> None:
         """Return when a marker is popped, ``wake()`` is called, or after ``timeout``."""
         if self._woken.is_set():
             self._woken.clear()
             return
-        if self._lock.locked():
+        if self._busy:
             # another task of this process is already blocked: share its outcome
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._pulse.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._pulse.wait()
             return
-        async with self._lock:
-            try:
-                await self._wait(keys, timeout)
-            finally:
-                self._woken.clear()
-                self._pulse.set()
-                self._pulse = asyncio.Event()
+        self._busy = True
+        try:
+            await self._wait(keys, timeout)
+        finally:
+            self._busy = False
+            self._woken.clear()
+            self._pulse.set()
+            self._pulse = asyncio.Event()
 
     async def _wait(self, keys: Sequence[str], timeout: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         block = max(round(timeout, 3), 0.001)  # BZPOPMIN 0 would block forever
-        pop = asyncio.ensure_future(self._conn.call("BZPOPMIN", *keys, f"{block:.3f}", wait=block))
-        woken = asyncio.ensure_future(self._woken.wait())
+        self._pops += 1
+        self._popping = self._pops
         try:
-            await asyncio.wait({pop, woken}, return_when=asyncio.FIRST_COMPLETED)
-            if not pop.done() and await self._try_unblock():
-                await asyncio.wait({pop}, timeout=1.0)
-        finally:
-            woken.cancel()
-            if not pop.done():
-                pop.cancel()  # BlockingConnection.call drops the connection
-                await asyncio.wait({pop})
-        if pop.cancelled():
+            await self._conn.call("BZPOPMIN", *keys, f"{block:.3f}", wait=block)
             return
-        exc = pop.exception()
-        if exc is not None:
+        except Exception as exc:
+            if self._woken.is_set():
+                return  # ended by wake(): not a failure
             log.debug("conveyor: wait_for_work could not block on Redis: %r", exc)
-            pause = min(self._retry_pause, max(deadline - loop.time(), 0.0))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), pause)
-
-    async def _try_unblock(self) -> bool:
-        """End the pending pop with CLIENT UNBLOCK; False if that is not possible (then
-        the caller cancels the pop, which drops its connection)."""
-        client_id = self._conn.client_id
-        if client_id is None:
-            return False
-        try:
-            return bool(await self._unblock(client_id))
-        except Exception:
-            return False
+        finally:
+            self._popping = 0
+        pause = min(self._retry_pause, max(deadline - loop.time(), 0.0))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(pause):
+                await self._woken.wait()
 
     async def close(self) -> None:
         """Drop the blocking connection."""
+        for task in list(self._ending):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         await self._conn.close()
