@@ -51,3 +51,16 @@ async def set_payload(store: Store, queue: conveyor.Queue, job_id: int, raw: str
             await client.hset(key, "payload", raw)
         finally:
             await client.aclose()
+
+
+def standing_claims(store: Store) -> int:
+    """How many standing claims (idle workers' registrations for a hand-off) the store
+    holds; 0 on backends without hand-off."""
+    if store.backend != "redis":
+        return 0
+    import redis
+
+    from conveyor.backends.redis.keys import Keys
+
+    with redis.Redis.from_url(REDIS_URL) as client:
+        return int(client.hlen(Keys(store.token).waiters))

@@ -34,8 +34,10 @@ class Workers:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str, concurrency: int = 5) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **self.store.env, **FAST, "PYTHONPATH": str(ROOT)}
+    def start(
+        self, *args: str, concurrency: int = 5, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **self.store.env, **FAST, **(env or {}), "PYTHONPATH": str(ROOT)}
         with open(self.tmp_path / f"worker{len(self.procs)}.log", "wb") as log:
             proc = subprocess.Popen(
                 [

@@ -294,12 +294,33 @@ class Backend(Protocol):
 
     async def set_progress(self, job_id: int, token: str, progress: int, now: float) -> bool: ...
     async def append_logs(self, entries: Sequence[LogEntry]) -> None: ...
-    async def wait_for_work(self, timeout: float) -> None:
-        """Return when new work may be due (notification) or after ``timeout``."""
+    async def wait_for_work(
+        self, timeout: float, claim: ClaimParams | None = None
+    ) -> list[ClaimedJob]:
+        """Return when new work may be due (notification), after ``timeout``, or at once
+        after ``wake()``; the caller then claims.
+
+        ``claim`` (optional) is the caller's standing claim for its free slots while it
+        waits. A backend that can hand jobs over directly may claim, for the caller,
+        due jobs that ``claim(claim)`` would take at the moment of the hand-off (its
+        filters, paused channels, free groups, and never ahead of a job a claim would
+        take first; at most ``claim.limit`` jobs in all), and then return them. Each
+        is claimed exactly as a claim would (running, ``attempts + 1``, ``started_at``
+        and a ``started`` event at the hand-off's ``now``) under ``claim.token``, with
+        a lease as long as ``claim.lease_expires_at - claim.now``, counted from the
+        hand-off. The caller runs them exactly like claimed jobs. Backends without
+        hand-off (SQLite, PostgreSQL) return ``[]``.
+
+        Jobs are never lost in a hand-off: they are stored as running, with their lease,
+        before they are handed over. If the caller cannot receive them (the wait was
+        cancelled, the connection dropped), a later ``wait_for_work`` of this backend
+        returns them while their lease holds; otherwise they are rescued when it
+        expires, like the jobs of a lost claim reply or of a crashed worker."""
         ...
 
     def wake(self) -> None:
-        """Wake this process's ``wait_for_work`` (sync, thread-safe)."""
+        """Make this process's current or next ``wait_for_work`` return at once (sync,
+        thread-safe)."""
         ...
 
     # -- maintenance --------------------------------------------------------------------

@@ -316,7 +316,9 @@ class Worker:
         """Claim jobs for free slots until stopped, one claim at a time; the outcomes
         finished meanwhile go with each claim (one round trip for both). A claim that
         comes back short means the queue is empty for us: then wait for a wake-up or
-        the jittered poll, and let the completer record outcomes by itself."""
+        the jittered poll, and let the completer record outcomes by itself. The wait
+        carries a claim for the free slots; jobs the backend hands over under it start
+        like claimed ones (also when stopping: they are ours, like the jobs running)."""
         assert self._completer is not None
         completer = self._completer
         poll = self.queue.settings.poll_interval
@@ -343,11 +345,19 @@ class Worker:
                     continue
                 if claimed < free and not self._stopping.is_set():
                     completer.set_handoff(False)
+                    # the free slots stand as a claim while we wait: a backend that can
+                    # hand jobs over claims them for us and returns them
+                    standing = self._claim_params(self.concurrency - self._busy)
                     try:
-                        await backend.wait_for_work(poll * random.uniform(0.8, 1.0))
+                        handed = await backend.wait_for_work(
+                            poll * random.uniform(0.8, 1.0), standing
+                        )
                     except BackendError as exc:
                         log.warning("waiting for work failed: %s", exc)
                         await self._sleep(backoff)
+                        continue
+                    for job in handed:
+                        self._launch(job)
         finally:
             completer.set_handoff(False)
 

@@ -4,15 +4,25 @@ server restarted, an eviction policy that can lose jobs. Never the shared 6379 s
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
 
 import pytest
+import redis
 
+from conveyor.backends.base import ClaimedJob, ClaimParams
 from conveyor.backends.redis.backend import RedisBackend
 from conveyor.errors import BackendError
-from tests.integration.redis.helpers import OwnRedis, claim_params, enqueue, new_job, wait_until
+from tests.integration.redis.helpers import (
+    NOW,
+    OwnRedis,
+    claim_params,
+    enqueue,
+    new_job,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -146,3 +156,81 @@ async def test_connect_to_a_dead_server_raises_backend_error(own_redis: OwnRedis
         assert await backend.get_job(1) is None
     finally:
         await backend.close()
+
+
+# -- the hand-off under faults ---------------------------------------------------------------
+
+
+def _standing(token: str) -> ClaimParams:
+    return ClaimParams(worker_id="w1", token=token, limit=5, now=NOW, lease_expires_at=NOW + 30)
+
+
+def _registered_as(own_redis: OwnRedis, backend: RedisBackend, token: str) -> bool:
+    """Whether ``backend``'s standing claim with ``token`` is registered."""
+    hand = backend._waker._hand  # type: ignore[union-attr]
+    assert hand is not None
+    try:
+        with own_redis.client() as c:
+            reg = c.hget(backend._keys.waiters, hand.id)
+    except redis.RedisError:
+        return False
+    return reg is not None and json.loads(reg)["t"] == token
+
+
+class _Waits:
+    """Waits with a standing claim in a loop, like an idle worker; collects handed jobs."""
+
+    def __init__(self, backend: RedisBackend, token: str) -> None:
+        self.backend = backend
+        self.token = token
+        self.handed: list[ClaimedJob] = []
+        self._stop = False
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while not self._stop:
+            self.handed += await self.backend.wait_for_work(0.5, _standing(self.token))
+
+    async def stop(self) -> None:
+        self._stop = True
+        self.backend.wake()
+        await asyncio.wait_for(self.task, 10)
+
+
+async def test_a_killed_connection_while_registered_recovers(
+    make_backend: Any, own_redis: OwnRedis
+) -> None:
+    worker: RedisBackend = await make_backend(own_redis.url)
+    producer: RedisBackend = await make_backend(own_redis.url)
+    await worker.wait_for_work(0.01)
+    waiting = asyncio.ensure_future(worker.wait_for_work(30, _standing("first")))
+    await wait_until(lambda: _registered_as(own_redis, worker, "first"))
+    with own_redis.client() as c:
+        assert c.client_kill_filter(_type="normal", skipme=True) >= 2
+    assert await asyncio.wait_for(waiting, 10) == []  # its pop died with its connection
+    # the next waits release the claim left behind, register again and get jobs handed over
+    waits = _Waits(worker, "again")
+    await wait_until(lambda: _registered_as(own_redis, worker, "again"))
+    [job_id] = await _eventually_ok(lambda: enqueue(producer, new_job(run_at=NOW - 1)))
+    await wait_until(lambda: waits.handed)
+    await waits.stop()
+    assert [(j.id, j.token) for j in waits.handed] == [(job_id, "again")]
+
+
+async def test_a_server_restart_while_registered_recovers(
+    make_backend: Any, own_redis: OwnRedis
+) -> None:
+    worker: RedisBackend = await make_backend(own_redis.url)
+    producer: RedisBackend = await make_backend(own_redis.url)
+    waits = _Waits(worker, "before")
+    await wait_until(lambda: _registered_as(own_redis, worker, "before"))
+    own_redis.stop()
+    own_redis.start()  # a fresh, empty server: no scripts, no registration
+    waits.token = "after"
+    await wait_until(lambda: _registered_as(own_redis, worker, "after"), timeout=15)
+    [job_id] = await _eventually_ok(lambda: enqueue(producer, new_job(run_at=NOW - 1)))
+    await wait_until(lambda: waits.handed)
+    await waits.stop()
+    assert [(j.id, j.token) for j in waits.handed] == [(job_id, "after")]
+    with own_redis.client() as c:
+        assert c.hgetall(worker._keys.waiters) == {}

@@ -220,6 +220,12 @@ def test_each_script_gets_only_the_library_it_uses() -> None:
         assert f"local function {name}" in bodies["complete_claim"]
         assert f"local function {name}" not in bodies["enqueue"]
         assert f"local function {name}" not in bodies["set_progress"]
+    for name in ("load_waiters", "waiter_for", "hand_over"):  # the hand-off
+        assert f"local function {name}" in bodies["enqueue"]
+        assert f"local function {name}" not in bodies["claim"]
+        assert f"local function {name}" not in bodies["cron_fire"]
+    for body in (bodies["claim"], bodies["enqueue"]):  # what a claim sets on a job
+        assert "local function lease_fields" in body
     assert "local function write_job" in bodies["enqueue"]
     assert "local function write_job" in bodies["cron_fire"]  # through enqueue_one
     for body in bodies.values():  # every script flushes its deferred writes

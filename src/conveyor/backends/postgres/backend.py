@@ -366,9 +366,12 @@ class PostgresBackend:
                 "append_logs", self.queries["append_logs"], {"logs": codec.logs_json(entries)}
             )
 
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(
+        self, timeout: float, claim: ClaimParams | None = None
+    ) -> list[ClaimedJob]:
         self._listen()
         await self._work.wait(timeout)
+        return []  # no hand-off: the caller claims
 
     def wake(self) -> None:
         self._work.fire_threadsafe()

@@ -18,7 +18,10 @@ used, so tests can drive time with a manual clock.
 
 Delivery of wake-ups: enqueue and every other move into ``queued`` ``ZADD`` a marker
 (one for every worker, one per channel); ``wait_for_work`` blocks in ``BZPOPMIN`` on a
-dedicated connection (see :mod:`conveyor.backends.redis.wakeup`).
+dedicated connection (see :mod:`conveyor.backends.redis.wakeup`). An idle worker's wait
+also registers a standing claim, which an enqueue serves directly: a new due job that the
+worker's claim would take right now is stored as claimed by it in the enqueue's script
+and handed over in the pop's reply (see :mod:`conveyor.backends.redis.handoff`).
 
 Connections: script calls, the hot path, run on the backend's own lean connections
 (:mod:`conveyor.backends.redis.lane`); blocking reads on dedicated ones; the remaining
@@ -60,6 +63,7 @@ from conveyor.backends.base import (
     Outcome,
 )
 from conveyor.backends.redis import codec
+from conveyor.backends.redis.handoff import HandOff
 from conveyor.backends.redis.keys import Keys, order_key
 from conveyor.backends.redis.lane import Lane
 from conveyor.backends.redis.scripts import Scripts
@@ -148,7 +152,12 @@ class RedisBackend:
         self._lane = Lane(
             new_connection, self._scripts, self._keys, SOCKET_TIMEOUT, MAX_CONNECTIONS
         )
-        self._waker = Waker(new_connection, self._unblock, self._settings.poll_interval)
+        self._waker = Waker(
+            new_connection,
+            self._unblock,
+            self._settings.poll_interval,
+            HandOff(self._lane, self._keys),
+        )
         self._waker.bind(asyncio.get_running_loop())
         self._stream = EventStream(self._keys.stream, new_connection)
         try:
@@ -364,14 +373,26 @@ class RedisBackend:
             return [self._keys.marker]
         return [self._keys.marker_ch(c) for c in sorted(channels)]
 
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(
+        self, timeout: float, claim: ClaimParams | None = None
+    ) -> list[ClaimedJob]:
         """Block until a wake-up marker for this process's channels appears, ``wake()``
         is called, or ``timeout`` passes. A store failure makes it pause (at most
-        ``poll_interval``) and return instead of raising; the next claim reports it."""
+        ``poll_interval``) and return instead of raising; the next claim reports it.
+
+        With ``claim``, the wait registers it as a standing claim: an enqueue of a due
+        job that this claim would take at the enqueue's ``now`` (its filters, no pause,
+        its group free, nothing queued ahead of it in its channel; up to ``claim.limit``
+        jobs) stores it as claimed under ``claim.token``, with a lease as long as
+        ``claim``'s counted from then, and hands it over in the blocking pop's reply; the
+        wait then returns it (see :mod:`.handoff`). Only one wait per backend blocks at
+        a time; concurrent ones share its end and return ``[]``."""
         waker = self._waker
         if waker is None:
             raise BackendError("the Redis backend is not connected (call connect() first)")
-        await waker.wait(self._wait_keys(), timeout)
+        if claim is not None:
+            self._note_channels(claim.channels)
+        return await waker.wait(self._wait_keys(), timeout, claim)
 
     def wake(self) -> None:
         """Wake this process's ``wait_for_work`` (sync, thread-safe)."""

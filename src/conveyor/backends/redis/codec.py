@@ -7,7 +7,8 @@ double; scripts store them verbatim, so nothing is rounded on the way.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from json.scanner import make_scanner
 from typing import Any
 
 from conveyor.backends.base import (
@@ -34,9 +35,11 @@ __all__ = [
     "expired_from_reply",
     "filter_args",
     "flat_to_dict",
+    "handed_from_member",
     "job_args",
     "logs_from_list",
     "opt",
+    "registration",
     "ts",
 ]
 
@@ -81,9 +84,10 @@ def job_args(job: NewJob) -> list[str]:
 
 
 def enqueue_args(now: float, jobs: Sequence[NewJob]) -> list[str]:
-    """The arguments of ``enqueue.lua`` (from its ``ARGV[2]``): now, the number of jobs,
-    then 14 values per job (:func:`job_args`)."""
-    args = [repr(float(now)), str(len(jobs))]
+    """The arguments of ``enqueue.lua`` (from its ``ARGV[2]``): now, ``order_key(now)``
+    (for a hand-off's claim), the number of jobs, then 14 values per job
+    (:func:`job_args`)."""
+    args = [repr(float(now)), order_key(now), str(len(jobs))]
     for job in jobs:
         args += job_args(job)
     return args
@@ -103,6 +107,52 @@ def claim_args(params: ClaimParams) -> list[str]:
         *counted(params.include),
         *counted(params.exclude),
     ]
+
+
+def registration(params: ClaimParams, expires_at: float) -> str:
+    """A standing claim as stored in ``P waiters`` (JSON; see ``hand_off`` in
+    ``_lib.lua``): the claim's token, worker, limit and filters, its lease *length*
+    (the hand-off's lease runs from the enqueue's ``now``, as a claim's would) and when
+    the registration expires."""
+    reg: dict[str, Any] = {
+        "t": params.token,
+        "w": params.worker_id,
+        "n": int(params.limit),
+        "l": repr(float(params.lease_expires_at - params.now)),
+        "x": repr(float(expires_at)),
+    }
+    if params.channels is not None:
+        reg["c"] = list(params.channels)
+    if params.include is not None:
+        reg["i"] = list(params.include)
+    if params.exclude is not None:
+        reg["e"] = list(params.exclude)
+    return json.dumps(reg, ensure_ascii=False, separators=(",", ":"))
+
+
+# json.loads minus its whitespace regexes: far cheaper on the hot path of a worker that
+# just woke up, where everything runs cold
+_scan: Callable[[str, int], tuple[Any, int]] = make_scanner(
+    json.JSONDecoder()  # type: ignore[arg-type]  # typeshed types the context as a scanner
+)
+
+
+def handed_from_member(member: str) -> list[ClaimedJob]:
+    """The jobs of one hand-off member: JSON ``[token, row, ...]``, row = id, name,
+    payload, attempts, max_attempts, channel, priority, tenant, group, tags (JSON text),
+    options, run_at, created_at, remove_on_complete (see the hand-off in ``_lib.lua``).
+
+    Raises:
+        ValueError, StopIteration, TypeError, IndexError: not such a member.
+    """
+    (token, *rows), _ = _scan(member, 0)
+    # positional: id, name, payload, attempts, max_attempts, channel, priority, tenant,
+    # group, tags, options, run_at, created_at, token, remove_on_complete
+    return [
+        ClaimedJob(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], _tags(r[9]),
+                   r[10], float(r[11]), float(r[12]), token, r[13] is True)
+        for r in rows
+    ]  # fmt: skip
 
 
 def complete_args(keep_removed_events: str, outcomes: Sequence[Outcome]) -> list[str]:

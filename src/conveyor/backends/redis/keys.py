@@ -29,6 +29,8 @@ key                           type    holds
 ``P paused_all``              STRING  present while every channel is paused
 ``P marker``                  ZSET    wake-up marker for workers of every channel
 ``P marker:<channel>``        ZSET    wake-up marker for workers of that channel
+``P waiters``                 HASH    waiter id -> an idle worker's standing claim (JSON)
+``P hand:<waiter>``           ZSET    jobs an enqueue claimed for that waiter (JSON)
 ``P events``                  STREAM  every event of the queue (``read_events``)
 ``P lock:<name>``             STRING  a named lease (``owner|expires_at``)
 ``P crons``                   SET     cron schedule names
@@ -60,6 +62,7 @@ FIXED: dict[str, str] = {
     "paused": "paused",
     "paused_all": "paused_all",
     "marker": "marker",
+    "waiters": "waiters",
     "stream": "events",
     "crons": "crons",
 }
@@ -76,6 +79,7 @@ FAMILIES: dict[str, str] = {
     "gq": "gq:",
     "done": "done:",
     "marker_ch": "marker:",
+    "hand": "hand:",
     "lock": "lock:",
     "cron": "cron:",
 }
@@ -140,6 +144,9 @@ class Keys:
     def marker_ch(self, channel: str) -> str:
         return self._family("marker_ch", channel)
 
+    def hand(self, waiter: str) -> str:
+        return self._family("hand", waiter)
+
     def cron(self, name: str) -> str:
         return self._family("cron", name)
 
@@ -162,6 +169,10 @@ class Keys:
     @property
     def marker(self) -> str:
         return self.fixed("marker")
+
+    @property
+    def waiters(self) -> str:
+        return self.fixed("waiters")
 
     @property
     def stream(self) -> str:

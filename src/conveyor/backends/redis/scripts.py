@@ -56,6 +56,7 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "retry",
     "set_paused",
     "set_progress",
+    "wait_release",
 )
 
 

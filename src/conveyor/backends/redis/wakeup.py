@@ -9,7 +9,10 @@ answer to the next command) and the next call reconnects.
 
 :class:`Waker` implements ``wait_for_work``/``wake``: one ``BZPOPMIN`` on the wake-up
 markers at a time per backend, read by the waiting task itself, so a popped marker goes
-straight on to the caller's claim (no helper task, no extra loop iteration).
+straight on to the caller's claim (no helper task, no extra loop iteration). Given the
+caller's claim, the pop also covers the backend's hand-off key and rides between the
+registration and the release of a standing claim (:mod:`.handoff`), and the wait returns
+the jobs handed over.
 ``wake()`` (thread-safe) sets a flag; when a pop is pending it also ends it with
 ``CLIENT UNBLOCK`` from the shared connections, which keeps the blocking connection
 usable (dropping it would cost a reconnect per wake-up), or, when that is not possible,
@@ -27,11 +30,18 @@ from typing import Any
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
+from conveyor.backends.base import ClaimedJob, ClaimParams
+from conveyor.backends.redis import handoff
+from conveyor.backends.redis.handoff import HandOff
+from conveyor.errors import BackendError
+
 __all__ = ["BlockingConnection", "Waker"]
 
 log = logging.getLogger("conveyor")
 
 _MARGIN = 5.0  # seconds a blocking reply may take beyond its server-side timeout
+#: pauses before each CLIENT UNBLOCK attempt of one wake-up (see Waker._end_pop)
+_UNBLOCK_RETRIES = (0.0, 0.001, 0.004, 0.016)
 
 
 class BlockingConnection:
@@ -76,6 +86,25 @@ class BlockingConnection:
             await self.close()
             raise
 
+    async def call_packed(self, command: bytes, replies: int, wait: float) -> list[Any]:
+        """Send ``replies`` commands packed in RESP as one write and read their replies,
+        waiting up to ``wait`` seconds (plus a margin) in all. An error reply is returned
+        in its place, as the exception, and the replies after it are still read."""
+        try:
+            async with asyncio.timeout(wait + _MARGIN):
+                conn = await self._ensure()
+                await conn.send_packed_command(command, check_health=False)
+                out: list[Any] = []
+                for _ in range(replies):
+                    try:
+                        out.append(await conn.read_response())
+                    except ResponseError as exc:  # read in full: the connection is in sync
+                        out.append(exc)
+                return out
+        except BaseException:
+            await self.close()
+            raise
+
     async def close(self) -> None:
         """Drop the connection (the next call reconnects); a pending read fails at once."""
         conn, self._conn, self.client_id = self._conn, None, None
@@ -92,6 +121,7 @@ class Waker:
         unblock: ends another client's blocking command (``CLIENT UNBLOCK <id>``); its
             reply is 1 if that client was blocked.
         retry_pause: how long to pause after the store failed, before returning.
+        hand: the backend's standing claims (None: waits never take a claim).
     """
 
     def __init__(
@@ -99,10 +129,12 @@ class Waker:
         factory: Callable[[], AbstractConnection],
         unblock: Callable[[int], Awaitable[Any]],
         retry_pause: float,
+        hand: HandOff | None = None,
     ) -> None:
         self._conn = BlockingConnection(factory)
         self._unblock = unblock
         self._retry_pause = retry_pause
+        self._hand = hand
         self._loop: asyncio.AbstractEventLoop | None = None
         self._woken = asyncio.Event()
         self._busy = False  # a task of this process is in wait(), popping
@@ -142,32 +174,52 @@ class Waker:
 
     async def _end_pop(self, pop: int) -> None:
         """End pop number ``pop`` if it is still pending: CLIENT UNBLOCK, or, if that is
-        not possible (no client id, denied, the pop not registered yet), drop its
-        connection, which makes the pending read fail at once."""
-        if self._popping != pop:
-            return  # it ended meanwhile
-        client_id = self._conn.client_id
-        unblocked = False
-        if client_id is not None:
-            with contextlib.suppress(Exception):
-                unblocked = bool(await self._unblock(client_id))
-        if not unblocked and self._popping == pop:
+        not possible (no client id, denied), drop its connection, which makes the pending
+        read fail at once.
+
+        CLIENT UNBLOCK answers 0 both when the pop has not reached the server yet and when
+        it has just ended (its replies on the way, which may carry handed-over jobs: too
+        precious to drop with the connection); so it is tried a few more times while the
+        pop is still ours before the connection is dropped."""
+        for pause in _UNBLOCK_RETRIES:
+            if self._popping != pop:
+                return  # it ended meanwhile
+            if pause:
+                await asyncio.sleep(pause)
+                if self._popping != pop:
+                    return
+            client_id = self._conn.client_id
+            if client_id is None:
+                break
+            try:
+                if await self._unblock(client_id):
+                    return
+            except Exception:  # denied, or the store failed: drop the connection instead
+                break
+        if self._popping == pop:
             await self._conn.close()
 
-    async def wait(self, keys: Sequence[str], timeout: float) -> None:
-        """Return when a marker is popped, ``wake()`` is called, or after ``timeout``."""
+    async def wait(
+        self, keys: Sequence[str], timeout: float, claim: ClaimParams | None = None
+    ) -> list[ClaimedJob]:
+        """Return when a marker is popped, ``wake()`` is called, or after ``timeout``;
+        with ``claim``, also when jobs are handed over under it, and return them."""
+        hand = self._hand if claim is not None else None
         if self._woken.is_set():
             self._woken.clear()
-            return
+            return []
         if self._busy:
             # another task of this process is already blocked: share its outcome
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._pulse.wait()
-            return
+            return []
         self._busy = True
         try:
-            await self._wait(keys, timeout)
+            if hand is None or claim is None:
+                await self._wait(keys, timeout)
+                return []
+            return await self._wait_claim(hand, keys, timeout, claim)
         finally:
             self._busy = False
             self._woken.clear()
@@ -189,15 +241,76 @@ class Waker:
             log.debug("conveyor: wait_for_work could not block on Redis: %r", exc)
         finally:
             self._popping = 0
+        await self._pause(deadline)
+
+    async def _wait_claim(
+        self, hand: HandOff, keys: Sequence[str], timeout: float, claim: ClaimParams
+    ) -> list[ClaimedJob]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        if hand.pending:  # an earlier wait's claim may have been left behind
+            try:
+                jobs = await hand.release(claim.now)
+            except BackendError as exc:
+                log.debug("conveyor: releasing a standing claim failed: %s", exc)
+                await self._pause(deadline)
+                return []
+            if jobs:
+                return jobs
+        block = max(round(timeout, 3), 0.001)  # BZPOPMIN 0 would block forever
+        command = hand.commands(claim, timeout, keys, f"{block:.3f}")
+        self._pops += 1
+        self._popping = self._pops
+        failed = False
+        try:
+            replies = await self._conn.call_packed(command, handoff.REPLIES, wait=block)
+        except Exception as exc:
+            failed = not self._woken.is_set()  # else ended by wake(): not a failure
+            if failed:
+                log.debug("conveyor: wait_for_work could not block on Redis: %r", exc)
+            jobs = []
+        else:
+            jobs = hand.settle(replies)
+        finally:
+            self._popping = 0
+        try:
+            if hand.pending:  # the replies were lost, or the release failed
+                jobs += await hand.release(claim.now)
+        except BackendError as exc:
+            log.debug("conveyor: releasing a standing claim failed: %s", exc)
+            failed = True
+        if failed and not jobs:
+            await self._pause(deadline)
+        return jobs
+
+    async def _pause(self, deadline: float) -> None:
+        """After a failure: wait for ``wake()`` at most ``retry_pause`` (and not past
+        ``deadline``), so that a store that is down does not make callers spin."""
+        loop = asyncio.get_running_loop()
         pause = min(self._retry_pause, max(deadline - loop.time(), 0.0))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(pause):
                 await self._woken.wait()
 
     async def close(self) -> None:
-        """Drop the blocking connection."""
+        """Drop the blocking connection; end a standing claim left behind (its jobs, if
+        any were handed over, can no longer run here: they are rescued when their leases
+        expire)."""
         for task in list(self._ending):
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
         await self._conn.close()
+        hand = self._hand
+        if hand is not None and hand.pending:
+            try:
+                jobs = await hand.release(0.0)
+            except BackendError as exc:
+                log.debug("conveyor: releasing a standing claim failed: %s", exc)
+                return
+            if jobs:
+                log.warning(
+                    "conveyor: %d job(s) handed to this worker were not started; they "
+                    "will be rescued when their leases expire",
+                    len(jobs),
+                )

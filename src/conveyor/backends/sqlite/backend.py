@@ -598,7 +598,9 @@ class SQLiteBackend:
         self._data_version = version
         return bool(changed)
 
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(
+        self, timeout: float, claim: ClaimParams | None = None
+    ) -> list[ClaimedJob]:
         self._loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout
         self._changed()
@@ -606,10 +608,10 @@ class SQLiteBackend:
             if self._wake.is_set():
                 self._wake.clear()
                 self._last_activity = time.monotonic()
-                return
+                return []  # no hand-off: the caller claims
             now = time.monotonic()
             if now >= deadline:
-                return
+                return []
             # Poll fast right after activity, slower when the queue has been idle a while.
             step = 0.002 if now - self._last_activity < 2.0 else 0.02
             try:
@@ -618,7 +620,7 @@ class SQLiteBackend:
                 pass
             if self._changed():
                 self._last_activity = time.monotonic()
-                return
+                return []
 
     # -- maintenance --------------------------------------------------------------------
     async def expired_leases(self, now: float, limit: int) -> list[ExpiredLease]:

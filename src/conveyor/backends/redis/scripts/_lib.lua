@@ -163,6 +163,21 @@ local function move_state(id, channel, from, to)
   end
 end
 
+-- a job starts running under a lease (claim_jobs, or an enqueue's hand-off): the hash
+-- fields (appended to the HSET list h), then its indexes
+local function lease_fields(h, attempts, token, lease_exp, now, worker)
+  local n = #h
+  h[n + 1], h[n + 2], h[n + 3], h[n + 4] = "state", "running", "attempts", attempts
+  h[n + 5], h[n + 6], h[n + 7], h[n + 8] = "lease_token", token, "lease_expires_at", lease_exp
+  h[n + 9], h[n + 10], h[n + 11], h[n + 12] = "started_at", now, "worker_id", worker
+  return h
+end
+
+local function index_running(id, channel, from, lease_exp)
+  move_state(id, channel, from, "running")
+  zadd_later(K.leases, lease_exp, id)
+end
+
 -- ready-set members: order_key(run_at) (16 hex) .. id zero-padded to 16 digits; the
 -- score is the priority, so ZRANGE order is priority, then run_at, then id.
 local function member_of(ord, id)
@@ -176,15 +191,24 @@ end
 -- events: one JSON object per job (LIST), and in the queue's STREAM one entry per
 -- STREAM_BATCH events of the script call, whose field "e" holds them as a JSON array
 -- (one XADD per call instead of one per event; read_events splits them again)
-local function emit(id, etype, name, tenant, attempt, at, data)
-  local e = {type = etype, job_id = tonumber(id), job_name = name, tenant = nz(tenant),
-             at = at, attempt = tonumber(attempt) or 0, data = nz(data)}
-  local text = cjson.encode(e)
+local function event_text(id, etype, name, tenant, attempt, at, data)
+  local text = cjson.encode({type = etype, job_id = tonumber(id), job_name = name,
+                             tenant = nz(tenant), at = at, attempt = tonumber(attempt) or 0,
+                             data = nz(data)})
+  STREAMED[#STREAMED + 1] = text
+  return text
+end
+
+-- store event texts (from event_text) with their job
+local function push_events(id, ...)
   local key = K.events(id)
-  if redis.call("RPUSH", key, text) > MAX_EVENTS then
+  if redis.call("RPUSH", key, ...) > MAX_EVENTS then
     redis.call("LTRIM", key, -MAX_EVENTS, -1)
   end
-  STREAMED[#STREAMED + 1] = text
+end
+
+local function emit(id, etype, name, tenant, attempt, at, data)
+  push_events(id, event_text(id, etype, name, tenant, attempt, at, data))
 end
 
 -- Groups: every queued member sits in P gq:<group>; while no member runs, the group's
@@ -305,29 +329,47 @@ local function idem_lookup(a, i)
   return f, nil
 end
 
-local function write_job(id, a, i, now, ifield)
+-- w: the waiter this due job is handed to (see hand-off below) as its row number `slot`,
+-- or nil
+local function write_job(id, a, i, now, ifield, w, slot)
   local name, payload, state, run_at, ord = a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4]
   local priority, channel, max_attempts = a[i + 5], a[i + 6], a[i + 7]
   local options, roc, ikey, tags = nz(a[i + 8]), a[i + 9], nz(a[i + 10]), a[i + 11]
   local group, tenant = nz(a[i + 12]), nz(a[i + 13])
-  local h = {"id", id, "name", name, "payload", payload, "state", state, "run_at", run_at,
+  local h = {"id", id, "name", name, "payload", payload, "run_at", run_at,
              "ord", ord, "priority", priority, "channel", channel,
-             "max_attempts", max_attempts, "attempts", "0", "progress", "0",
+             "max_attempts", max_attempts, "progress", "0",
              "remove_on_complete", roc, "tags", tags, "created_at", now}
   if options then h[#h + 1] = "options"; h[#h + 1] = options end
   if ikey then h[#h + 1] = "idempotency_key"; h[#h + 1] = ikey end
   if group then h[#h + 1] = "group_key"; h[#h + 1] = group end
   if tenant then h[#h + 1] = "tenant"; h[#h + 1] = tenant end
+  if w then
+    lease_fields(h, 1, w.t, w.lease_exp, now, w.w)
+  else
+    h[#h + 1] = "state"; h[#h + 1] = state
+    h[#h + 1] = "attempts"; h[#h + 1] = "0"
+  end
   redis.call("HSET", K.job(id), unpack(h))
   zadd_later(K.all, id, id)
   sadd_later(K.channels, channel)
+  if ifield then redis.call("HSET", K.idem, ifield, id) end
+  if w then
+    -- handed over: exactly what claim_jobs' take() does (the group was locked already)
+    index_running(id, channel, nil, w.lease_exp)
+    push_events(id, event_text(id, "enqueued", name, tenant, "0", now, nil),
+                event_text(id, "started", name, tenant, 1, now, nil))
+    w.rows[slot] = {id, name, payload, 1, tonumber(max_attempts), channel,
+                    tonumber(priority), tenant or cjson.null, group or cjson.null, tags,
+                    options or cjson.null, run_at, now, roc == "1"}
+    return
+  end
   move_state(id, channel, nil, state)
   if state == "queued" then
     place_queued(id, channel, priority, ord, group, run_at)
   else
     zadd_later(K.due, run_at, id)
   end
-  if ifield then redis.call("HSET", K.idem, ifield, id) end
   emit(id, "enqueued", name, tenant, "0", now, nil)
 end
 
@@ -568,12 +610,10 @@ local function claim_jobs(a, i)
       redis.call("HSET", K.glock, g, id)
     end
     local attempts = (tonumber(v[5]) or 0) + 1
-    redis.call("HSET", K.job(id), "state", "running", "attempts", attempts,
-               "lease_token", token, "lease_expires_at", lease_exp, "started_at", now,
-               "worker_id", worker)
-    move_state(id, c.ch, "queued", "running")
+    redis.call("HSET", K.job(id), unpack(lease_fields({}, attempts, token, lease_exp, now,
+                                                      worker)))
     zrem_later(K.queued_at(c.ch), id)
-    zadd_later(K.leases, lease_exp, id)
+    index_running(id, c.ch, "queued", lease_exp)
     emit(id, "started", v[2], v[8], attempts, now, nil)
     return {id, v[2], v[4], attempts, v[6], c.ch, v[7], nf(v[8]), nf(g), v[9], nf(v[10]),
             v[11], v[12], v[13]}
@@ -610,4 +650,103 @@ local function claim_jobs(a, i)
     end
   end
   return out
+end
+
+-- hand-off (enqueue.lua) -----------------------------------------------------------------
+-- An idle worker registers a standing claim (see handoff.py): P waiters maps its waiter
+-- id to JSON {t = lease token, w = worker id, n = limit, l = lease length (seconds),
+-- x = expires at (the end of its wait), c / i / e = channels / include / exclude (absent:
+-- no filter)}, and blocks on its own P hand:<waiter id>. An enqueue gives a new due job
+-- to a live waiter whose claim would take it right now: it matches the waiter's filters,
+-- its channel is not paused (nor everything), its group (if any) neither runs nor has a
+-- queued member, and nothing queued in its channel sorts before it (a claim would take
+-- that first). The batch's due jobs are considered in claim order, each waiter up to its
+-- limit. The job is then stored as running under the waiter's token and lease (as long
+-- as its claim's, from the enqueue's `now`), exactly as claim_jobs' take() stores it, and
+-- the waiter's rows are added to its key as one member: JSON [token, row, row, ...], row
+-- = id, name, payload, attempts, max_attempts, channel, priority, tenant, group, tags,
+-- options, run_at, created_at, remove_on_complete (null for none). A registration is used
+-- up by its hand-off, so a waiter's key holds at most one member. Expired registrations
+-- (their worker stopped waiting without saying so, or died) are dropped on sight.
+-- A hand-off key outlives its lease by this (real time), then Redis drops it: only a
+-- waiter that died leaves one behind (its jobs are rescued like any expired lease).
+local HAND_GRACE_MS = 60000
+
+-- the live registrations (with free slots), or nil when none can take anything
+local function load_waiters(now)
+  local regs = redis.call("HGETALL", K.waiters)  -- as cheap as EXISTS when there are none
+  if #regs == 0 then return nil end
+  local t = tonumber(now)
+  local ws = {left = 0, groups = {}}
+  for k = 1, #regs, 2 do
+    local ok, w = pcall(cjson.decode, regs[k + 1])
+    if ok and type(w) == "table" and (tonumber(w.x) or -1) >= t and tonumber(w.n)
+        and tonumber(w.l) and type(w.t) == "string" and type(w.w) == "string"
+        and type(w.c or {}) == "table" and type(w.i or {}) == "table"
+        and type(w.e or {}) == "table" then
+      w.id, w.n, w.rows = regs[k], tonumber(w.n), {}
+      w.lease_exp = string.format("%.17g", t + tonumber(w.l))
+      w.chans = w.c and as_set(w.c)
+      w.inc = w.i and as_set(w.i)
+      w.exc = w.e and as_set(w.e)
+      ws[#ws + 1] = w
+      ws.left = ws.left + math.max(w.n, 0)
+    else
+      redis.call("HDEL", K.waiters, regs[k])
+    end
+  end
+  if ws.left == 0 then return nil end
+  ws.paused = {}
+  if redis.call("EXISTS", K.paused_all, K.paused) > 0 then  -- usually nothing is paused
+    if redis.call("EXISTS", K.paused_all) == 1 then return nil end
+    ws.paused = as_set(redis.call("SMEMBERS", K.paused))
+  end
+  return ws
+end
+
+-- the waiter that takes the new job id (arguments at a[i], see write_job) and the job's
+-- row number there (in the order of these calls), or nil
+local function waiter_for(ws, id, a, i, now_ord)
+  local name, ord, priority, channel, group = a[i], a[i + 4], a[i + 5], a[i + 6], nz(a[i + 12])
+  if ord > now_ord or ws.paused[channel] then return nil end
+  local w
+  for _, c in ipairs(ws) do
+    if c.n > 0 and (not c.chans or c.chans[channel]) and (not c.inc or c.inc[name])
+        and not (c.exc and c.exc[name]) then
+      w = c
+      break
+    end
+  end
+  if not w then return nil end
+  if group and (ws.groups[group] or redis.call("HEXISTS", K.glock, group) == 1
+                or redis.call("EXISTS", K.gq(group)) == 1) then
+    return nil
+  end
+  local head = redis.call("ZRANGE", K.ready(channel), 0, 0, "WITHSCORES")
+  if head[1] then
+    local hp, p = tonumber(head[2]), tonumber(priority)
+    if hp < p or (hp == p and head[1] < member_of(ord, id)) then return nil end
+  end
+  w.n = w.n - 1
+  ws.left = ws.left - 1
+  if group then  -- locked before any write, so no other member becomes claimable
+    ws.groups[group] = true
+    redis.call("HSET", K.glock, group, id)
+  end
+  w.rows[#w.rows + 1] = false  -- write_job fills it in
+  return w, #w.rows
+end
+
+-- after the jobs are written: give each waiter its rows, using up its registration
+local function hand_over(ws)
+  for _, w in ipairs(ws) do
+    if #w.rows > 0 then
+      redis.call("HDEL", K.waiters, w.id)
+      local key = K.hand(w.id)
+      local item = {w.t}
+      for r, row in ipairs(w.rows) do item[r + 1] = row end
+      redis.call("ZADD", key, 0, cjson.encode(item))
+      redis.call("PEXPIRE", key, math.ceil(tonumber(w.l) * 1000) + HAND_GRACE_MS)
+    end
+  end
 end

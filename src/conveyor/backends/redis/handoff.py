@@ -1,0 +1,123 @@
+"""Direct hand-off: an idle worker's standing claim, served by the enqueue itself.
+
+When ``wait_for_work`` is given the worker's :class:`~conveyor.backends.base.ClaimParams`,
+the wait sends these commands in one write on its blocking connection:
+
+1. ``HSET P waiters <waiter> <registration>``: the standing claim (token, worker, limit,
+   filters, lease length, and an expiry: the end of this wait);
+2. ``BZPOPMIN P hand:<waiter> <markers…> <timeout>``;
+3. ``HDEL P waiters <waiter>``, ``ZPOPMIN P hand:<waiter> <many>``: the release, which
+   takes whatever was handed over but not popped (a hand-off that raced with a marker, a
+   timeout or ``wake()``).
+
+An enqueue that stores a due job this worker's claim would take right now (the hand-off
+rules in ``_lib.lua``) stores it as claimed by the worker, in the same script and with
+the same fields, indexes and ``started`` event as ``claim.lua``, and adds it to
+``P hand:<waiter>``; the pop returns it, so the job reaches the worker in the pop's reply
+without a claim round trip. Redis runs the release as soon as the pop returns, before it
+sends the replies, so ending a wait costs no extra round trip either. The release needs
+no script: only a registered waiter is handed jobs, so once ``HDEL`` ran nothing more can
+arrive, and ``ZPOPMIN`` takes (and removes, in one step) what arrived before. A
+registration is used up by its hand-off, so the key holds at most one member at a time.
+
+Nothing is lost when a wait ends abnormally. If the replies are lost (the connection
+dropped, or the wait was cancelled), the registration may outlive the wait until its
+expiry: the next wait (or ``close``) first releases it through the lane with
+``wait_release.lua``, which returns what was handed over meanwhile and is still held.
+Handed-over jobs are stored as ``running`` with a lease before they are added to the key,
+so jobs of a worker that died, or whose reply was lost with its connection, are rescued
+when their leases expire, like the jobs of a lost claim reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from conveyor.backends.base import ClaimedJob, ClaimParams
+from conveyor.backends.redis import codec
+from conveyor.backends.redis.keys import Keys
+from conveyor.backends.redis.lane import Lane, pack
+
+__all__ = ["HandOff"]
+
+log = logging.getLogger("conveyor")
+
+REPLIES = 4
+"""Replies to :meth:`HandOff.commands`."""
+_TAKE = "100"  # members the release pops at most (there is at most one)
+
+
+def _jobs(member: Any) -> list[ClaimedJob]:
+    """The jobs of one hand-off member; none (logged) if it cannot be decoded, which only
+    a foreign write could cause: its jobs are then rescued when their leases expire."""
+    try:
+        return codec.handed_from_member(member)
+    except (TypeError, ValueError, IndexError, StopIteration) as exc:
+        log.error("conveyor: a job hand-off could not be decoded (%r): %.200r", exc, member)
+        return []
+
+
+class HandOff:
+    """The standing claims of one backend (one waiter id, reused by every wait).
+
+    Args:
+        lane: runs the release when it cannot ride with the wait.
+        keys: the queue's keys.
+    """
+
+    def __init__(self, lane: Lane, keys: Keys) -> None:
+        self.id = uuid.uuid4().hex
+        self.key = keys.hand(self.id)
+        self._waiters = keys.waiters
+        self._lane = lane
+        #: a registration, or jobs handed over, may still be in Redis: release first
+        self.pending = False
+
+    def commands(
+        self, claim: ClaimParams, timeout: float, keys: Sequence[str], block: str
+    ) -> bytes:
+        """Register, pop (the hand-off key first, then ``keys``) and release, in RESP
+        (:data:`REPLIES` replies)."""
+        self.pending = True
+        registration = codec.registration(claim, claim.now + timeout)
+        return b"".join(
+            (
+                pack(b"", 0, ("HSET", self._waiters, self.id, registration)),
+                pack(b"", 0, ("BZPOPMIN", self.key, *keys, block)),
+                pack(b"", 0, ("HDEL", self._waiters, self.id)),
+                pack(b"", 0, ("ZPOPMIN", self.key, _TAKE)),
+            )
+        )
+
+    def settle(self, replies: Sequence[Any]) -> list[ClaimedJob]:
+        """The jobs in the replies of :meth:`commands`. Leaves :attr:`pending` set when
+        the release failed (then :meth:`release` must run before the next wait)."""
+        registered, popped, unregistered, taken = replies
+        if isinstance(registered, Exception):  # e.g. OOM: an ordinary wait, then
+            log.debug("conveyor: registering a standing claim failed: %r", registered)
+        jobs: list[ClaimedJob] = []
+        if popped and popped[0] == self.key:
+            jobs += _jobs(popped[1])
+        if not isinstance(taken, Exception):  # member, score, member, score, ...
+            for member in taken[::2]:
+                jobs += _jobs(member)
+        failed = next((r for r in (unregistered, taken) if isinstance(r, Exception)), None)
+        if failed is not None:
+            log.debug("conveyor: releasing a standing claim failed: %r", failed)
+        else:
+            self.pending = False
+        return jobs
+
+    async def release(self, now: float) -> list[ClaimedJob]:
+        """End the standing claim through the lane (``wait_release.lua``); returns the
+        jobs handed over that are still leased under their token at ``now``.
+
+        Raises:
+            BackendError: Redis failed (the claim stays pending).
+        """
+        members = await self._lane.script("wait_release", (self.id, codec.ts(now)))
+        self.pending = False
+        return [job for member in members for job in _jobs(member)]
