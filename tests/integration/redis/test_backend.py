@@ -41,6 +41,38 @@ async def claim_ids(backend: RedisBackend, **kw: Any) -> list[int]:
     return [j.id for j in await backend.claim(claim_params(**kw))]
 
 
+async def test_enqueued_event_is_the_hash_unless_the_job_is_removable(
+    backend: RedisBackend,
+) -> None:
+    plain, removable = await enqueue(
+        backend,
+        new_job("send", tenant="acme"),
+        new_job("send", tenant="acme", remove_on_complete=True),
+    )
+    client, keys = backend._require(), backend._keys
+    # one key less per job: only the removable job (whose events outlive it) stores it
+    assert await client.exists(keys.events(plain)) == 0
+    assert await client.exists(keys.events(removable)) == 1
+    for job_id in (plain, removable):
+        [event] = await backend.get_events(job_id)
+        assert (event.type, event.job_id, event.job_name, event.tenant, event.attempt) == (
+            "enqueued",
+            job_id,
+            "send",
+            "acme",
+            0,
+        )
+        assert event.at.timestamp() == NOW
+    claimed = await backend.claim(claim_params(token="t", limit=2))
+    assert sorted(j.id for j in claimed) == [plain, removable]
+    await backend.complete_many([done(plain, "t"), done(removable, "t", remove=True)])
+    assert await backend.get_job(removable) is None
+    for job_id in (plain, removable):
+        types = [e.type for e in await backend.get_events(job_id)]
+        assert types[:3] == ["enqueued", "started", "completed"]
+        assert types.count("enqueued") == 1
+
+
 # -- encoding -------------------------------------------------------------------------------
 
 

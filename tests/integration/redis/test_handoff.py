@@ -470,7 +470,15 @@ async def test_handed_over_rows_equal_claimed_rows(make_backend: Any, raw: Raw) 
         await enqueue(worker, job)
 
     [handed] = await wait_while(raw, worker, standing(), act)
-    await worker.complete_many([Outcome(handed.id, "stand", JobState.COMPLETED, NOW, "completed")])
+    done = Outcome(handed.id, "stand", JobState.COMPLETED, NOW, "completed", remove=True)
+    await worker.complete_many([done])
+    # removed on completion: its stored events (its `enqueued` one included) outlive it
+    assert await worker.get_job(handed.id) is None
+    assert [e.type for e in await worker.get_events(handed.id)][:3] == [
+        "enqueued",
+        "started",
+        "completed",
+    ]
     await enqueue(worker, job, plain)  # the same rows again, now for an ordinary claim
     claimed = await worker.claim(claim_params(token="stand"))
     [twin] = [c for c in claimed if c.name == job.name]

@@ -69,7 +69,7 @@ from conveyor.backends.redis.lane import Lane
 from conveyor.backends.redis.scripts import Scripts
 from conveyor.backends.redis.stream import EventStream
 from conveyor.backends.redis.wakeup import Waker
-from conveyor.backends.rows import job_from_row
+from conveyor.backends.rows import event_from_row, job_from_row
 from conveyor.errors import BackendError, UnsupportedError
 from conveyor.models import UPCOMING_STATES, Event, Job, JobState, LogRecord
 from conveyor.settings import Settings
@@ -95,6 +95,7 @@ _NO_TRANSACTIONS = (
     "PostgreSQL backend (a Redis script cannot join a database transaction)"
 )
 _STATES = tuple(str(s) for s in JobState)
+_ENQUEUED_FIELDS = ("name", "tenant", "created_at", "remove_on_complete")
 
 
 class RedisBackend:
@@ -526,12 +527,22 @@ class RedisBackend:
         return codec.logs_from_list([str(i) for i in items])
 
     async def get_events(self, job_id: int) -> list[Event]:
-        """The job's stored events, oldest first (a job removed on completion keeps them
-        for ``keep_completed``; pruning deletes them with the job)."""
-        items = await self._guard(
-            "get_events", self._require().lrange(self._keys.events(job_id), 0, -1)
-        )
-        return codec.events_from_list(job_id, [str(i) for i in items])
+        """The job's events, oldest first (a job removed on completion keeps them for
+        ``keep_completed``; pruning deletes them with the job). Its ``enqueued`` event is
+        its hash (see ``write_job`` in ``_lib.lua``) unless it was stored."""
+        keys = self._keys
+
+        def build(pipe: Pipeline) -> None:
+            pipe.hmget(keys.job(job_id), _ENQUEUED_FIELDS)
+            pipe.lrange(keys.events(job_id), 0, -1)
+
+        fields, items = await self._pipeline("get_events", build)
+        stored = codec.events_from_list(job_id, [str(i) for i in items])
+        name, tenant, created_at, remove_on_complete = fields
+        if name is None or remove_on_complete == "1":
+            return stored
+        row = {"type": "enqueued", "job_id": job_id, "job_name": name, "tenant": tenant or None}
+        return [event_from_row({**row, "at": created_at}), *stored]
 
     async def read_events(
         self, after: str | None, limit: int, timeout: float

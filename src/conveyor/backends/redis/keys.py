@@ -9,7 +9,8 @@ key                           type    holds
 ============================  ======  ====================================================
 ``P id``                      STRING  last job id (``INCR``); ``KEYS[1]`` of every script
 ``P job:<id>``                HASH    one job, fields named like the SQL columns
-``P ev:<id>``                 LIST    the job's events (JSON objects)
+``P ev:<id>``                 LIST    the job's events (JSON objects; ``enqueued`` derived
+                                      from the job's hash unless remove_on_complete)
 ``P log:<id>``                LIST    the job's log lines (JSON objects)
 ``P all``                     ZSET    every job id, score = id (newest-first listing)
 ``P st:<state>``              ZSET    job ids in that state, score = id (counts, listing)

@@ -124,6 +124,14 @@ class Lane:
             raise await self._failure(args[0] if args else "command", exc) from exc
 
     async def _call(self, command: bytes) -> Any:
+        """Send ``command`` on an idle connection and read its reply.
+
+        The command goes straight to the connection's stream writer when it has one:
+        ``send_packed_command`` would add ``writelines`` and a ``drain`` per call (about
+        a third of a short call's client time). Not draining is safe here: a call waits
+        for its reply anyway, the transport keeps sending a large command in the
+        background meanwhile, and a lost connection fails the read.
+        """
         async with asyncio.timeout(self._timeout), self._slots:
             if self._idle:
                 conn = self._idle.pop()
@@ -137,7 +145,11 @@ class Lane:
                     await _discard(conn)
                     raise
             try:
-                await conn.send_packed_command(command, check_health=False)
+                writer = getattr(conn, "_writer", None)
+                if writer is not None:
+                    writer.write(command)  # see _call's docstring
+                else:
+                    await conn.send_packed_command(command, check_health=False)
                 reply = await conn.read_response()
             except ResponseError:
                 # an error reply (NOSCRIPT, a script error, OOM, ...) was read in full: the

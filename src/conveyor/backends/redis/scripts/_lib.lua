@@ -330,7 +330,9 @@ local function idem_lookup(a, i)
 end
 
 -- w: the waiter this due job is handed to (see hand-off below) as its row number `slot`,
--- or nil
+-- or nil. The job's `enqueued` event goes to the stream; its own event list stores it
+-- only for a remove_on_complete job (whose events outlive its hash): otherwise
+-- get_events derives it from the hash (name, tenant, created_at), one write less.
 local function write_job(id, a, i, now, ifield, w, slot)
   local name, payload, state, run_at, ord = a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4]
   local priority, channel, max_attempts = a[i + 5], a[i + 6], a[i + 7]
@@ -357,8 +359,9 @@ local function write_job(id, a, i, now, ifield, w, slot)
   if w then
     -- handed over: exactly what claim_jobs' take() does (the group was locked already)
     index_running(id, channel, nil, w.lease_exp)
-    push_events(id, event_text(id, "enqueued", name, tenant, "0", now, nil),
-                event_text(id, "started", name, tenant, 1, now, nil))
+    local enqueued = event_text(id, "enqueued", name, tenant, "0", now, nil)
+    local started = event_text(id, "started", name, tenant, 1, now, nil)
+    if roc == "1" then push_events(id, enqueued, started) else push_events(id, started) end
     w.rows[slot] = {id, name, payload, 1, tonumber(max_attempts), channel,
                     tonumber(priority), tenant or cjson.null, group or cjson.null, tags,
                     options or cjson.null, run_at, now, roc == "1"}
@@ -370,7 +373,8 @@ local function write_job(id, a, i, now, ifield, w, slot)
   else
     zadd_later(K.due, run_at, id)
   end
-  emit(id, "enqueued", name, tenant, "0", now, nil)
+  local enqueued = event_text(id, "enqueued", name, tenant, "0", now, nil)  -- streamed
+  if roc == "1" then push_events(id, enqueued) end
 end
 
 -- one job (cron_fire); returns id, created (1/0)
