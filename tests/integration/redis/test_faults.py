@@ -42,6 +42,17 @@ async def _eventually_ok(call: Any, timeout: float = 10.0) -> Any:
     return result[0]
 
 
+async def _blocked(server: OwnRedis) -> None:
+    """Wait until a connection is blocked in the server (a wait for work, or a stream
+    read, has reached Redis): what follows then acts on a call that is really waiting."""
+
+    def check() -> bool:
+        with server.client() as c:
+            return int(c.info("clients")["blocked_clients"]) >= 1
+
+    await wait_until(check, 5, interval=0.01)
+
+
 async def test_script_flush_is_transparent(make_backend: Any, own_redis: OwnRedis) -> None:
     backend: RedisBackend = await make_backend(own_redis.url)
     [first] = await enqueue(backend, new_job())
@@ -60,7 +71,7 @@ async def test_killed_connections_fail_then_recover(make_backend: Any, own_redis
     await enqueue(backend, new_job())
     await backend.wait_for_work(0.01)
     waiting = asyncio.ensure_future(backend.wait_for_work(1.0))
-    await asyncio.sleep(0.1)
+    await _blocked(own_redis)
     with own_redis.client() as c:
         killed = c.client_kill_filter(_type="normal", skipme=True)
     assert killed >= 2
@@ -72,7 +83,7 @@ async def test_killed_connections_fail_then_recover(make_backend: Any, own_redis
     assert await backend.get_job(1) is not None
     await asyncio.wait_for(waiting, 5)  # the wait survives its connection being killed
     waiting = asyncio.ensure_future(backend.wait_for_work(30))
-    await asyncio.sleep(0.1)
+    await _blocked(own_redis)
     await _eventually_ok(lambda: enqueue(producer, new_job()))
     await asyncio.wait_for(waiting, 5)
 
@@ -81,7 +92,7 @@ async def test_killed_stream_reader_recovers(make_backend: Any, own_redis: OwnRe
     backend: RedisBackend = await make_backend(own_redis.url)
     _, cursor = await backend.read_events(None, 10, 0)
     reading = asyncio.ensure_future(backend.read_events(cursor, 10, 30))
-    await asyncio.sleep(0.1)
+    await _blocked(own_redis)
     with own_redis.client() as c:
         c.client_kill_filter(_type="normal", skipme=True)
     with pytest.raises(BackendError):
@@ -115,7 +126,7 @@ async def test_server_restart(make_backend: Any, own_redis: OwnRedis) -> None:
     await _eventually_ok(lambda: backend.wait_for_work(0.05))
     await backend.wait_for_work(0.05)
     waiting = asyncio.ensure_future(backend.wait_for_work(30))
-    await asyncio.sleep(0.1)
+    await _blocked(own_redis)
     await _eventually_ok(lambda: enqueue(producer, new_job()))
     await asyncio.wait_for(waiting, 5)
 
