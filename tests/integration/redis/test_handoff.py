@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from conveyor.backends.base import ClaimedJob, ClaimParams, HeartbeatParams, Outcome
+from conveyor.backends.base import ClaimedJob, ClaimParams, HeartbeatParams, NewJob, Outcome
 from conveyor.backends.redis import codec
 from conveyor.backends.redis.backend import RedisBackend
 from conveyor.backends.redis.keys import Keys
@@ -80,6 +80,23 @@ async def wait_while(
     return await asyncio.wait_for(waiting, 5)
 
 
+async def enqueue_while_waiting(
+    raw: Raw,
+    worker: RedisBackend,
+    claim: ClaimParams,
+    *jobs: NewJob,
+    producer: RedisBackend | None = None,
+) -> tuple[list[ClaimedJob], list[int]]:
+    """:func:`wait_while` whose act is one enqueue of ``jobs`` (by ``producer``, else by
+    the worker's backend): the jobs handed over, and the ids the enqueue returned."""
+    got: list[int] = []
+
+    async def act() -> None:
+        got.extend(await enqueue(producer or worker, *jobs))
+
+    return await wait_while(raw, worker, claim, act), got
+
+
 def ids(jobs: list[ClaimedJob]) -> list[int]:
     return [j.id for j in jobs]
 
@@ -87,16 +104,15 @@ def ids(jobs: list[ClaimedJob]) -> list[int]:
 async def test_an_enqueue_hands_due_jobs_to_a_waiting_worker(make_backend: Any, raw: Raw) -> None:
     worker: RedisBackend = await make_backend()
     producer: RedisBackend = await make_backend()
-    got: list[int] = []
-
-    async def act() -> None:
-        got.extend(
-            await enqueue(
-                producer, new_job("c", priority=2), new_job("a"), new_job("b", priority=1)
-            )
-        )
-
-    handed = await wait_while(raw, worker, standing(limit=2), act)
+    handed, got = await enqueue_while_waiting(
+        raw,
+        worker,
+        standing(limit=2),
+        new_job("c", priority=2),
+        new_job("a"),
+        new_job("b", priority=1),
+        producer=producer,
+    )
     c, a, b = got
     assert ids(handed) == [a, b]  # its limit, in claim order
     for job in handed:
@@ -154,21 +170,16 @@ async def test_the_lease_runs_from_the_hand_off(make_backend: Any, raw: Raw) -> 
 
 async def test_channels_and_names_are_respected(make_backend: Any, raw: Raw) -> None:
     worker: RedisBackend = await make_backend()
-    got: list[int] = []
-
-    async def act() -> None:
-        got.extend(
-            await enqueue(
-                worker,
-                new_job("x", channel="texts"),
-                new_job("skip-me", channel="emails"),
-                new_job("y", channel="emails"),
-                new_job("x", channel="emails"),
-            )
-        )
-
     claim = standing(channels=("emails",), include=("x", "skip-me"), exclude=("skip-me",))
-    handed = await wait_while(raw, worker, claim, act)
+    handed, got = await enqueue_while_waiting(
+        raw,
+        worker,
+        claim,
+        new_job("x", channel="texts"),
+        new_job("skip-me", channel="emails"),
+        new_job("y", channel="emails"),
+        new_job("x", channel="emails"),
+    )
     assert ids(handed) == [got[3]]
     assert [raw.state(i) for i in got[:3]] == ["queued"] * 3
 
@@ -176,12 +187,13 @@ async def test_channels_and_names_are_respected(make_backend: Any, raw: Raw) -> 
 async def test_a_paused_channel_is_not_handed_over(make_backend: Any, raw: Raw) -> None:
     worker: RedisBackend = await make_backend()
     await worker.set_paused("emails", True)
-    got: list[int] = []
-
-    async def act() -> None:
-        got.extend(await enqueue(worker, new_job(channel="emails"), new_job(channel="texts")))
-
-    handed = await wait_while(raw, worker, standing(channels=("emails", "texts")), act)
+    handed, got = await enqueue_while_waiting(
+        raw,
+        worker,
+        standing(channels=("emails", "texts")),
+        new_job(channel="emails"),
+        new_job(channel="texts"),
+    )
     assert ids(handed) == [got[1]]
     assert raw.state(got[0]) == "queued"
 
@@ -191,13 +203,9 @@ async def test_nothing_is_handed_over_while_everything_is_paused(
 ) -> None:
     worker: RedisBackend = await make_backend()
     await worker.set_paused(None, True)
-    got: list[int] = []
-
-    async def act() -> None:
-        got.extend(await enqueue(worker, new_job()))
-
     # the marker still ends the wait; nothing was claimed, nothing stays registered
-    assert await wait_while(raw, worker, standing(), act) == []
+    handed, got = await enqueue_while_waiting(raw, worker, standing(), new_job())
+    assert handed == []
     assert raw.state(got[0]) == "queued" and not raw.registered(worker)
 
 
@@ -207,19 +215,14 @@ async def test_groups_are_handed_over_only_when_free_and_then_locked(
     worker: RedisBackend = await make_backend()
     [busy] = await enqueue(worker, new_job(group="busy"))
     assert ids(await worker.claim(claim_params(token="t0"))) == [busy]
-    got: list[int] = []
-
-    async def act() -> None:
-        got.extend(
-            await enqueue(
-                worker,
-                new_job("member", group="busy"),
-                new_job("first", group="free"),
-                new_job("second", group="free"),
-            )
-        )
-
-    handed = await wait_while(raw, worker, standing(), act)
+    handed, got = await enqueue_while_waiting(
+        raw,
+        worker,
+        standing(),
+        new_job("member", group="busy"),
+        new_job("first", group="free"),
+        new_job("second", group="free"),
+    )
     member, first, second = got
     assert ids(handed) == [first]  # one per group, and none of the busy group
     assert handed[0].group == "free"
@@ -245,19 +248,14 @@ async def test_a_group_with_a_queued_member_is_not_handed_over(make_backend: Any
 
 async def test_only_due_jobs_are_handed_over(make_backend: Any, raw: Raw) -> None:
     worker: RedisBackend = await make_backend()
-    got: list[int] = []
-
-    async def act() -> None:
-        got.extend(
-            await enqueue(
-                worker,
-                new_job("later", state=JobState.SCHEDULED, run_at=NOW + 60),
-                new_job("not-yet", run_at=NOW + 1),  # queued, but not due at `now`
-                new_job("now"),
-            )
-        )
-
-    handed = await wait_while(raw, worker, standing(), act)
+    handed, got = await enqueue_while_waiting(
+        raw,
+        worker,
+        standing(),
+        new_job("later", state=JobState.SCHEDULED, run_at=NOW + 60),
+        new_job("not-yet", run_at=NOW + 1),  # queued, but not due at `now`
+        new_job("now"),
+    )
     assert [j.name for j in handed] == ["now"]
     assert [raw.state(i) for i in got[:2]] == ["scheduled", "queued"]
 
@@ -265,13 +263,11 @@ async def test_only_due_jobs_are_handed_over(make_backend: Any, raw: Raw) -> Non
 async def test_a_new_job_never_jumps_a_job_queued_ahead_of_it(make_backend: Any, raw: Raw) -> None:
     worker: RedisBackend = await make_backend()
     [better] = await enqueue(worker, new_job("better", priority=-5))
-    got: list[int] = []
-
-    async def act() -> None:
-        got.extend(await enqueue(worker, new_job("new", priority=5)))
-
     # not handed over: queued behind the better job, and the wait ends on its marker
-    assert await wait_while(raw, worker, standing(limit=1), act) == []
+    handed, got = await enqueue_while_waiting(
+        raw, worker, standing(limit=1), new_job("new", priority=5)
+    )
+    assert handed == []
     assert raw.state(got[0]) == "queued" and not raw.registered(worker)
     assert ids(await worker.claim(claim_params(limit=1))) == [better]
     # a job that sorts first in its channel is handed over, ahead of worse ones
@@ -285,20 +281,15 @@ async def test_a_new_job_never_jumps_a_job_queued_ahead_of_it(make_backend: Any,
 
 async def test_a_batch_is_handed_over_in_claim_order(make_backend: Any, raw: Raw) -> None:
     worker: RedisBackend = await make_backend()
-    got: list[int] = []
-
-    async def act() -> None:
-        got.extend(
-            await enqueue(
-                worker,
-                new_job("late", run_at=NOW - 1),
-                new_job("low", priority=3, run_at=NOW - 5),
-                new_job("early", run_at=NOW - 2),
-                new_job("top", priority=-1, run_at=NOW - 0.5),
-            )
-        )
-
-    handed = await wait_while(raw, worker, standing(limit=3), act)
+    handed, got = await enqueue_while_waiting(
+        raw,
+        worker,
+        standing(limit=3),
+        new_job("late", run_at=NOW - 1),
+        new_job("low", priority=3, run_at=NOW - 5),
+        new_job("early", run_at=NOW - 2),
+        new_job("top", priority=-1, run_at=NOW - 0.5),
+    )
     assert [j.name for j in handed] == ["top", "early", "late"]
     assert raw.state(got[1]) == "queued" and raw.markers() == 1
 

@@ -541,8 +541,14 @@ class RedisBackend:
         name, tenant, created_at, remove_on_complete = fields
         if name is None or remove_on_complete == "1":
             return stored
-        row = {"type": "enqueued", "job_id": job_id, "job_name": name, "tenant": tenant or None}
-        return [event_from_row({**row, "at": created_at}), *stored]
+        enqueued = {
+            "type": "enqueued",
+            "job_id": job_id,
+            "job_name": name,
+            "tenant": tenant or None,
+            "at": created_at,
+        }
+        return [event_from_row(enqueued), *stored]
 
     async def read_events(
         self, after: str | None, limit: int, timeout: float

@@ -40,6 +40,7 @@ from conveyor.backends.base import ClaimedJob, ClaimParams
 from conveyor.backends.redis import codec
 from conveyor.backends.redis.keys import Keys
 from conveyor.backends.redis.lane import Lane, pack
+from conveyor.errors import BackendError
 
 __all__ = ["HandOff"]
 
@@ -121,3 +122,12 @@ class HandOff:
         members = await self._lane.script("wait_release", (self.id, codec.ts(now)))
         self.pending = False
         return [job for member in members for job in _jobs(member)]
+
+    async def try_release(self, now: float) -> list[ClaimedJob] | None:
+        """:meth:`release`, or None (logged) when Redis failed: the claim stays pending
+        and the next wait or ``close`` releases it."""
+        try:
+            return await self.release(now)
+        except BackendError as exc:
+            log.debug("conveyor: releasing a standing claim failed: %s", exc)
+            return None

@@ -33,7 +33,6 @@ from redis.exceptions import ResponseError
 from conveyor.backends.base import ClaimedJob, ClaimParams
 from conveyor.backends.redis import handoff
 from conveyor.backends.redis.handoff import HandOff
-from conveyor.errors import BackendError
 
 __all__ = ["BlockingConnection", "Waker"]
 
@@ -249,14 +248,12 @@ class Waker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         if hand.pending:  # an earlier wait's claim may have been left behind
-            try:
-                jobs = await hand.release(claim.now)
-            except BackendError as exc:
-                log.debug("conveyor: releasing a standing claim failed: %s", exc)
+            released = await hand.try_release(claim.now)
+            if released is None:
                 await self._pause(deadline)
                 return []
-            if jobs:
-                return jobs
+            if released:
+                return released
         block = max(round(timeout, 3), 0.001)  # BZPOPMIN 0 would block forever
         command = hand.commands(claim, timeout, keys, f"{block:.3f}")
         self._pops += 1
@@ -273,12 +270,12 @@ class Waker:
             jobs = hand.settle(replies)
         finally:
             self._popping = 0
-        try:
-            if hand.pending:  # the replies were lost, or the release failed
-                jobs += await hand.release(claim.now)
-        except BackendError as exc:
-            log.debug("conveyor: releasing a standing claim failed: %s", exc)
-            failed = True
+        if hand.pending:  # the replies were lost, or the release failed
+            released = await hand.try_release(claim.now)
+            if released is None:
+                failed = True
+            else:
+                jobs += released
         if failed and not jobs:
             await self._pause(deadline)
         return jobs
@@ -303,11 +300,7 @@ class Waker:
         await self._conn.close()
         hand = self._hand
         if hand is not None and hand.pending:
-            try:
-                jobs = await hand.release(0.0)
-            except BackendError as exc:
-                log.debug("conveyor: releasing a standing claim failed: %s", exc)
-                return
+            jobs = await hand.try_release(0.0)
             if jobs:
                 log.warning(
                     "conveyor: %d job(s) handed to this worker were not started; they "

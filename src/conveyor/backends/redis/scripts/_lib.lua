@@ -356,25 +356,25 @@ local function write_job(id, a, i, now, ifield, w, slot)
   zadd_later(K.all, id, id)
   sadd_later(K.channels, channel)
   if ifield then redis.call("HSET", K.idem, ifield, id) end
+  local stored = {}  -- the events kept in the job's own list
+  local enqueued = event_text(id, "enqueued", name, tenant, "0", now, nil)  -- streamed
+  if roc == "1" then stored[1] = enqueued end
   if w then
     -- handed over: exactly what claim_jobs' take() does (the group was locked already)
     index_running(id, channel, nil, w.lease_exp)
-    local enqueued = event_text(id, "enqueued", name, tenant, "0", now, nil)
-    local started = event_text(id, "started", name, tenant, 1, now, nil)
-    if roc == "1" then push_events(id, enqueued, started) else push_events(id, started) end
+    stored[#stored + 1] = event_text(id, "started", name, tenant, 1, now, nil)
     w.rows[slot] = {id, name, payload, 1, tonumber(max_attempts), channel,
                     tonumber(priority), tenant or cjson.null, group or cjson.null, tags,
                     options or cjson.null, run_at, now, roc == "1"}
-    return
-  end
-  move_state(id, channel, nil, state)
-  if state == "queued" then
-    place_queued(id, channel, priority, ord, group, run_at)
   else
-    zadd_later(K.due, run_at, id)
+    move_state(id, channel, nil, state)
+    if state == "queued" then
+      place_queued(id, channel, priority, ord, group, run_at)
+    else
+      zadd_later(K.due, run_at, id)
+    end
   end
-  local enqueued = event_text(id, "enqueued", name, tenant, "0", now, nil)  -- streamed
-  if roc == "1" then push_events(id, enqueued) end
+  if #stored > 0 then push_events(id, unpack(stored)) end
 end
 
 -- one job (cron_fire); returns id, created (1/0)
