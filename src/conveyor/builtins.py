@@ -17,10 +17,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from conveyor.context import Context
+from conveyor.definitions import Enqueuer, JobDefinition
+from conveyor.models import JobState
 from conveyor.retry import Fatal
 
 if TYPE_CHECKING:
-    from conveyor.queue import Queue
+    from conveyor.engine import Engine
 
 __all__ = ["CLEANUP", "INSIGHTS", "register_builtins"]
 
@@ -29,12 +31,11 @@ INSIGHTS = "conveyor.insights"
 log = logging.getLogger("conveyor.insights")
 
 
-def register_builtins(queue: Queue) -> None:
-    """Register the built-in jobs on ``queue`` (done by every Queue)."""
+def register_builtins(engine: Engine, owner: Enqueuer) -> None:
+    """Register the built-in jobs with ``engine`` (done by every Queue, ``owner``)."""
 
-    @queue.job(CLEANUP, channel="conveyor")
     async def cleanup(payload: Any, ctx: Context) -> dict[str, int]:
-        settings = queue.settings
+        settings = engine.settings
         retention = {
             "completed": settings.keep_completed,
             "failed": settings.keep_failed,
@@ -47,14 +48,17 @@ def register_builtins(queue: Queue) -> None:
                 if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
                     raise Fatal(f"cleanup retention for {state!r} must be seconds >= 0")
                 retention[state] = float(seconds)
-        removed = {state: await queue.clean(keep, state) for state, keep in retention.items()}
+        now = engine.clock.now()
+        removed = {
+            state: await engine.prune(JobState(state), now - keep)
+            for state, keep in retention.items()
+        }
         ctx.log.info("removed %s", removed)
         return removed
 
-    @queue.job(INSIGHTS, channel="conveyor")
     async def insights(payload: Any, ctx: Context) -> dict[str, Any]:
-        backend = await queue._ready()
-        now = queue.clock.now()
+        backend = await engine.ready()
+        now = engine.clock.now()
         report: dict[str, Any] = {}
         for stats in await backend.channel_stats():
             counts = stats.counts
@@ -77,3 +81,6 @@ def register_builtins(queue: Queue) -> None:
             log.info(line)
             ctx.log.info(line)
         return report
+
+    for name, fn in ((CLEANUP, cleanup), (INSIGHTS, insights)):
+        engine.register(JobDefinition(queue=owner, name=name, fn=fn, channel="conveyor"))

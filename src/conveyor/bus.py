@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ValidationError
 from conveyor.models import Event
+from conveyor.validation import job_spec
 
 if TYPE_CHECKING:
-    from conveyor.queue import Queue
+    from conveyor.engine import Engine
 
 __all__ = ["Attachment", "BusCallback", "EventBus", "Rule", "attach", "matches"]
 
@@ -222,11 +223,11 @@ class Attachment:
     errors are logged, never raised into ``emit``.
     """
 
-    def __init__(self, queue: Queue, bus: EventBus, rules: Sequence[Rule] = ()) -> None:
+    def __init__(self, engine: Engine, bus: EventBus, rules: Sequence[Rule] = ()) -> None:
         for rule in rules:
             if not isinstance(rule, Rule):
                 raise ValidationError(f"rules must be conveyor.Rule, got {type(rule).__name__}")
-        self.queue = queue
+        self.engine = engine
         self.bus = bus
         self.rules = tuple(rules)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -237,7 +238,7 @@ class Attachment:
             bus.on("*", self._on_record)
         for kind in REPUBLISHED:
             callback = self._republisher(kind)
-            queue.on(kind, callback)
+            engine.dispatcher.on(kind, callback)
             self._republishers.append((kind, callback))
 
     def detach(self) -> None:
@@ -246,7 +247,7 @@ class Attachment:
         if self.rules:
             self.bus.off("*", self._on_record)
         for kind, callback in self._republishers:
-            self.queue.off(kind, callback)
+            self.engine.dispatcher.off(kind, callback)
         self._republishers.clear()
 
     async def drain(self) -> None:
@@ -256,7 +257,7 @@ class Attachment:
 
     # -- bus → queue -------------------------------------------------------------------------
     def _dormant(self, what: str) -> bool:
-        if not self.queue.dormant:
+        if not self.engine.dormant:
             return False
         if not self._warned_dormant:
             self._warned_dormant = True
@@ -351,14 +352,14 @@ class Attachment:
     async def _enqueue_async(self, spec: tuple[str, Any, dict[str, Any]], type: str) -> None:
         name, payload, options = spec
         try:
-            await self.queue.enqueue(name, payload, **options)
+            await self.engine.enqueue([job_spec(name, payload, options)])
         except Exception:
             log.exception("event bus: enqueue of %r (from %s) failed", name, type)
 
     def _enqueue_sync(self, spec: tuple[str, Any, dict[str, Any]], type: str) -> None:
         name, payload, options = spec
         try:
-            self.queue.enqueue_sync(name, payload, **options)
+            self.engine.enqueue_sync([job_spec(name, payload, options)])
         except Exception:
             log.exception("event bus: enqueue of %r (from %s) failed", name, type)
 
@@ -381,7 +382,7 @@ class Attachment:
         return republish
 
 
-def attach(queue: Queue, bus: EventBus, rules: Sequence[Rule] = ()) -> Attachment:
+def attach(engine: Engine, bus: EventBus, rules: Sequence[Rule] = ()) -> Attachment:
     """Make ``queue`` listen to ``bus`` (``queue.attach(bus, rules=…)``).
 
     - A ``"job:enqueue"`` event ``{"name", "payload", "options"}`` enqueues that job
@@ -395,7 +396,7 @@ def attach(queue: Queue, bus: EventBus, rules: Sequence[Rule] = ()) -> Attachmen
     When the queue is dormant, bus events enqueue nothing and one warning is logged.
 
     Args:
-        queue: the queue that enqueues and whose job events are republished.
+        engine: the queue's engine: it enqueues, and its job events are republished.
         bus: the event bus to listen to and publish on.
         rules: :class:`Rule` objects, applied in order (each matching rule makes a job).
 
@@ -405,4 +406,4 @@ def attach(queue: Queue, bus: EventBus, rules: Sequence[Rule] = ()) -> Attachmen
     Raises:
         ValidationError: an item of ``rules`` is not a :class:`Rule`.
     """
-    return Attachment(queue, bus, rules)
+    return Attachment(engine, bus, rules)

@@ -7,11 +7,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from conveyor.errors import ValidationError
 
-__all__ = ["Context", "JobLogger"]
+__all__ = ["Context", "Control", "JobLogger"]
 
 
 class _Done:
@@ -31,20 +30,50 @@ _LEVELS = {
 _pylog = logging.getLogger("conveyor.job")
 
 
+class Control:
+    """The worker's side of one attempt's :class:`Context`: the handler reads it through
+    the context, the executor holds it to cancel the attempt, watch its deadline and
+    collect its log lines.
+
+    Attributes:
+        cancel_reason: why the attempt is being stopped (``"timeout"``, ``"cancel"``,
+            ``"drain"``, ``"lost"``, ``"abort"``), or None; the first reason wins.
+        deadline: the attempt's monotonic deadline (None: no timeout);
+            ``ctx.extend_timeout`` moves it.
+        logs: ``(at, level, message)`` lines written with ``ctx.log``, not yet stored.
+        loop: the worker's event loop, for ``ctx.set_progress`` from a handler thread.
+    """
+
+    __slots__ = ("cancel_reason", "deadline", "logs", "loop")
+
+    def __init__(
+        self, deadline: float | None = None, loop: asyncio.AbstractEventLoop | None = None
+    ):
+        self.cancel_reason: str | None = None
+        self.deadline = deadline
+        self.logs: list[tuple[float, str, str]] = []
+        self.loop = loop
+
+    def cancel(self, reason: str) -> None:
+        """Mark the attempt as stopping for ``reason`` (the first reason wins)."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+
+
 class JobLogger:
     """``ctx.log``: lines stored with the job (``queue.get_job_logs``) and also sent to the
     ``conveyor.job`` Python logger."""
 
-    __slots__ = ("_ctx",)
+    __slots__ = ("_clock", "_control", "_job_id", "_name")
 
-    def __init__(self, ctx: Context):
-        self._ctx = ctx
+    def __init__(self, name: str, job_id: int, clock: Callable[[], float], control: Control):
+        self._name, self._job_id, self._clock, self._control = name, job_id, clock, control
 
     def _write(self, level: str, message: object, *args: object) -> None:
         text = str(message) % args if args else str(message)
-        self._ctx._logs.append((self._ctx._clock(), level, text))
+        self._control.logs.append((self._clock(), level, text))
         if _pylog.isEnabledFor(_LEVELS[level]):
-            _pylog.log(_LEVELS[level], "[%s #%s] %s", self._ctx.name, self._ctx.job_id, text)
+            _pylog.log(_LEVELS[level], "[%s #%s] %s", self._name, self._job_id, text)
 
     def debug(self, message: object, *args: object) -> None:
         self._write("debug", message, *args)
@@ -90,7 +119,7 @@ class Context:
         priority: int,
         clock: Callable[[], float],
         progress: Callable[[int], Awaitable[None]],
-        deadline: float | None,
+        control: Control | None = None,
         schedule: str | None = None,
         scheduled_for: datetime | None = None,
         replayed: bool = False,
@@ -106,25 +135,19 @@ class Context:
         self.schedule = schedule
         self.scheduled_for = scheduled_for
         self.replayed = replayed
-        self._clock = clock
         self._progress = progress
-        self._logs: list[tuple[float, str, str]] = []
-        self._cancelled = False
-        self.cancel_reason: str | None = None
-        # Monotonic deadline: extend_timeout moves it; the executor watches it.
-        self._deadline = deadline
-        self.log = JobLogger(self)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._control = control if control is not None else Control()
+        self.log = JobLogger(name, job_id, clock, self._control)
 
     @property
     def cancelled(self) -> bool:
         """True once the job was cancelled, timed out, or the worker is stopping it."""
-        return self._cancelled
+        return self._control.cancel_reason is not None
 
-    def _cancel(self, reason: str) -> None:
-        if not self._cancelled:
-            self._cancelled = True
-            self.cancel_reason = reason
+    @property
+    def cancel_reason(self) -> str | None:
+        """Why the job is being stopped (``timeout``, ``cancel``, ``drain``, …), or None."""
+        return self._control.cancel_reason
 
     def set_progress(self, progress: int | float) -> Awaitable[None]:
         """Persist progress, 0..100 (a ``progress`` event is stored and emitted).
@@ -142,10 +165,10 @@ class Context:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            if self._loop is None:
+            if self._control.loop is None:
                 asyncio.run(coro)  # type: ignore[arg-type]
             else:
-                asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)  # type: ignore[arg-type]
+                asyncio.run_coroutine_threadsafe(coro, self._control.loop).result(timeout=60)  # type: ignore[arg-type]
             return _Done()
         return asyncio.ensure_future(coro)
 
@@ -155,16 +178,14 @@ class Context:
             seconds = seconds.total_seconds()
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
             raise ValidationError(f"extend_timeout needs seconds > 0, got {seconds!r}")
-        if self._deadline is not None:
-            self._deadline = max(self._deadline, time.monotonic() + float(seconds))
+        control = self._control
+        if control.deadline is not None:
+            control.deadline = max(control.deadline, time.monotonic() + float(seconds))
 
     @property
     def deadline(self) -> float | None:
         """Monotonic deadline of this attempt (None: no timeout)."""
-        return self._deadline
+        return self._control.deadline
 
     def __repr__(self) -> str:
         return f"<Context job={self.name!r} id={self.job_id} attempt={self.attempt}/{self.max_attempts}>"
-
-    def _extra(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "name": self.name}

@@ -14,17 +14,25 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from conveyor.backends.base import Backend, CronFire, CronRecord
+from conveyor.backends.base import Backend, CronFire, CronPause, CronRecord
 from conveyor.errors import ValidationError
 from conveyor.models import UPCOMING_STATES, CronSchedule, CronSpec, JobSpec, JobState
 from conveyor.retry import Backoff
 from conveyor.scheduling import compile_schedule
-from conveyor.settings import validate_name
+from conveyor.validation import validate_name
 
 if TYPE_CHECKING:
-    from conveyor.queue import Queue
+    from conveyor.engine import Engine
 
-__all__ = ["fire_due", "sync_definition_schedules"]
+__all__ = [
+    "fire_due",
+    "list_schedules",
+    "remove",
+    "set_paused",
+    "sync",
+    "sync_definition_schedules",
+    "upsert",
+]
 
 log = logging.getLogger("conveyor")
 
@@ -33,7 +41,7 @@ log = logging.getLogger("conveyor")
 MISFIRE_GRACE = 60.0
 
 
-def _record(spec: CronSpec, queue: Queue, existing: CronRecord | None, now: float) -> CronRecord:
+def _record(spec: CronSpec, engine: Engine, existing: CronRecord | None, now: float) -> CronRecord:
     name = validate_name(spec.name, "schedule name")
     job = validate_name(spec.job or spec.name, "job name")
     if spec.expression is None and spec.every is None:
@@ -55,7 +63,7 @@ def _record(spec: CronSpec, queue: Queue, existing: CronRecord | None, now: floa
             raise ValidationError("backoff must be a conveyor.Backoff")
         options["backoff"] = spec.backoff.to_dict()
     # Validate the job options now, not at the first tick.
-    queue._prepare(
+    engine.build(
         JobSpec(
             job,
             json.loads(payload),
@@ -97,20 +105,20 @@ def _record(spec: CronSpec, queue: Queue, existing: CronRecord | None, now: floa
     )
 
 
-async def upsert(queue: Queue, specs: Sequence[CronSpec]) -> list[CronRecord]:
-    backend = await queue._ready()
-    now = queue.clock.now()
+async def upsert(engine: Engine, specs: Sequence[CronSpec]) -> list[CronRecord]:
+    """Create or update schedules; every spec is validated before any is stored."""
+    backend = await engine.ready()
+    now = engine.clock.now()
     existing = {r.name: r for r in await backend.list_cron()}
-    records = [
-        _record(spec, queue, existing.get(spec.name), now) for spec in specs
-    ]  # validate all first
+    records = [_record(spec, engine, existing.get(spec.name), now) for spec in specs]
     for record in records:
         await backend.upsert_cron(record)
     return records
 
 
-async def sync_definition_schedules(queue: Queue) -> None:
-    specs = [
+def _declared(engine: Engine) -> list[CronSpec]:
+    """Schedules declared with ``@queue.job(cron=… | every=…)``."""
+    return [
         CronSpec(
             d.name,
             d.cron,
@@ -120,20 +128,41 @@ async def sync_definition_schedules(queue: Queue) -> None:
             allow_overlap=d.allow_overlap,
             catch_up=d.catch_up,
         )
-        for d in queue.definitions.values()
+        for d in engine.definitions.values()
         if d.cron is not None or d.every is not None
     ]
+
+
+async def sync_definition_schedules(engine: Engine) -> None:
+    """Store the schedules declared on job definitions (at migrate and worker start)."""
+    specs = _declared(engine)
     if specs:
-        await upsert(queue, specs)
+        await upsert(engine, specs)
 
 
-async def list_schedules(queue: Queue) -> list[CronSchedule]:
-    backend = await queue._ready()
+async def sync(engine: Engine, specs: Sequence[CronSpec]) -> None:
+    """Make the stored schedules exactly ``specs`` plus the declared ones."""
+    specs = list(specs)
+    await upsert(engine, specs)
+    keep = {s.name for s in specs} | {s.name for s in _declared(engine)}
+    backend = await engine.ready()
+    stale = [r.name for r in await backend.list_cron() if r.name not in keep]
+    if stale:
+        await backend.delete_cron(stale)
+
+
+async def remove(engine: Engine, name: str) -> bool:
+    """Delete a schedule; False if there was none."""
+    return bool(await (await engine.ready()).delete_cron([name]))
+
+
+async def list_schedules(engine: Engine) -> list[CronSchedule]:
+    backend = await engine.ready()
     return [r.to_schedule() for r in await backend.list_cron()]
 
 
-async def set_paused(queue: Queue, name: str, paused: bool) -> None:
-    backend = await queue._ready()
+async def set_paused(engine: Engine, name: str, paused: bool) -> None:
+    backend = await engine.ready()
     records = {r.name: r for r in await backend.list_cron()}
     record = records.get(name)
     if record is None:
@@ -141,25 +170,25 @@ async def set_paused(queue: Queue, name: str, paused: bool) -> None:
     next_run_at = None
     if not paused:  # ticks missed while paused are not replayed
         next_run_at = compile_schedule(record.expression, timezone=record.timezone).next_after(
-            queue.clock.now()
+            engine.clock.now()
         )
-    await backend.set_cron_paused(name, paused, next_run_at)
+    await backend.set_cron_paused(CronPause(name, paused, next_run_at))
 
 
-async def fire_due(queue: Queue, backend: Backend, now: float) -> int:
+async def fire_due(engine: Engine, backend: Backend, now: float) -> int:
     """Fire every schedule tick that is due; returns how many jobs were enqueued."""
     fired = 0
     for record in await backend.list_cron():
         if record.paused or record.next_run_at is None or record.next_run_at > now:
             continue
         try:
-            fired += await _fire_schedule(queue, backend, record, now)
+            fired += await _fire_schedule(engine, backend, record, now)
         except ValidationError as exc:
             log.error("schedule %r cannot fire: %s", record.name, exc)
     return fired
 
 
-async def _fire_schedule(queue: Queue, backend: Backend, record: CronRecord, now: float) -> int:
+async def _fire_schedule(engine: Engine, backend: Backend, record: CronRecord, now: float) -> int:
     schedule = compile_schedule(record.expression, timezone=record.timezone)
     tick = record.next_run_at
     fired = 0
@@ -172,27 +201,28 @@ async def _fire_schedule(queue: Queue, backend: Backend, record: CronRecord, now
             # catch-up window (those are replayed) or else to the next future tick.
             start = now - record.catch_up if record.catch_up else now
             target = schedule.next_after(start)  # may be the next future tick: fine
-            won, _ = await backend.fire_cron(
+            skipped = await backend.fire_cron(
                 CronFire(record.name, tick, target, record.last_run_at or tick, None, now)
             )
-            if not won:
+            if not skipped.won:
                 return fired
             tick = target
             continue
         new_next = schedule.next_after(tick)
         job = None
         if record.allow_overlap or not await _unfinished(backend, last_job_id):
-            job = _build_job(queue, record, tick, now, replayed=late > MISFIRE_GRACE)
-        won, job_id = await backend.fire_cron(CronFire(record.name, tick, new_next, tick, job, now))
-        if not won:
+            job = _build_job(engine, record, tick, now, replayed=late > MISFIRE_GRACE)
+        fired_tick = await backend.fire_cron(CronFire(record.name, tick, new_next, tick, job, now))
+        job_id = fired_tick.job_id
+        if not fired_tick.won:
             return fired  # another process fired this tick
         if job_id is not None:
             fired += 1
             last_job_id = job_id
-            queue._emit(
+            engine.emit(
                 "cron_fired", job_id, record.job, None, 0, {"schedule": record.name, "tick": tick}
             )
-            queue._emit("enqueued", job_id, record.job, None, 0)
+            engine.emit("enqueued", job_id, record.job, None, 0)
         else:
             log.info(
                 "schedule %r skipped tick %s: the previous run is unfinished", record.name, tick
@@ -208,7 +238,9 @@ async def _unfinished(backend: Backend, job_id: int | None) -> bool:
     return job is not None and (job.state in UPCOMING_STATES or job.state is JobState.RUNNING)
 
 
-def _build_job(queue: Queue, record: CronRecord, tick: float, now: float, *, replayed: bool) -> Any:
+def _build_job(
+    engine: Engine, record: CronRecord, tick: float, now: float, *, replayed: bool
+) -> Any:
     options = json.loads(record.options) if record.options else {}
     backoff = Backoff.from_dict(options["backoff"]) if "backoff" in options else None
     spec = JobSpec(
@@ -220,4 +252,4 @@ def _build_job(queue: Queue, record: CronRecord, tick: float, now: float, *, rep
         idempotency_key=f"cron:{record.name}:{tick!r}",
     )
     cron_info = {"schedule": record.name, "tick": tick, "replayed": replayed}
-    return queue._prepare(spec, now, extra_options={"cron": cron_info})
+    return engine.build(spec, now, extra_options={"cron": cron_info})

@@ -6,48 +6,26 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from conveyor.errors import ValidationError
 from conveyor.retry import Backoff
-from conveyor.settings import validate_name
+from conveyor.validation import (
+    check_attempts,
+    check_backoff,
+    check_priority,
+    check_timeout,
+    validate_name,
+)
 
-if TYPE_CHECKING:
-    from conveyor.queue import Queue
-
-__all__ = ["JobDefinition", "check_priority"]
-
-PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
-
-
-def check_priority(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(f"priority must be an int, got {value!r}")
-    if not PRIORITY_MIN <= value <= PRIORITY_MAX:
-        raise ValidationError(f"priority {value} is out of range {PRIORITY_MIN}..{PRIORITY_MAX}")
-    return value
+__all__ = ["Enqueuer", "JobDefinition"]
 
 
-def check_attempts(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
-        raise ValidationError(f"attempts must be an int from 1 to 10000, got {value!r}")
-    return value
+class Enqueuer(Protocol):
+    """What a definition enqueues through (the :class:`conveyor.Queue` it belongs to)."""
 
-
-def check_timeout(value: object) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValidationError(f"timeout must be a number of seconds > 0, got {value!r}")
-    return float(value)
-
-
-def check_backoff(value: object) -> Backoff:
-    if not isinstance(value, Backoff):
-        raise ValidationError(
-            "backoff must be a conveyor.Backoff (Backoff.fixed(...) or Backoff.exponential(...))"
-        )
-    return value
+    async def enqueue(self, name: str, payload: Any = None, **options: Any) -> int: ...
+    def enqueue_sync(self, name: str, payload: Any = None, **options: Any) -> int: ...
 
 
 @dataclass(eq=False)
@@ -58,7 +36,7 @@ class JobDefinition:
     definition itself runs the handler function directly (handy in unit tests).
     """
 
-    queue: Queue
+    queue: Enqueuer
     name: str
     fn: Callable[..., Any]
     channel: str = "default"

@@ -5,15 +5,34 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
 
 from conveyor.errors import ValidationError
 
-__all__ = ["DEFAULT_URL", "Settings", "validate_identifier", "validate_name"]
+__all__ = ["DEFAULT_URL", "STORES", "Settings", "store_of", "validate_identifier"]
 
 DEFAULT_URL = "sqlite:///conveyor.db"
+
+#: URL scheme prefixes of each store kind.
+STORES: dict[str, tuple[str, ...]] = {
+    "sqlite": ("sqlite:",),
+    "postgres": ("postgresql://", "postgres://"),
+    "redis": ("redis://", "rediss://"),
+}
+
+
+def store_of(url: str) -> str:
+    """The store kind of ``url`` (``"sqlite"``, ``"postgres"`` or ``"redis"``), or raise
+    ValidationError naming the URL."""
+    for kind, prefixes in STORES.items():
+        if url.startswith(prefixes):
+            return kind
+    raise ValidationError(
+        f"unsupported URL {url!r}: use sqlite:///path.db, postgresql://… or redis://…"
+    )
+
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,47}$")
 
@@ -25,18 +44,6 @@ def validate_identifier(value: str, what: str) -> str:
             f"{what} {value!r} is not allowed: use 1-48 letters, digits or underscores, "
             "not starting with a digit"
         )
-    return value
-
-
-def validate_name(value: object, what: str, *, max_len: int = 200) -> str:
-    """A job name, channel, tag, group, tenant or key: any non-empty unicode text without
-    control characters. It is always bound as a parameter, never spliced into SQL or Lua."""
-    if not isinstance(value, str):
-        raise ValidationError(f"{what} must be a string, got {type(value).__name__}")
-    if not value or len(value) > max_len:
-        raise ValidationError(f"{what} must be 1-{max_len} characters, got {len(value)}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValidationError(f"{what} {value!r} contains a control character")
     return value
 
 
@@ -69,6 +76,7 @@ class Settings:
         max_payload_bytes: UTF-8 JSON size limit of a payload. Defaults to 1 MiB.
         keep_completed: retention of completed jobs, seconds. Defaults to 1 day.
         keep_failed: retention of failed and cancelled jobs, seconds. Defaults to 7 days.
+        store: the store kind parsed from ``url`` (``sqlite``, ``postgres``, ``redis``).
     """
 
     url: str = DEFAULT_URL
@@ -81,6 +89,10 @@ class Settings:
     max_payload_bytes: int = 1_048_576
     keep_completed: float = 86400.0
     keep_failed: float = 7 * 86400.0
+    store: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "store", store_of(self.url))
 
     @classmethod
     def resolve(cls, env: Mapping[str, str] | None = None, **given: Any) -> Settings:
@@ -88,6 +100,8 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
+            if not f.init:
+                continue
             v = given.get(f.name)
             if v is None:
                 raw = env.get(f"CONVEYOR_{f.name.upper()}")
@@ -121,10 +135,5 @@ class Settings:
                 raise ValidationError("max_payload_bytes must be > 0")
         validate_identifier(values.get("schema", "conveyor"), "schema")
         validate_identifier(values.get("prefix", "conveyor"), "prefix")
-        url = str(values["url"])
-        if not url.startswith(("sqlite:", "postgresql://", "postgres://", "redis://", "rediss://")):
-            raise ValidationError(
-                f"unsupported URL {url!r}: use sqlite:///path.db, postgresql://… or redis://…"
-            )
-        values["url"] = url
+        values["url"] = str(values["url"])
         return cls(**values)

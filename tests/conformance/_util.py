@@ -23,7 +23,7 @@ async def running(
     """Run ``worker.run()`` in a task for the body; stop it (and check it stopped) after."""
     task = asyncio.create_task(worker.run())
     # Wait until the worker really started, so stop() is not racing its start-up.
-    await wait_for(lambda: worker._running or task.done(), 10)
+    await wait_for(lambda: worker.running or task.done(), 10)
     try:
         yield task
     finally:

@@ -11,7 +11,7 @@ import pytest
 import conveyor
 from conveyor import JobState
 from conveyor.backends.base import ClaimParams
-from conveyor.bus import EventBus, Rule, attach
+from conveyor.bus import EventBus, Rule
 from conveyor.testing import ManualClock
 from tests.conftest import wait_for
 
@@ -38,7 +38,7 @@ async def one_job(queue: conveyor.Queue, name: str) -> conveyor.Job:
 
 async def test_job_enqueue_event_enqueues_the_job(queue: conveyor.Queue) -> None:
     bus = EventBus()
-    attach(queue, bus)
+    queue.attach(bus)
     bus.emit(
         "job:enqueue",
         {
@@ -55,7 +55,7 @@ async def test_job_enqueue_event_enqueues_the_job(queue: conveyor.Queue) -> None
 
 async def test_emit_from_sync_code_enqueues_before_it_returns(queue: conveyor.Queue) -> None:
     bus = EventBus()
-    attach(queue, bus, rules=[Rule("order.created", lambda e: {"name": "ship", "payload": e})])
+    queue.attach(bus, rules=[Rule("order.created", lambda e: {"name": "ship", "payload": e})])
     # A thread has no running loop: the bus enqueues with enqueue_sync, before emit returns.
     await asyncio.to_thread(bus.emit, "job:enqueue", {"name": "sync-job"})
     await asyncio.to_thread(bus.emit, "order.created", {"record_id": 1, "user_id": "u1"})
@@ -88,8 +88,7 @@ async def test_rules_turn_record_events_into_jobs_with_tenant_precedence(
             return None
         return {"name": "by-user", "payload": event["record"], "options": {"delay": 60}}
 
-    attach(
-        queue,
+    queue.attach(
         bus,
         rules=[
             Rule(events="order.created", build=by_option),
@@ -122,7 +121,7 @@ async def test_a_rule_without_tenant_or_user_makes_an_untenanted_job(
     queue: conveyor.Queue,
 ) -> None:
     bus = EventBus()
-    attach(queue, bus, rules=[Rule("ping", lambda e: {"name": "pong"})])
+    queue.attach(bus, rules=[Rule("ping", lambda e: {"name": "pong"})])
     bus.emit("ping", {})
     job = await one_job(queue, "pong")
     assert job.tenant is None and job.payload is None
@@ -132,7 +131,7 @@ async def test_job_events_are_republished_on_the_bus(queue: conveyor.Queue) -> N
     bus = EventBus()
     seen = Recorder()
     bus.on("job.*", seen)
-    attach(queue, bus)
+    queue.attach(bus)
 
     @queue.job("ok")
     async def ok(payload: Any, ctx: conveyor.Context) -> dict[str, int]:
@@ -165,10 +164,10 @@ async def test_a_stalled_job_is_republished(cq: conveyor.Queue, clock: ManualClo
     bus = EventBus()
     seen = Recorder()
     bus.on("job.*", seen)
-    attach(queue, bus)
+    queue.attach(bus)
     job_id = await queue.enqueue("slow", tenant="acme", attempts=2)
     # A worker that claims the job and dies (nothing written after the claim).
-    backend = await queue._backend()
+    backend = await queue.engine.backend()
     now = clock.now()
     await backend.claim(
         ClaimParams(worker_id="dead", token="dead", limit=1, now=now, lease_expires_at=now + 2)
@@ -193,7 +192,7 @@ async def test_a_catch_all_rule_does_not_loop(queue: conveyor.Queue) -> None:
         built.append(event["type"])
         return {"name": "audit", "payload": {"event": event["type"]}}
 
-    attach(queue, bus, rules=[Rule(events="*", build=audit)])
+    queue.attach(bus, rules=[Rule(events="*", build=audit)])
     completed = Recorder()
     bus.on("job.completed", completed)
 
@@ -221,8 +220,7 @@ async def test_enqueue_errors_are_logged_not_raised(
     def broken(event: dict[str, Any]) -> dict[str, Any]:
         raise KeyError("no such field")
 
-    attach(
-        queue,
+    queue.attach(
         bus,
         rules=[
             Rule("bad.build", broken),
@@ -250,7 +248,7 @@ async def test_a_dormant_queue_enqueues_nothing_and_warns_once(
     queue = conveyor.Queue.from_env()
     bus = EventBus()
     calls: list[str] = []
-    attach(queue, bus, rules=[Rule("order.*", lambda e: calls.append(e["type"]))])
+    queue.attach(bus, rules=[Rule("order.*", lambda e: calls.append(e["type"]))])
     caplog.clear()
     with caplog.at_level(logging.DEBUG, logger="conveyor"):
         bus.emit("job:enqueue", {"name": "x"})
@@ -265,7 +263,7 @@ async def test_detach_stops_both_directions(queue: conveyor.Queue) -> None:
     bus = EventBus()
     seen = Recorder()
     bus.on("job.*", seen)
-    attachment = attach(queue, bus, rules=[Rule("order.*", lambda e: {"name": "r"})])
+    attachment = queue.attach(bus, rules=[Rule("order.*", lambda e: {"name": "r"})])
 
     @queue.job("done")
     async def done(payload: Any, ctx: conveyor.Context) -> None:

@@ -52,7 +52,7 @@ async def _claimed_now_or_after_wake(
 async def test_outcomes_are_applied_fenced_then_due_jobs_are_claimed(
     cq: conveyor.Queue, clock: ManualClock
 ) -> None:
-    backend = await cq._backend()
+    backend = await cq.engine.backend()
     a = await cq.enqueue("a", {"n": 1}, priority=0)
     b = await cq.enqueue("b", {"n": 2}, priority=1)
     c = await cq.enqueue("c", {"n": 3}, priority=2, tags=["x"])
@@ -96,7 +96,7 @@ async def test_outcomes_are_applied_fenced_then_due_jobs_are_claimed(
 
 
 async def test_without_outcomes_it_is_a_claim(cq: conveyor.Queue, clock: ManualClock) -> None:
-    backend = await cq._backend()
+    backend = await cq.engine.backend()
     assert await backend.complete_and_claim([], _params(clock, "t0")) == ([], [])
     job_id = await cq.enqueue("only")
     applied, claimed = await backend.complete_and_claim([], _params(clock, "t1"))
@@ -108,7 +108,7 @@ async def test_without_outcomes_it_is_a_claim(cq: conveyor.Queue, clock: ManualC
 async def test_a_requeued_job_is_claimed_now_or_after_a_wake(
     cq: conveyor.Queue, clock: ManualClock, limit: int
 ) -> None:
-    backend = await cq._backend()
+    backend = await cq.engine.backend()
     job_id = await cq.enqueue("again", attempts=3)
     [first] = await backend.claim(_params(clock, "t1"))
     await backend.wait_for_work(0.01)  # consume the enqueue's own wake-up
@@ -126,7 +126,7 @@ async def test_a_requeued_job_is_claimed_now_or_after_a_wake(
 async def test_a_freed_group_is_claimed_now_or_after_a_wake(
     cq: conveyor.Queue, clock: ManualClock
 ) -> None:
-    backend = await cq._backend()
+    backend = await cq.engine.backend()
     first = await cq.enqueue("member", group="account-1")
     second = await cq.enqueue("member", group="account-1")
     assert _ids(await backend.claim(_params(clock, "t1"))) == [first]  # the group is busy

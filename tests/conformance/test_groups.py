@@ -112,7 +112,7 @@ async def test_a_crashed_workers_group_is_freed_with_its_lease(
     first = await member.enqueue("first", group="acct")
     second = await member.enqueue("second", group="acct")
     other = await member.enqueue("other-group", group="acct-2")
-    backend = await cq._backend()
+    backend = await cq.engine.backend()
     (claimed,) = await backend.claim(
         ClaimParams(
             worker_id="dead",

@@ -194,7 +194,7 @@ async def test_counts_agree_with_the_jobs_after_every_kind_of_transition(cq) -> 
     await cq.cancel(cancelled)
     stuck = await ok.enqueue(channel="c", attempts=3)
     await ok.enqueue(channel="never", delay=5)
-    backend = await cq._backend()
+    backend = await cq.engine.backend()
     await backend.claim(
         ClaimParams(worker_id="dead", token="dead", limit=1, now=clock.now(), lease_expires_at=clock.now() + 2,
                     channels=("c",))

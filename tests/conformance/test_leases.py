@@ -12,7 +12,7 @@ import pytest
 
 import conveyor
 from conveyor import JobState
-from conveyor.backends.base import ClaimParams, HeartbeatParams, Outcome
+from conveyor.backends.base import ClaimParams, HeartbeatParams, Outcome, ProgressUpdate
 from conveyor.testing import ManualClock
 from tests.conformance._util import T0, Events, running, wait_state
 from tests.conftest import wait_for
@@ -23,7 +23,7 @@ FAST = {"lease": 1.0, "heartbeat_interval": 0.2, "sweep_interval": 0.1, "poll_in
 async def _claim(
     queue: conveyor.Queue, token: str, now: float, lease: float = 2.0, worker: str = "w"
 ) -> list:
-    backend = await queue._backend()
+    backend = await queue.engine.backend()
     return await backend.claim(
         ClaimParams(worker_id=worker, token=token, limit=10, now=now, lease_expires_at=now + lease)
     )
@@ -184,7 +184,7 @@ async def test_abort_of_one_worker_leaves_other_workers_running(queue: conveyor.
 
 
 async def test_a_stale_token_is_fenced_off(cq: conveyor.Queue, clock: ManualClock) -> None:
-    backend = await cq._backend()
+    backend = await cq.engine.backend()
     job_id = await cq.enqueue("fenced", attempts=3)
     await _claim(cq, "token-A", clock.now())
 
@@ -208,7 +208,7 @@ async def test_a_stale_token_is_fenced_off(cq: conveyor.Queue, clock: ManualCloc
         )
     )
     assert job_id in hb.lost
-    assert await backend.set_progress(job_id, "token-A", 99, clock.now()) is False
+    assert await backend.set_progress(ProgressUpdate(job_id, "token-A", 99, clock.now())) is False
     stale = [
         Outcome(job_id=job_id, token="token-A", state=JobState.COMPLETED, at=clock.now(), event="completed",
                 result=json.dumps("from A")),
@@ -238,7 +238,7 @@ async def test_a_stale_token_is_fenced_off(cq: conveyor.Queue, clock: ManualCloc
 async def test_a_rescue_outcome_needs_an_expired_lease(
     cq: conveyor.Queue, clock: ManualClock
 ) -> None:
-    backend = await cq._backend()
+    backend = await cq.engine.backend()
     job_id = await cq.enqueue("live")
     await _claim(cq, "tok", clock.now(), lease=30)
     rescue = Outcome(job_id=job_id, token="tok", state=JobState.QUEUED, at=clock.now(), event="stalled",
@@ -250,7 +250,7 @@ async def test_a_rescue_outcome_needs_an_expired_lease(
 async def test_heartbeat_renews_only_matching_tokens(
     cq: conveyor.Queue, clock: ManualClock
 ) -> None:
-    backend = await cq._backend()
+    backend = await cq.engine.backend()
     a = await cq.enqueue("a", attempts=2)
     b = await cq.enqueue("b", attempts=2)
     await _claim(cq, "tok", clock.now(), lease=2)

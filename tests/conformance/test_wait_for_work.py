@@ -47,7 +47,7 @@ async def _settle(backend: Backend) -> None:
 async def test_jobs_returned_by_a_wait_are_claimed_under_its_claim(
     cq: conveyor.Queue, store: Store, clock: ManualClock
 ) -> None:
-    backend = await cq._backend()
+    backend = await cq.engine.backend()
     await _settle(backend)
     ids: list[int] = []
 
@@ -83,7 +83,7 @@ async def test_jobs_returned_by_a_wait_are_claimed_under_its_claim(
 async def test_a_wait_takes_only_what_its_claim_would(
     cq: conveyor.Queue, store: Store, clock: ManualClock
 ) -> None:
-    backend = await cq._backend()
+    backend = await cq.engine.backend()
     busy = await cq.enqueue("member", group="g")
     [running] = await backend.claim(_claim(clock, "t0", include=("member",)))
     assert running.id == busy
@@ -118,7 +118,7 @@ async def test_a_wait_takes_only_what_its_claim_would(
 async def test_a_paused_queue_hands_nothing_over(
     cq: conveyor.Queue, store: Store, clock: ManualClock
 ) -> None:
-    backend = await cq._backend()
+    backend = await cq.engine.backend()
     await cq.pause()
     await _settle(backend)
     ids: list[int] = []
@@ -135,7 +135,7 @@ async def test_a_paused_queue_hands_nothing_over(
 async def test_a_wait_with_a_claim_times_out_or_wakes_with_nothing(
     cq: conveyor.Queue, store: Store, clock: ManualClock
 ) -> None:
-    backend = await cq._backend()
+    backend = await cq.engine.backend()
     await _settle(backend)
     assert await backend.wait_for_work(0.05, _claim(clock, "quiet")) == []
 

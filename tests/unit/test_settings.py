@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 
 import conveyor
-from conveyor.settings import DEFAULT_URL, Settings, validate_identifier, validate_name
+from conveyor.settings import DEFAULT_URL, Settings, validate_identifier
+from conveyor.validation import validate_name
 
 
 def test_defaults() -> None:

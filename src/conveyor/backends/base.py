@@ -13,9 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor.models import CronSchedule, Event, Job, JobState, LogRecord
+
+if TYPE_CHECKING:
+    from conveyor.settings import Settings
 
 __all__ = [
     "Backend",
@@ -24,17 +28,27 @@ __all__ = [
     "ClaimParams",
     "ClaimedJob",
     "CronFire",
+    "CronFireResult",
+    "CronPause",
     "CronRecord",
     "EnqueueParams",
     "EnqueueResult",
+    "EventPage",
+    "EventRead",
     "ExpiredLease",
     "HeartbeatParams",
     "HeartbeatResult",
     "JobFilter",
+    "LockParams",
     "LogEntry",
     "NewJob",
     "Outcome",
+    "ProgressUpdate",
+    "PromoteParams",
+    "PromoteResult",
+    "PruneParams",
     "RetryOutcome",
+    "RetryResult",
 ]
 
 
@@ -185,17 +199,101 @@ class ChannelStats:
     oldest_queued_run_at: float | None  # run_at of the longest-waiting due job
 
 
-class CancelOutcome:
-    CANCELLED = "cancelled"  # was upcoming, now cancelled
-    REQUESTED = "requested"  # running: cancel_requested set, the worker ends it
-    FINISHED = "finished"  # already terminal: nothing changed
-    MISSING = "missing"
+class CancelOutcome(StrEnum):
+    """What :meth:`Backend.cancel` did."""
+
+    CANCELLED = "cancelled"  # was upcoming (scheduled, queued, waiting): now cancelled
+    REQUESTED = "requested"  # running: cancel_requested is set; its worker ends it
+    FINISHED = "finished"  # already completed, failed or cancelled: nothing changed
+    MISSING = "missing"  # no such job
 
 
-class RetryOutcome:
-    OK = "ok"
-    MISSING = "missing"
-    # otherwise the current state's value, which the core turns into InvalidStateError
+class RetryOutcome(StrEnum):
+    """What :meth:`Backend.retry` did."""
+
+    RETRIED = "retried"  # was failed or cancelled: now queued with fresh attempts
+    MISSING = "missing"  # no such job
+    NOT_RETRYABLE = "not_retryable"  # in another state (``RetryResult.state``): unchanged
+
+
+@dataclass(frozen=True, slots=True)
+class RetryResult:
+    outcome: RetryOutcome
+    state: JobState | None = None  # the job's state when NOT_RETRYABLE
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressUpdate:
+    """Set a running job's progress (0..100), fenced by its lease token; a ``progress``
+    event is stored with it."""
+
+    job_id: int
+    token: str
+    progress: int
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteParams:
+    """scheduled → queued for every job with ``run_at <= now + horizon`` (at most
+    ``limit``)."""
+
+    now: float
+    horizon: float
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteResult:
+    count: int  # jobs promoted
+    earliest_future: float | None  # earliest run_at among them still after ``now``
+
+
+@dataclass(frozen=True, slots=True)
+class PruneParams:
+    """Delete up to ``limit`` jobs in ``state`` whose ``finished_at < finished_before``,
+    with their events and logs."""
+
+    state: JobState
+    finished_before: float
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class LockParams:
+    """Take or renew the named lease ``name`` for ``owner`` until ``now + ttl``."""
+
+    name: str
+    owner: str
+    ttl: float
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class EventRead:
+    """Read stored events after cursor ``after`` (None: only those stored from now on),
+    at most ``limit`` (0: none, just the cursor), waiting up to ``timeout`` seconds for
+    the first."""
+
+    after: str | None
+    limit: int
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: list[Event]
+    cursor: str  # pass as ``EventRead.after`` to continue
+
+
+@dataclass(frozen=True, slots=True)
+class CronPause:
+    """Pause or resume schedule ``name``; ``next_run_at`` replaces the stored next tick
+    when given (a resumed schedule continues from its next future tick)."""
+
+    name: str
+    paused: bool
+    next_run_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,16 +347,43 @@ class CronFire:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-class Backend(Protocol):
-    """Storage for one queue. All methods are coroutines unless noted."""
+@dataclass(frozen=True, slots=True)
+class CronFireResult:
+    won: bool  # this call won the compare-and-swap (the tick is this caller's)
+    job_id: int | None  # the job stored for the tick, or None (skipped, or lost the CAS)
 
-    name: str  # "sqlite" | "postgres" | "redis"
-    supports_transactions: bool  # connection= on enqueue
+
+class Backend(Protocol):
+    """Storage for one queue. All methods are coroutines unless noted.
+
+    A backend declares what it can do as class attributes, and the core asks them; it
+    never branches on ``name`` (which is for messages and logs only).
+    """
+
+    name: str  # "sqlite" | "postgres" | "redis": for messages, never for decisions
+    #: ``connection=`` on enqueue: the caller's open transaction (sync and async).
+    supports_transactions: bool
+    #: ``enqueue_many_sync`` works without ``connection=`` in the calling thread, with no
+    #: event loop and without ``connect()`` first (it connects by itself).
+    sync_enqueue: bool
+    #: One connected instance serves every event loop and thread of the process; the
+    #: core then keeps a single instance instead of one per loop.
+    shared_across_loops: bool
+    #: ``wait_for_work`` may claim due jobs for the caller's standing claim and return
+    #: them (a direct hand-off); without it, it always returns ``[]``.
+    hands_off: bool
+
+    def __init__(self, settings: Settings) -> None:
+        """Build, unconnected: nothing is opened before :meth:`connect` (or the first
+        sync enqueue, for ``sync_enqueue`` backends)."""
+        ...
 
     async def connect(self) -> None: ...
     async def close(self) -> None: ...
     async def migrate(self) -> None: ...
-    def migration_sql(self) -> str: ...
+    def migration_sql(self) -> str:
+        """The schema as SQL a DBA can apply (sync; ``""`` where there is none)."""
+        ...
 
     # -- enqueue --------------------------------------------------------------------
     async def enqueue_many(self, params: EnqueueParams) -> list[EnqueueResult]:
@@ -267,8 +392,9 @@ class Backend(Protocol):
 
     def enqueue_many_sync(self, params: EnqueueParams) -> list[EnqueueResult]:
         """Same, from sync code in the calling thread. Required when
-        ``params.connection`` is a sync connection; may raise UnsupportedError otherwise
-        (the core then uses its portal thread)."""
+        ``params.connection`` is a sync connection (``supports_transactions``), and
+        without one when ``sync_enqueue``; otherwise raises UnsupportedError (the core
+        then uses its portal thread)."""
         ...
 
     # -- the hot path -----------------------------------------------------------------
@@ -292,7 +418,10 @@ class Backend(Protocol):
         """Of these running jobs, those whose cancel was requested (read-only)."""
         ...
 
-    async def set_progress(self, job_id: int, token: str, progress: int, now: float) -> bool: ...
+    async def set_progress(self, update: ProgressUpdate) -> bool:
+        """False (and nothing changed) when the job is not running under that token."""
+        ...
+
     async def append_logs(self, entries: Sequence[LogEntry]) -> None: ...
     async def wait_for_work(
         self, timeout: float, claim: ClaimParams | None = None
@@ -309,7 +438,7 @@ class Backend(Protocol):
         and a ``started`` event at the hand-off's ``now``) under ``claim.token``, with
         a lease as long as ``claim.lease_expires_at - claim.now``, counted from the
         hand-off. The caller runs them exactly like claimed jobs. Backends without
-        hand-off (SQLite, PostgreSQL) return ``[]``.
+        ``hands_off`` return ``[]``.
 
         Jobs are never lost in a hand-off: they are stored as running, with their lease,
         before they are handed over. If the caller cannot receive them (the wait was
@@ -324,55 +453,50 @@ class Backend(Protocol):
         ...
 
     # -- maintenance --------------------------------------------------------------------
-    async def expired_leases(self, now: float, limit: int) -> list[ExpiredLease]: ...
-    async def promote_due(self, now: float, horizon: float, limit: int) -> tuple[int, float | None]:
-        """scheduled → queued for ``run_at <= now + horizon``; returns (count, earliest
-        run_at among the promoted that is still in the future, or None)."""
+    async def expired_leases(self, now: float, limit: int) -> list[ExpiredLease]:
+        """Running jobs whose ``lease_expires_at <= now`` (read-only; the core decides
+        and applies each rescue as a fenced :class:`Outcome`)."""
         ...
 
-    async def prune(self, state: JobState, finished_before: float, limit: int) -> int:
-        """Delete up to ``limit`` jobs in ``state`` finished before the given time (with
-        their events and logs); returns how many."""
+    async def promote_due(self, params: PromoteParams) -> PromoteResult: ...
+    async def prune(self, params: PruneParams) -> int:
+        """How many jobs were deleted."""
         ...
 
-    async def acquire_lock(self, name: str, owner: str, ttl: float, now: float) -> bool:
+    async def acquire_lock(self, params: LockParams) -> bool:
         """Take or renew a named lease; False if another owner holds it unexpired."""
         ...
-
-    async def release_lock(self, name: str, owner: str) -> None: ...
 
     # -- inspection and management ------------------------------------------------------
     async def get_job(self, job_id: int) -> Job | None: ...
     async def list_jobs(self, flt: JobFilter) -> list[Job]: ...
-    async def counts(self, channel: str | None) -> dict[str, int]: ...
+    async def counts(self, channel: str | None) -> dict[str, int]:
+        """Jobs per state value, every state present (zero included)."""
+        ...
+
     async def channel_stats(self) -> list[ChannelStats]:
         """Counts per state and the oldest queued job's run_at, for every channel."""
         ...
 
-    async def cancel(self, job_id: int, now: float) -> str:  # a CancelOutcome value
-        ...
-
+    async def cancel(self, job_id: int, now: float) -> CancelOutcome: ...
     async def cancel_jobs(self, flt: JobFilter, now: float) -> int:
         """Cancel upcoming jobs (scheduled/queued/waiting) matching ``flt``."""
         ...
 
-    async def retry(self, job_id: int, now: float) -> str:  # a RetryOutcome or a state
-        ...
+    async def retry(self, job_id: int, now: float) -> RetryResult: ...
+    async def set_paused(self, channel: str | None, paused: bool) -> None:
+        """Pause or resume one channel, or every channel (``None``).
 
-    async def set_paused(self, channel: str | None, paused: bool) -> None: ...
-    async def paused_channels(self) -> frozenset[str]:
-        """Paused channel names; ``""`` (never a valid channel name) means every channel,
-        so a channel literally named ``"*"`` is just a channel."""
+        One contract on every backend: ``set_paused(None, True)`` pauses every channel,
+        also channels that do not exist yet; ``set_paused(None, False)`` resumes
+        everything (the every-channel pause and each channel's own); resuming one channel
+        while every channel is paused leaves it paused. Any valid name is just a
+        channel (``"*"`` included)."""
         ...
 
     async def get_logs(self, job_id: int) -> list[LogRecord]: ...
     async def get_events(self, job_id: int) -> list[Event]: ...
-    async def read_events(
-        self, after: str | None, limit: int, timeout: float
-    ) -> tuple[list[Event], str]:
-        """Events stored after cursor ``after`` (None: only new ones from now), waiting up
-        to ``timeout`` for the first; returns them and the new cursor."""
-        ...
+    async def read_events(self, params: EventRead) -> EventPage: ...
 
     # -- cron ---------------------------------------------------------------------------
     async def upsert_cron(self, record: CronRecord) -> None:
@@ -381,7 +505,8 @@ class Backend(Protocol):
 
     async def list_cron(self) -> list[CronRecord]: ...
     async def delete_cron(self, names: Sequence[str]) -> int: ...
-    async def set_cron_paused(self, name: str, paused: bool, next_run_at: float | None) -> bool: ...
-    async def fire_cron(self, fire: CronFire) -> tuple[bool, int | None]:
-        """(won the compare-and-swap, id of the enqueued job or None)."""
+    async def set_cron_paused(self, params: CronPause) -> bool:
+        """False when there is no such schedule."""
         ...
+
+    async def fire_cron(self, fire: CronFire) -> CronFireResult: ...

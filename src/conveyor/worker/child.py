@@ -17,7 +17,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from conveyor.context import Context
+from conveyor.context import Context, Control
 from conveyor.errors import ValidationError
 
 __all__ = ["ChildFailed", "run_in_child"]
@@ -51,6 +51,7 @@ def _child_main(
 
         import time
 
+        control = Control()
         ctx = Context(
             job_id=meta["job_id"],
             name=meta["name"],
@@ -62,7 +63,7 @@ def _child_main(
             priority=meta["priority"],
             clock=time.time,
             progress=progress,
-            deadline=None,
+            control=control,
         )
         payload = json.loads(payload_json)
         if inspect.iscoroutinefunction(fn):
@@ -71,12 +72,12 @@ def _child_main(
             value = fn(payload, ctx)
             if inspect.isawaitable(value):
                 value = asyncio.run(value)  # type: ignore[arg-type]
-        for at, level, message in ctx._logs:
+        for at, level, message in control.logs:
             conn.send(("log", at, level, message))
         conn.send(("ok", json.dumps(value)))
     except BaseException as exc:  # the child reports everything, then exits
         try:
-            for at, level, message in getattr(locals().get("ctx"), "_logs", ()):
+            for at, level, message in getattr(locals().get("control"), "logs", ()):
                 conn.send(("log", at, level, message))
             conn.send(("error", type(exc).__name__, str(exc), traceback.format_exc()))
         except Exception:
@@ -89,6 +90,7 @@ async def run_in_child(
     fn: Callable[..., Any],
     payload_json: str,
     ctx: Context,
+    control: Control,
     deadline_check: Callable[[], bool],
 ) -> Any:
     """Run ``fn`` in a spawned process; kill it when ``deadline_check()`` says time is up
@@ -143,7 +145,7 @@ async def run_in_child(
                 if kind == "progress":
                     await ctx.set_progress(msg[1])
                 elif kind == "log":
-                    ctx._logs.append((msg[1], msg[2], msg[3]))
+                    control.logs.append((msg[1], msg[2], msg[3]))
                 elif kind == "ok":
                     return json.loads(msg[1])
                 else:

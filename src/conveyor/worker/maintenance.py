@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING
+import random
+from collections.abc import Callable
 
-from conveyor.backends.base import Outcome
+from conveyor import cron
+from conveyor.backends.base import LockParams, Outcome, PromoteParams, PruneParams
+from conveyor.engine import Engine
+from conveyor.errors import BackendError
 from conveyor.models import JobState
 from conveyor.worker.outcome import error_record
-
-if TYPE_CHECKING:
-    from conveyor.queue import Queue
 
 __all__ = ["Maintenance"]
 
@@ -34,30 +35,52 @@ PRUNE_EVERY = 30.0  # seconds between pruning passes (under the "prune" lease)
 class Maintenance:
     """One process's share of upkeep; ``run_once`` is one pass."""
 
-    def __init__(self, queue: Queue, owner: str):
-        self.queue = queue
+    def __init__(self, engine: Engine, owner: str):
+        self.engine = engine
         self.owner = owner
-        self._timers: set[asyncio.TimerHandle] = set()
+        # Wake-up timers for promoted jobs not yet due, by due time; each removes itself
+        # when it fires (they all fire within one sweep interval).
+        self._wakes: dict[float, asyncio.TimerHandle] = {}
         self._last_prune = float("-inf")
 
+    async def run(self, done: asyncio.Event) -> None:
+        """A pass every ``sweep_interval`` (jittered) until ``done`` is set; a failed pass
+        is logged and the next one comes on time."""
+        interval = self.engine.settings.sweep_interval
+        try:
+            while not done.is_set():
+                try:
+                    await self.run_once()
+                except BackendError as exc:
+                    log.warning("maintenance pass failed: %s", exc)
+                try:
+                    await asyncio.wait_for(done.wait(), interval * random.uniform(0.8, 1.2))
+                    return
+                except TimeoutError:
+                    pass
+        finally:
+            for handle in self._wakes.values():
+                handle.cancel()
+            self._wakes.clear()
+
     async def run_once(self, force: bool = False) -> None:
-        backend = await self.queue._ready()
-        now = self.queue.clock.now()
+        backend = await self.engine.ready()
+        now = self.engine.clock.now()
         await self.rescue(now)
         await self.promote(now)
-        from conveyor.cron import fire_due
-
-        await fire_due(self.queue, backend, now)
+        await cron.fire_due(self.engine, backend, now)
         await self.expire_tokens(now)
         due = now - self._last_prune >= PRUNE_EVERY
-        if force or (due and await backend.acquire_lock("prune", self.owner, PRUNE_EVERY, now)):
+        if force or (
+            due and await backend.acquire_lock(LockParams("prune", self.owner, PRUNE_EVERY, now))
+        ):
             self._last_prune = now
             await self.prune(now)
 
     async def rescue(self, now: float) -> int:
         """Expired leases: the worker died or lost the store. Run again (the attempt
         counts) or fail when no attempts remain; a requested cancel ends cancelled."""
-        backend = await self.queue._ready()
+        backend = await self.engine.ready()
         expired = await backend.expired_leases(now, RESCUE_BATCH)
         if not expired:
             return 0
@@ -104,24 +127,28 @@ class Maintenance:
                 outcome.state.value,
             )
             data = {"error": json.loads(outcome.error)} if outcome.error else {}
-            self.queue._emit(
+            self.engine.emit(
                 outcome.event, lease.id, lease.name, lease.tenant, lease.attempts, data
             )
             if outcome.state is JobState.FAILED:
-                self.queue._emit("failed", lease.id, lease.name, lease.tenant, lease.attempts, data)
+                self.engine.emit("failed", lease.id, lease.name, lease.tenant, lease.attempts, data)
         return count
 
     async def promote(self, now: float) -> int:
         """Scheduled jobs due within the next sweep become queued now; this process's
         fetcher is woken at the exact time the earliest of them is due."""
-        backend = await self.queue._ready()
-        horizon = self.queue.settings.sweep_interval
-        count, earliest = await backend.promote_due(now, horizon, PROMOTE_BATCH)
-        if earliest is not None:
+        backend = await self.engine.ready()
+        horizon = self.engine.settings.sweep_interval
+        promoted = await backend.promote_due(PromoteParams(now, horizon, PROMOTE_BATCH))
+        at = promoted.earliest_future
+        if at is not None and at not in self._wakes:
             loop = asyncio.get_running_loop()
-            handle = loop.call_later(max(0.0, earliest - now), backend.wake)
-            self._timers.add(handle)
-        return count
+            self._wakes[at] = loop.call_later(max(0.0, at - now), self._woken, at, backend.wake)
+        return promoted.count
+
+    def _woken(self, at: float, wake: Callable[[], None]) -> None:
+        self._wakes.pop(at, None)
+        wake()
 
     async def expire_tokens(self, now: float) -> int:
         """Durable-wait tokens past their timeout resume their job with ``ok=False``.
@@ -134,8 +161,8 @@ class Maintenance:
     async def prune(self, now: float) -> int:
         """Retention: completed jobs after keep_completed, failed and cancelled ones after
         keep_failed, in bounded batches."""
-        backend = await self.queue._ready()
-        settings = self.queue.settings
+        backend = await self.engine.ready()
+        settings = self.engine.settings
         total = 0
         for state, keep in (
             (JobState.COMPLETED, settings.keep_completed),
@@ -143,7 +170,7 @@ class Maintenance:
             (JobState.CANCELLED, settings.keep_failed),
         ):
             for _ in range(10):  # at most 10 batches per state per pass
-                n = await backend.prune(state, now - keep, PRUNE_BATCH)
+                n = await backend.prune(PruneParams(state, now - keep, PRUNE_BATCH))
                 total += n
                 if n < PRUNE_BATCH:
                     break

@@ -9,11 +9,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from conveyor.backends.base import ClaimParams, EnqueueParams, NewJob, Outcome
+from conveyor.backends.base import ClaimParams, EnqueueParams, EventRead, NewJob, Outcome
 from conveyor.backends.postgres.backend import PostgresBackend
-from conveyor.models import JobState
+from conveyor.models import Event, JobState
 from conveyor.settings import Settings
-from tests.integration.jobs import NOW, new_job  # noqa: F401 - re-exported
+from tests.integration.jobs import NOW as NOW  # re-exported
+from tests.integration.jobs import new_job as new_job  # re-exported
 
 PG_URL = os.environ.get("CONVEYOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -35,6 +36,14 @@ async def enqueue(
 ) -> list[int]:
     results = await backend.enqueue_many(EnqueueParams(list(jobs), now, **kw))
     return [r.id for r in results]
+
+
+async def read_events(
+    backend: PostgresBackend, after: str | None, limit: int, timeout: float = 0.0
+) -> tuple[list[Event], str]:
+    """``backend.read_events`` as (events, cursor)."""
+    page = await backend.read_events(EventRead(after, limit, timeout))
+    return page.events, page.cursor
 
 
 def claim_params(token: str = "tok", limit: int = 10, now: float = NOW, **kw: Any) -> ClaimParams:

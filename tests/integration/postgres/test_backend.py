@@ -11,17 +11,34 @@ import psycopg
 from conveyor.backends.base import (
     CancelOutcome,
     CronFire,
+    CronFireResult,
+    CronPause,
     CronRecord,
     EnqueueParams,
+    EventPage,
+    EventRead,
     HeartbeatParams,
     JobFilter,
+    LockParams,
     LogEntry,
+    ProgressUpdate,
+    PromoteParams,
+    PromoteResult,
+    PruneParams,
     RetryOutcome,
+    RetryResult,
 )
 from conveyor.backends.postgres.backend import PostgresBackend
 from conveyor.backends.postgres.cursor import EventsCursor
 from conveyor.models import JobState
-from tests.integration.postgres.helpers import NOW, claim_params, done, enqueue, new_job
+from tests.integration.postgres.helpers import (
+    NOW,
+    claim_params,
+    done,
+    enqueue,
+    new_job,
+    read_events,
+)
 
 
 async def test_enqueue_claim_complete_round_trip(backend: PostgresBackend) -> None:
@@ -81,7 +98,7 @@ async def test_stale_token_changes_nothing(backend: PostgresBackend) -> None:
     await backend.claim(claim_params(token="live"))
     stale = done(job_id, "stale", JobState.FAILED, error='{"type": "X"}')
     assert await backend.complete_many([stale]) == [False]
-    assert await backend.set_progress(job_id, "stale", 50, NOW) is False
+    assert await backend.set_progress(ProgressUpdate(job_id, "stale", 50, NOW)) is False
     beat = await backend.heartbeat(HeartbeatParams([(job_id, "stale")], NOW, NOW + 99))
     assert beat.lost == frozenset({job_id})
     job = await backend.get_job(job_id)
@@ -135,10 +152,10 @@ async def test_outcomes_errors_refund_requeue_and_remove(backend: PostgresBacken
     assert (await backend.get_events(ids[2]))[-1].data == {"why": 1}
     assert await backend.get_job(ids[3]) is None
     # a removed job's events stay readable by the stream until pruned
-    events, _ = await backend.read_events("0", 100, 0)
+    events, _ = await read_events(backend, "0", 100)
     assert ("completed", ids[3]) in [(e.type, e.job_id) for e in events]
-    assert await backend.prune(JobState.COMPLETED, NOW + 1, 100) == 0
-    assert ids[3] not in [e.job_id for e in (await backend.read_events("0", 100, 0))[0]]
+    assert await backend.prune(PruneParams(JobState.COMPLETED, NOW + 1, 100)) == 0
+    assert ids[3] not in [e.job_id for e in (await read_events(backend, "0", 100))[0]]
 
 
 async def test_idempotency_keys_are_scoped_by_tenant(backend: PostgresBackend) -> None:
@@ -177,22 +194,58 @@ async def test_priority_run_at_and_enqueue_order(backend: PostgresBackend) -> No
     assert [c.id for c in claimed] == [ids[1], ids[2], ids[3], ids[0]]
 
 
+async def _claimed(backend: PostgresBackend, **kw: Any) -> list[int]:
+    return [j.id for j in await backend.claim(claim_params(**kw))]
+
+
 async def test_claim_filters_channels_names_and_pauses(backend: PostgresBackend) -> None:
-    a, b, c = await enqueue(
-        backend, new_job("x", channel="a"), new_job("y", channel="b"), new_job("z", channel="c")
+    a, b, c, b2 = await enqueue(
+        backend,
+        new_job("x", channel="a"),
+        new_job("y", channel="b"),
+        new_job("z", channel="c"),
+        new_job("y", channel="b"),
     )
     assert await backend.claim(claim_params(channels=())) == []
-    assert [j.id for j in await backend.claim(claim_params(channels=("b",)))] == [b]
+    assert await _claimed(backend, channels=("b",), limit=1) == [b]
     await backend.set_paused("a", True)
-    assert await backend.paused_channels() == frozenset({"a"})
-    assert [
-        j.id for j in await backend.claim(claim_params(channels=("a", "c"), exclude=("z",)))
-    ] == []
+    # only "a" is paused: each claim variant (every channel, one, several) skips it alone
+    assert await _claimed(backend, channels=("a",)) == []
+    assert await _claimed(backend, channels=("a", "c"), exclude=("z",)) == []
+    assert await _claimed(backend, include=("x", "y")) == [b2]
     await backend.set_paused(None, True)
-    assert await backend.claim(claim_params(include=("z",))) == []
+    assert await _claimed(backend, include=("z",)) == []
+    await backend.set_paused(None, False)  # resumes everything, "a"'s own pause included
+    assert await _claimed(backend, channels=("a", "c")) == [a, c]
+
+
+async def test_pausing_every_channel(backend: PostgresBackend) -> None:
+    """The contract of ``set_paused(None, …)``: it covers channels that do not exist
+    yet, outlasts resuming one channel, and resuming everything clears each channel's
+    own pause too; ``"*"`` is just a channel."""
+    await backend.set_paused(None, True)
+    [new] = await enqueue(backend, new_job(channel="new"))  # a channel born paused
+    assert await _claimed(backend) == []
+    await backend.set_paused("new", False)  # every channel is still paused
+    assert await _claimed(backend) == []
+    assert await _claimed(backend, channels=("new",)) == []
+    assert await _claimed(backend, channels=("new", "other")) == []
+    await backend.set_paused("p", True)
+    await backend.set_paused("q", True)
+    await backend.set_paused("*", True)
+    await backend.set_paused(None, True)  # twice: still one pause, undone by one resume
+    p, q, star = await enqueue(
+        backend, new_job(channel="p"), new_job(channel="q"), new_job(channel="*")
+    )
     await backend.set_paused(None, False)
-    assert await backend.paused_channels() == frozenset()
-    assert [j.id for j in await backend.claim(claim_params(channels=("a", "c")))] == [a, c]
+    assert await _claimed(backend) == [new, p, q, star]
+
+    await backend.set_paused("*", True)  # one channel named "*", not every channel
+    [star2, other] = await enqueue(backend, new_job(channel="*"), new_job(channel="other"))
+    assert await _claimed(backend, channels=("*",)) == []
+    assert await _claimed(backend) == [other]
+    await backend.set_paused("*", False)
+    assert await _claimed(backend, channels=("*",)) == [star2]
 
 
 async def test_groups_one_at_a_time_and_later_members_do_not_block(
@@ -221,10 +274,10 @@ async def test_promote_due_and_scheduled_jobs(backend: PostgresBackend) -> None:
         new_job(state=JobState.SCHEDULED, run_at=NOW + 50),
     )
     assert await backend.claim(claim_params()) == []
-    assert await backend.promote_due(NOW, 1.0, 100) == (1, NOW + 0.5)
+    assert await backend.promote_due(PromoteParams(NOW, 1.0, 100)) == PromoteResult(1, NOW + 0.5)
     assert await backend.claim(claim_params(now=NOW + 0.4)) == []  # queued, not due yet
     assert [j.id for j in await backend.claim(claim_params(now=NOW + 0.5))] == [soon]
-    assert await backend.promote_due(NOW + 60, 0, 100) == (1, None)
+    assert await backend.promote_due(PromoteParams(NOW + 60, 0, 100)) == PromoteResult(1, None)
     assert later in [j.id for j in await backend.claim(claim_params(token="x", now=NOW + 60))]
 
 
@@ -233,16 +286,21 @@ async def test_cancel_retry_and_cancel_requests(backend: PostgresBackend) -> Non
         backend, new_job("a", run_at=NOW + 9, state=JobState.SCHEDULED), new_job("b"), new_job("c")
     )
     await backend.claim(claim_params(token="t", include=("b",)))
-    assert await backend.cancel(upcoming, NOW) == CancelOutcome.CANCELLED
-    assert await backend.cancel(upcoming, NOW) == CancelOutcome.FINISHED
-    assert await backend.cancel(running, NOW) == CancelOutcome.REQUESTED
-    assert await backend.cancel(10**9, NOW) == CancelOutcome.MISSING
+    assert await backend.cancel(upcoming, NOW) is CancelOutcome.CANCELLED
+    assert await backend.cancel(upcoming, NOW) is CancelOutcome.FINISHED
+    assert await backend.cancel(running, NOW) is CancelOutcome.REQUESTED
+    assert await backend.cancel(10**9, NOW) is CancelOutcome.MISSING
     assert await backend.cancel_requests([running, other]) == frozenset({running})
     beat = await backend.heartbeat(HeartbeatParams([(running, "t")], NOW, NOW + 30))
     assert beat.cancel_requested == frozenset({running})
-    assert await backend.retry(other, NOW) == "queued"
-    assert await backend.retry(upcoming, NOW + 1) == RetryOutcome.OK
-    assert await backend.retry(10**9, NOW) == RetryOutcome.MISSING
+    not_retryable = RetryResult(RetryOutcome.NOT_RETRYABLE, JobState.QUEUED)
+    assert await backend.retry(other, NOW) == not_retryable
+    assert await backend.retry(running, NOW) == RetryResult(
+        RetryOutcome.NOT_RETRYABLE, JobState.RUNNING
+    )
+    assert await backend.retry(upcoming, NOW + 1) == RetryResult(RetryOutcome.RETRIED)
+    assert await backend.retry(upcoming, NOW + 1) == not_retryable  # queued again now
+    assert await backend.retry(10**9, NOW) == RetryResult(RetryOutcome.MISSING)
     job = await backend.get_job(upcoming)
     assert job is not None and job.state is JobState.QUEUED and job.attempts == 0
     flt = JobFilter(name="c")
@@ -269,7 +327,7 @@ async def test_logs_progress_counts_and_stats(backend: PostgresBackend) -> None:
     [job_id] = await enqueue(backend, new_job(channel="m"))
     await enqueue(backend, new_job(channel="n", run_at=NOW - 7))
     await backend.claim(claim_params(token="t", channels=("m",)))
-    assert await backend.set_progress(job_id, "t", 40, NOW)
+    assert await backend.set_progress(ProgressUpdate(job_id, "t", 40, NOW))
     await backend.append_logs(
         [LogEntry(job_id, NOW, "info", "one\x00", 1), LogEntry(job_id, NOW, "warning", "two", 1)]
     )
@@ -289,23 +347,27 @@ async def test_prune_deletes_jobs_with_events_and_logs(backend: PostgresBackend)
     await backend.claim(claim_params(token="t"))
     await backend.append_logs([LogEntry(ids[0], NOW, "info", "x", 1)])
     await backend.complete_many([done(i, "t", at=NOW + n) for n, i in enumerate(ids)])
-    assert await backend.prune(JobState.FAILED, NOW + 100, 10) == 0
-    assert await backend.prune(JobState.COMPLETED, NOW + 2.5, 2) == 2
-    assert await backend.prune(JobState.COMPLETED, NOW + 2.5, 2) == 1
+    assert await backend.prune(PruneParams(JobState.FAILED, NOW + 100, 10)) == 0
+    assert await backend.prune(PruneParams(JobState.COMPLETED, NOW + 2.5, 2)) == 2
+    assert await backend.prune(PruneParams(JobState.COMPLETED, NOW + 2.5, 2)) == 1
     assert await backend.get_job(ids[0]) is None and await backend.get_logs(ids[0]) == []
     assert await backend.get_events(ids[0]) == []
     assert await backend.get_job(ids[3]) is not None
 
 
-async def test_locks(backend: PostgresBackend) -> None:
-    assert await backend.acquire_lock("prune", "a", 10, NOW)
-    assert await backend.acquire_lock("prune", "a", 10, NOW + 5)  # renew
-    assert not await backend.acquire_lock("prune", "b", 10, NOW + 14)
-    assert await backend.acquire_lock("prune", "b", 10, NOW + 15)  # expired: taken over
-    await backend.release_lock("prune", "a")  # not the owner: nothing happens
-    assert not await backend.acquire_lock("prune", "a", 10, NOW + 16)
-    await backend.release_lock("prune", "b")
-    assert await backend.acquire_lock("prune", "a", 10, NOW + 16)
+async def test_locks_are_exclusive_until_their_ttl_passes(backend: PostgresBackend) -> None:
+    async def take(owner: str, at: float, name: str = "prune", ttl: float = 10) -> bool:
+        return await backend.acquire_lock(LockParams(name, owner, ttl, NOW + at))
+
+    assert await take("a", 0)
+    assert await take("a", 5)  # renewed: now held until NOW + 15
+    assert not await take("b", 14)  # past the first lease, within the renewed one
+    assert await take("other", 14, name="retention")  # another name: another lock
+    assert await take("b", 15)  # expired: taken over
+    assert not await take("a", 16)  # the old owner lost it, and cannot take it back
+    assert not await take("a", 24.9)
+    assert await take("b", 20, ttl=1)  # a renewal sets the TTL anew, shorter too
+    assert await take("a", 21)
 
 
 def _cron(name: str = "digest", next_run_at: float | None = NOW, **kw: Any) -> CronRecord:
@@ -332,9 +394,12 @@ async def test_cron_upsert_and_fire_compare_and_swap(backend: PostgresBackend) -
     assert tick is not None and abs(tick - (NOW + 0.123456)) < 1e-6
     job = new_job("order-digest", idempotency_key=f"cron:digest:{tick!r}")
     fire = CronFire("digest", tick, NOW + 86400, tick, job, NOW)
-    won, job_id = await backend.fire_cron(fire)
-    assert won and job_id is not None
-    assert await backend.fire_cron(fire) == (False, None)  # the tick already moved on
+    fired = await backend.fire_cron(fire)
+    job_id = fired.job_id
+    assert fired.won and job_id is not None
+    assert (await backend.get_job(job_id)) is not None
+    # the tick already moved on
+    assert await backend.fire_cron(fire) == CronFireResult(won=False, job_id=None)
     [record] = await backend.list_cron()
     assert (record.next_run_at, record.last_run_at, record.last_job_id) == (
         NOW + 86400,
@@ -344,24 +409,40 @@ async def test_cron_upsert_and_fire_compare_and_swap(backend: PostgresBackend) -
     await backend.upsert_cron(_cron(expression="0 7 * * *", next_run_at=NOW + 3600))
     [record] = await backend.list_cron()
     assert record.expression == "0 7 * * *" and record.last_job_id == job_id
-    assert await backend.set_cron_paused("digest", True, None)
+    assert await backend.set_cron_paused(CronPause("digest", True, None))
     skip = CronFire("digest", NOW + 3600, NOW + 7200, NOW + 3600, None, NOW)
-    assert await backend.fire_cron(skip) == (False, None)  # paused
-    assert await backend.set_cron_paused("digest", False, NOW + 3600)
-    assert await backend.fire_cron(skip) == (True, None)
-    assert not await backend.set_cron_paused("nope", True, None)
+    assert await backend.fire_cron(skip) == CronFireResult(won=False, job_id=None)  # paused
+    assert await backend.set_cron_paused(CronPause("digest", False, NOW + 3600))
+    assert await backend.fire_cron(skip) == CronFireResult(won=True, job_id=None)
+    [record] = await backend.list_cron()
+    assert (record.paused, record.next_run_at, record.last_job_id) == (False, NOW + 7200, job_id)
+    assert not await backend.set_cron_paused(CronPause("nope", True, None))
     assert await backend.delete_cron(["digest", "nope"]) == 1
     assert await backend.list_cron() == []
 
 
 async def test_read_events_cursor(backend: PostgresBackend) -> None:
-    assert await backend.read_events(None, 0, 0) == ([], "0/0")
+    assert await backend.read_events(EventRead(None, 0, 0)) == EventPage([], "0/0")
     ids = await enqueue(backend, new_job(), new_job())
-    events, cursor = await backend.read_events("0", 1, 0)
-    assert [(e.type, e.job_id) for e in events] == [("enqueued", ids[0])]
-    events, cursor = await backend.read_events(cursor, 10, 0)
-    assert [(e.type, e.job_id) for e in events] == [("enqueued", ids[1])]
-    assert await backend.read_events(cursor, 10, 0.05) == ([], cursor)
+    page = await backend.read_events(EventRead("0", 1, 0))
+    assert [(e.type, e.job_id) for e in page.events] == [("enqueued", ids[0])]
+    page = await backend.read_events(EventRead(page.cursor, 10, 0))
+    assert [(e.type, e.job_id) for e in page.events] == [("enqueued", ids[1])]
+    cursor = page.cursor
+    assert await backend.read_events(EventRead(cursor, 10, 0.05)) == EventPage([], cursor)
+    # limit 0: just the cursor, at once (nothing could come, so nothing is waited for)
+    await enqueue(backend, new_job("paged"))
+    start = time.monotonic()
+    assert await backend.read_events(EventRead(cursor, 0, 5)) == EventPage([], cursor)
+    assert time.monotonic() - start < 1
+    # at most limit in all: here one enqueued and three stored events are due
+    [job] = await backend.claim(claim_params(token="t", include=("paged",)))
+    await backend.set_progress(ProgressUpdate(job.id, "t", 50, NOW))
+    await backend.complete_many([done(job.id, "t")])
+    page = await backend.read_events(EventRead(cursor, 2, 0))
+    assert [e.type for e in page.events] == ["enqueued", "started"]
+    page = await backend.read_events(EventRead(page.cursor, 2, 0))
+    assert [e.type for e in page.events] == ["progress", "completed"]
 
 
 async def test_read_events_waits_for_a_commit_in_flight(
@@ -369,27 +450,27 @@ async def test_read_events_waits_for_a_commit_in_flight(
 ) -> None:
     """An id taken by an open transaction holds the cursor back until it commits, so the
     event is not skipped by a reader that saw a later id first."""
-    _, head = await backend.read_events(None, 0, 0)
+    _, head = await read_events(backend, None, 0)
     async with await psycopg.AsyncConnection.connect(admin.info.dsn) as tx:
         [slow] = await backend.enqueue_many(EnqueueParams([new_job("slow")], NOW, tx))
         [fast] = await enqueue(backend, new_job("fast"))
-        events, cursor = await backend.read_events(head, 10, 0.3)
+        events, cursor = await read_events(backend, head, 10, 0.3)
         assert events == [] and EventsCursor.decode(cursor).jobs.horizon is not None
         await tx.commit()
-    events, _ = await backend.read_events(cursor, 10, 1)
+    events, _ = await read_events(backend, cursor, 10, 1)
     assert [e.job_id for e in events] == [slow.id, fast]
 
 
 async def test_read_events_passes_a_rolled_back_id_at_once(
     backend: PostgresBackend, admin: psycopg.AsyncConnection[Any]
 ) -> None:
-    _, head = await backend.read_events(None, 0, 0)
+    _, head = await read_events(backend, None, 0)
     async with await psycopg.AsyncConnection.connect(admin.info.dsn) as tx:
         await backend.enqueue_many(EnqueueParams([new_job("gone")], NOW, tx))
         [kept] = await enqueue(backend, new_job("kept"))
         await tx.rollback()
     start = time.monotonic()
-    events, cursor = await backend.read_events(head, 10, 3)
+    events, cursor = await read_events(backend, head, 10, 3)
     assert [e.job_id for e in events] == [kept]
     assert time.monotonic() - start < 2  # not the GAP_GRACE fallback
     assert ":" not in cursor  # no gap pending

@@ -4,12 +4,12 @@ queue: here a new table, not analysed yet, into which a burst of jobs arrived.""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
 from conveyor.backends.base import ClaimParams, EnqueueParams
+from conveyor.backends.postgres import codec
 from conveyor.backends.postgres.backend import PostgresBackend
 from tests.integration.postgres.helpers import NOW, done, new_job
 
@@ -47,8 +47,8 @@ async def test_claim_walks_a_claim_index_in_order_despite_stale_statistics(
         _, jobs = await backend.complete_and_claim([done(j.id) for j in jobs], work)
 
     claim = ClaimParams("w", "tok", 10, NOW + 1, NOW + 31, channels=channels)
-    args = backend._claim_args(claim)
-    args.update({"outcomes": json.dumps([]), "notify_channel": "c", "notify": None})
+    args = codec.claim_args(claim)
+    args.update(codec.complete_args([], backend.notify_channel))
     sql = backend.queries.claim(channels, complete=complete)
     async with backend._connection() as conn:  # a pooled connection, as the worker's
         cur = await conn.execute("EXPLAIN (FORMAT JSON) " + sql, args)

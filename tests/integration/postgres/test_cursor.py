@@ -141,15 +141,70 @@ def test_take_passes_a_job_known_to_be_deleted_at_once() -> None:
 def test_take_does_not_judge_jobs_beyond_the_rows_read() -> None:
     """With the job rows cut by the limit, a job an event names beyond them may be
     there: its events wait for the next read."""
+    # jobs 1 and 2 have stored `enqueued` events: their rows take no room in the page
+    rows = _rows(
+        _job(1, 0.0, stored_enqueued=True),
+        _job(2, 0.0, stored_enqueued=True),
+        _event(1, 1, "enqueued", 0.0),
+        _event(2, 5, "x", 1.0),
+    )
     cursor = EventsCursor(IdCursor(0), IdCursor(0))
-    rows = _rows(_job(1, 0.0), _job(2, 0.0), _event(1, 1, "started", 1.0), _event(2, 5, "x", 1.0))
-    events = cursor.take(rows, 2)
-    assert [(e.type, e.job_id) for e in events] == [
-        ("enqueued", 1),
-        ("enqueued", 2),
-        ("started", 1),
-    ]
-    assert cursor.encode() == "1/2"
+    assert [(e.type, e.job_id) for e in cursor.take(rows, 2)] == [("enqueued", 1)]
+    assert (cursor.events.last, cursor.jobs.last) == (1, 2)
+    # not cut (every job row after the cursor was read): job 5 is gone, event 2 passes
+    cursor = EventsCursor(IdCursor(0), IdCursor(0))
+    assert [(e.type, e.job_id) for e in cursor.take(rows, 3)] == [("enqueued", 1), ("x", 5)]
+    assert cursor.encode() == "2/5"
+
+
+def _read_all(rows: list[dict[str, Any]], limit: int) -> tuple[list[tuple[str, int]], str]:
+    """Read ``rows`` (every row there is) ``limit`` at a time, as read_events would: each
+    read sees the rows after the cursor, at most ``limit`` of each kind."""
+    cursor = EventsCursor(IdCursor(0), IdCursor(0))
+    out: list[tuple[str, int]] = []
+    while True:
+        jobs = [r for r in rows if r["job_row"] and r["id"] > cursor.jobs.last][:limit]
+        events = [r for r in rows if not r["job_row"] and r["id"] > cursor.events.last][:limit]
+        page = cursor.take(jobs + events, limit)
+        assert len(page) <= limit
+        if not page:
+            return out, cursor.encode()
+        out += [(e.type, e.job_id) for e in page]
+
+
+def test_take_returns_at_most_limit_and_the_cursor_moves_past_those_only() -> None:
+    rows = _rows(
+        _job(1, 0.0),
+        _job(2, 0.5, stored_enqueued=True),  # its `enqueued` event is event 2
+        _job(3, 3.0),
+        _job(6, 6.0),  # jobs 4 and 5 were removed: only their events are left
+        _event(1, 1, "started", 1.0),
+        _event(2, 2, "enqueued", 0.5),
+        _event(3, 2, "started", 1.5),
+        _event(4, 4, "enqueued", 4.0),
+        _event(5, 4, "completed", 4.5),
+        _event(6, 1, "completed", 5.0),
+        _event(7, 5, "enqueued", 5.5),
+        _event(8, 6, "started", 7.0),
+    )
+    everything, end = _read_all(rows, 100)
+    assert len(everything) == 11 and end == "8/6"
+    for limit in (1, 2, 3, 4, 5, 7):
+        assert _read_all(rows, limit) == (everything, end), limit
+
+    cursor = EventsCursor(IdCursor(0), IdCursor(0))
+    assert [(e.type, e.job_id) for e in cursor.take(rows, 3)] == everything[:3]
+    assert cursor.encode() == "2/2"  # job 2 passed with its stored `enqueued` event
+
+
+def test_a_cut_read_keeps_the_gap_it_saw() -> None:
+    """Cut by the limit before a gap it waits on, a read still notes the gap."""
+    cursor = EventsCursor(IdCursor(0), IdCursor(0))
+    rows = _rows(_job(1, 0.0), _job(2, 1.0), _job(4, 2.0), xmin=5, xmax=9)
+    assert [(e.type, e.job_id) for e in cursor.take(rows, 1)] == [("enqueued", 1)]
+    assert cursor.encode() == "0/1"
+    assert [(e.type, e.job_id) for e in cursor.take(rows[1:], 3)] == [("enqueued", 2)]
+    assert cursor.jobs.last == 2 and cursor.jobs.horizon == 9  # job 3 may be in flight
 
 
 def test_a_gap_passes_at_once_when_no_transaction_is_in_flight() -> None:

@@ -11,12 +11,19 @@ from typing import Any
 
 import psycopg
 
-from conveyor.backends.base import EnqueueParams
+from conveyor.backends.base import EnqueueParams, PruneParams, RetryOutcome, RetryResult
 from conveyor.backends.postgres.backend import PostgresBackend
 from conveyor.backends.postgres.cursor import EventsCursor
 from conveyor.models import Event, JobState
 from tests.integration.postgres.conftest import MakeBackend
-from tests.integration.postgres.helpers import NOW, claim_params, done, enqueue, new_job
+from tests.integration.postgres.helpers import (
+    NOW,
+    claim_params,
+    done,
+    enqueue,
+    new_job,
+    read_events,
+)
 
 
 async def _stored_types(admin: psycopg.AsyncConnection[Any], schema: str) -> list[str]:
@@ -48,7 +55,7 @@ async def test_a_retry_stores_its_enqueued_event(backend: PostgresBackend) -> No
     [job_id] = await enqueue(backend, new_job())
     await backend.claim(claim_params(token="t"))
     await backend.complete_many([done(job_id, "t", JobState.FAILED)])
-    assert await backend.retry(job_id, NOW + 5) == "ok"
+    assert await backend.retry(job_id, NOW + 5) == RetryResult(RetryOutcome.RETRIED)
     events = await backend.get_events(job_id)
     assert [(e.type, e.data) for e in events] == [
         ("enqueued", {}),
@@ -63,7 +70,7 @@ async def test_an_enqueued_event_stored_before_the_upgrade_is_not_doubled(
     backend: PostgresBackend, admin: psycopg.AsyncConnection[Any], schema: str
 ) -> None:
     """Jobs enqueued by a conveyor that stored every `enqueued` event."""
-    _, head = await backend.read_events(None, 0, 0)
+    _, head = await read_events(backend, None, 0, 0)
     [job_id] = await enqueue(backend, new_job("old"))
     await admin.execute(
         f'INSERT INTO "{schema}".job_events (job_id, type, job_name, attempt, at)'
@@ -71,7 +78,7 @@ async def test_an_enqueued_event_stored_before_the_upgrade_is_not_doubled(
         [job_id, NOW],
     )
     assert [e.type for e in await backend.get_events(job_id)] == ["enqueued"]
-    events, _ = await backend.read_events(head, 100, 0)
+    events, _ = await read_events(backend, head, 100, 0)
     assert [(e.type, e.job_id) for e in events] == [("enqueued", job_id)]
 
 
@@ -93,28 +100,28 @@ async def _remove(backend: PostgresBackend, job_id: int, token: str) -> None:
 async def test_stream_yields_a_removed_job_and_does_not_wait_on_its_gap(
     backend: PostgresBackend,
 ) -> None:
-    _, head = await backend.read_events(None, 0, 0)
+    _, head = await read_events(backend, None, 0, 0)
     [removed] = await enqueue(backend, new_job("r", remove_on_complete=True))
     await _remove(backend, removed, "t1")
     [kept] = await enqueue(backend, new_job("k"))
     start = time.monotonic()
-    events, cursor = await backend.read_events(head, 100, 0)  # no waiting at all
+    events, cursor = await read_events(backend, head, 100, 0)  # no waiting at all
     assert time.monotonic() - start < 1
     assert _per_job(events) == {removed: ["enqueued", "started", "completed"], kept: ["enqueued"]}
     assert EventsCursor.decode(cursor).jobs.last == kept
-    assert await backend.read_events(cursor, 100, 0) == ([], cursor)
+    assert await read_events(backend, cursor, 100, 0) == ([], cursor)
 
 
 async def test_stream_yields_the_newest_job_when_it_was_removed(backend: PostgresBackend) -> None:
     """No job after it: its events alone move the jobs cursor past it."""
-    _, head = await backend.read_events(None, 0, 0)
+    _, head = await read_events(backend, None, 0, 0)
     ids = await enqueue(backend, new_job("a", remove_on_complete=True), new_job("b"))
     await backend.claim(claim_params(token="t", limit=1))  # a
     await enqueue(backend, new_job("c", remove_on_complete=True))
     await backend.complete_many([done(ids[0], "t", remove=True)])
     [c] = await backend.claim(claim_params(token="u", include=("c",)))
     await backend.complete_many([done(c.id, "u", remove=True)])
-    events, cursor = await backend.read_events(head, 100, 0)
+    events, cursor = await read_events(backend, head, 100, 0)
     assert _per_job(events) == {
         ids[0]: ["enqueued", "started", "completed"],
         ids[1]: ["enqueued"],
@@ -126,14 +133,14 @@ async def test_stream_yields_the_newest_job_when_it_was_removed(backend: Postgre
 async def test_stream_passes_a_pruned_job_once_the_gap_settles(
     backend: PostgresBackend,
 ) -> None:
-    _, head = await backend.read_events(None, 0, 0)
+    _, head = await read_events(backend, None, 0, 0)
     [pruned] = await enqueue(backend, new_job("p"))
     await backend.claim(claim_params(token="t"))
     await backend.complete_many([done(pruned, "t")])
-    assert await backend.prune(JobState.COMPLETED, NOW + 1, 10) == 1  # row and events
+    assert await backend.prune(PruneParams(JobState.COMPLETED, NOW + 1, 10)) == 1  # row and events
     [kept] = await enqueue(backend, new_job("k"))
     start = time.monotonic()
-    events, cursor = await backend.read_events(head, 100, 3)
+    events, cursor = await read_events(backend, head, 100, 3)
     assert time.monotonic() - start < 2  # settled by the xid horizon, not GAP_GRACE
     assert [(e.type, e.job_id) for e in events] == [("enqueued", kept)]
     assert ":" not in cursor
@@ -144,16 +151,16 @@ async def test_stream_holds_a_jobs_events_until_its_enqueue_commits(
 ) -> None:
     """A job id held by a transaction in flight stops the stream there: later jobs'
     events wait too, then come in order, each job's `enqueued` first."""
-    _, head = await backend.read_events(None, 0, 0)
+    _, head = await read_events(backend, None, 0, 0)
     async with await psycopg.AsyncConnection.connect(admin.info.dsn) as tx:
         [slow] = await backend.enqueue_many(EnqueueParams([new_job("slow")], NOW, tx))
         [fast] = await enqueue(backend, new_job("fast"))
         await backend.claim(claim_params(token="t", include=("fast",)))
         await backend.complete_many([done(fast, "t")])
-        events, cursor = await backend.read_events(head, 100, 0.3)
+        events, cursor = await read_events(backend, head, 100, 0.3)
         assert events == []
         await tx.commit()
-    events, _ = await backend.read_events(cursor, 100, 2)
+    events, _ = await read_events(backend, cursor, 100, 2)
     assert [(e.type, e.job_id) for e in events] == [
         ("enqueued", slow.id),
         ("enqueued", fast),
@@ -166,7 +173,7 @@ async def test_stream_with_a_small_limit_misses_and_repeats_nothing(
     backend: PostgresBackend,
 ) -> None:
     """Jobs kept, removed on completion and pruned, read a few at a time in between."""
-    _, cursor = await backend.read_events(None, 0, 0)
+    _, cursor = await read_events(backend, None, 0, 0)
     rng = random.Random(7)
     expected: dict[int, list[str]] = {}
     pruned: set[int] = set()
@@ -185,14 +192,17 @@ async def test_stream_with_a_small_limit_misses_and_repeats_nothing(
             expected[c.id] += ["started", "completed"]
         if round_ == 2:  # prune what finished so far: rows and events leave the stream
             pruned = {job_id for job_id, types in expected.items() if len(types) == 3}
-            await backend.prune(JobState.COMPLETED, NOW + 100, 1000)
+            await backend.prune(PruneParams(JobState.COMPLETED, NOW + 100, 1000))
         for _ in range(rng.randrange(3)):  # read part of it now, a few at a time
-            batch, cursor = await backend.read_events(cursor, rng.randrange(1, 5), 0)
+            limit = rng.randrange(1, 5)
+            batch, cursor = await read_events(backend, cursor, limit, 0)
+            assert len(batch) <= limit
             seen.extend(batch)
     while True:
-        batch, cursor = await backend.read_events(cursor, 3, 1)
+        batch, cursor = await read_events(backend, cursor, 3, 1)
         if not batch:
             break
+        assert len(batch) <= 3
         seen.extend(batch)
     got = _per_job(seen)
     for job_id, types in expected.items():
@@ -211,7 +221,7 @@ async def test_stream_under_concurrent_enqueues_rollbacks_and_removals(
     committed job comes once, in order; rolled-back ones never."""
     reader, worker = await new_backend(), await new_backend(migrate=False)
     producers = [await new_backend(migrate=False) for _ in range(2)]
-    _, cursor = await reader.read_events(None, 0, 0)
+    _, cursor = await read_events(reader, None, 0, 0)
     committed: set[int] = set()
     rolled_back: set[int] = set()
     processed: set[int] = set()
@@ -254,7 +264,8 @@ async def test_stream_under_concurrent_enqueues_rollbacks_and_removals(
     async def read() -> None:
         nonlocal cursor
         while producing or {e.job_id for e in seen if e.type == "completed"} != committed:
-            batch, cursor = await reader.read_events(cursor, 5, 0.05)
+            batch, cursor = await read_events(reader, cursor, 5, 0.05)
+            assert len(batch) <= 5
             seen.extend(batch)
 
     async def run_producers() -> None:

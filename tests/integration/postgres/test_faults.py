@@ -13,7 +13,14 @@ from conveyor.backends.postgres.backend import PostgresBackend
 from conveyor.errors import BackendError
 from conveyor.settings import Settings
 from tests.integration.postgres.conftest import MakeBackend
-from tests.integration.postgres.helpers import claim_params, done, enqueue, eventually, new_job
+from tests.integration.postgres.helpers import (
+    claim_params,
+    done,
+    enqueue,
+    eventually,
+    new_job,
+    read_events,
+)
 
 
 async def _pids(admin: psycopg.AsyncConnection[Any], app: str) -> set[int]:
@@ -166,5 +173,5 @@ async def test_a_producer_opens_no_listen_connection(
     await producer.wait_for_work(0)
     await eventually(lambda: _listener_ready(admin, app, set()))
     reader = await new_backend(app=f"{app}-reader")
-    await reader.read_events(None, 0, 0)
+    await read_events(reader, None, 0, 0)
     await eventually(lambda: _listener_ready(admin, f"{app}-reader", set()))

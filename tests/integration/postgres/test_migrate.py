@@ -9,7 +9,13 @@ import psycopg
 from conveyor.backends.postgres.backend import PostgresBackend
 from tests.integration.postgres import procs
 from tests.integration.postgres.conftest import MakeBackend
-from tests.integration.postgres.helpers import claim_params, enqueue, new_job, run_children
+from tests.integration.postgres.helpers import (
+    claim_params,
+    enqueue,
+    make_backend,
+    new_job,
+    run_children,
+)
 
 
 async def _versions(admin: psycopg.AsyncConnection[Any], schema: str) -> list[int]:
@@ -61,6 +67,6 @@ async def test_migrate_concurrently_from_two_processes(schema: str) -> None:
     for _ in range(2):  # the first round races on a fresh schema, the second on a done one
         outputs = run_children(procs.migrate, [(schema,), (schema,)])
         assert outputs == ["ok", "ok"]
-    async with await psycopg.AsyncConnection.connect(procs.make_backend(schema).conninfo) as c:
+    async with await psycopg.AsyncConnection.connect(make_backend(schema).conninfo) as c:
         cur = await c.execute(f'SELECT version FROM "{schema}".schema_migrations ORDER BY 1')
         assert [r[0] for r in await cur.fetchall()] == [1]

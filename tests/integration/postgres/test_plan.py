@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 
+from conveyor.backends.postgres import codec
 from conveyor.backends.postgres.backend import PostgresBackend
 from tests.integration.postgres.helpers import NOW, claim_params, enqueue, new_job
 
@@ -23,22 +24,6 @@ async def _fill_history(admin: psycopg.AsyncConnection[Any], schema: str) -> Non
         [NOW, NOW, NOW, HISTORY],
     )
     await admin.execute(f'ANALYZE "{schema}".jobs')
-
-
-def _claim_args(**kw: Any) -> dict[str, Any]:
-    p = claim_params(**kw)
-    return {
-        "now": p.now,
-        "lease_expires_at": p.lease_expires_at,
-        "token": p.token,
-        "worker_id": p.worker_id,
-        "limit": p.limit,
-        "scan": p.limit * 2,
-        "channel": p.channels[0] if p.channels else None,
-        "channels": list(p.channels) if p.channels is not None else None,
-        "include": None,
-        "exclude": None,
-    }
 
 
 async def _explain(
@@ -68,7 +53,9 @@ async def test_claim_uses_the_partial_index_whatever_the_history(
     await admin.execute(f'ANALYZE "{schema}".jobs')
     for channels, index in ((None, "jobs_claim_idx"), (("a",), "jobs_claim_channel_idx")):
         plan = await _explain(
-            admin, backend.queries.claim(channels), _claim_args(channels=channels)
+            admin,
+            backend.queries.claim(channels),
+            codec.claim_args(claim_params(channels=channels)),
         )
         nodes = _nodes(plan["Plan"])
         scans = [n for n in nodes if n.get("Relation Name") == "jobs" and "Scan" in n["Node Type"]]

@@ -83,6 +83,9 @@ async def test_sync_connection_commit_and_rollback(
 async def test_connection_types(
     backend: PostgresBackend, admin: psycopg.AsyncConnection[Any]
 ) -> None:
+    # what the backend declares is what it does: connection= works (sync and async,
+    # above), sync code without one is refused (the core uses its portal thread)
+    assert backend.supports_transactions and not backend.sync_enqueue
     with pytest.raises(UnsupportedError):
         backend.enqueue_many_sync(EnqueueParams([new_job()], NOW))
     with pytest.raises(UnsupportedError):

@@ -1,6 +1,6 @@
 """Fixtures for the Redis backend's own tests: a connected backend on a fresh key prefix
-(its keys removed afterwards), job builders, and a private redis-server for tests that
-restart or reconfigure the server (never the shared one on 6379)."""
+(its keys removed afterwards), direct reads of those keys, and a private redis-server for
+tests that restart or reconfigure the server (never the shared one on 6379)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from conveyor.backends.redis.backend import RedisBackend
 from conveyor.settings import Settings
 from tests.conftest import REDIS_URL, require_backend
-from tests.integration.redis.helpers import OwnRedis, delete_keys
+from tests.integration.redis.helpers import OwnRedis, Raw, delete_keys
 
 
 @pytest.fixture
@@ -51,6 +51,14 @@ async def make_backend(redis_url: str, prefix: str) -> AsyncIterator[Callable[..
 async def backend(make_backend: Callable[..., Any]) -> RedisBackend:
     b: RedisBackend = await make_backend()
     return b
+
+
+@pytest.fixture
+def raw(redis_url: str, prefix: str) -> Iterator[Raw]:
+    """Direct (sync) reads of this test's keys."""
+    r = Raw(redis_url, prefix)
+    yield r
+    r.client.close()
 
 
 @pytest.fixture

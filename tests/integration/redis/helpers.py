@@ -15,9 +15,18 @@ from typing import Any
 import pytest
 import redis
 
-from conveyor.backends.base import ClaimParams, EnqueueParams, NewJob
+from conveyor.backends.base import (
+    ClaimParams,
+    EnqueueParams,
+    NewJob,
+    Outcome,
+    ProgressUpdate,
+    PromoteParams,
+    PruneParams,
+)
 from conveyor.backends.redis.backend import RedisBackend
-from conveyor.backends.redis.keys import scan_pattern
+from conveyor.backends.redis.keys import Keys, scan_pattern
+from conveyor.models import JobState
 from tests.integration.jobs import NOW, new_job
 
 
@@ -30,6 +39,54 @@ def claim_params(token: str = "tok", limit: int = 10, now: float = NOW, **kw: An
 async def enqueue(backend: RedisBackend, *jobs: NewJob, now: float = NOW) -> list[int]:
     results = await backend.enqueue_many(EnqueueParams(jobs=list(jobs), now=now))
     return [r.id for r in results]
+
+
+def done(
+    job_id: int, token: str = "tok", state: JobState = JobState.COMPLETED, **kw: Any
+) -> Outcome:
+    return Outcome(job_id=job_id, token=token, state=state, at=NOW + 1, event=str(state), **kw)
+
+
+async def claim_ids(backend: RedisBackend, **kw: Any) -> list[int]:
+    return [j.id for j in await backend.claim(claim_params(**kw))]
+
+
+def progress(job_id: int, token: str, value: int, now: float = NOW) -> ProgressUpdate:
+    return ProgressUpdate(job_id=job_id, token=token, progress=value, now=now)
+
+
+def promote(now: float, horizon: float = 0.0, limit: int = 100) -> PromoteParams:
+    return PromoteParams(now=now, horizon=horizon, limit=limit)
+
+
+def prune(state: JobState, finished_before: float, limit: int = 100) -> PruneParams:
+    return PruneParams(state=state, finished_before=finished_before, limit=limit)
+
+
+class Raw:
+    """Direct reads of the queue's keys."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.client = redis.Redis.from_url(url, decode_responses=True)
+        self.keys = Keys(prefix)
+
+    def registered(self, backend: RedisBackend) -> bool:
+        return bool(self.client.hexists(self.keys.waiters, hand_id(backend)))
+
+    def job(self, job_id: int) -> dict[str, str]:
+        return dict(self.client.hgetall(self.keys.job(job_id)))
+
+    def state(self, job_id: int) -> str:
+        return self.job(job_id)["state"]
+
+    def markers(self) -> int:
+        return int(self.client.zcard(self.keys.marker))
+
+
+def hand_id(backend: RedisBackend) -> str:
+    hand = backend._waker._hand  # type: ignore[union-attr]
+    assert hand is not None
+    return hand.id
 
 
 def delete_keys(url: str, prefix: str) -> None:

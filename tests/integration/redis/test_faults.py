@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from conveyor.backends.base import ClaimedJob, ClaimParams
+from conveyor.backends.base import ClaimedJob, ClaimParams, EventRead
 from conveyor.backends.redis.backend import RedisBackend
 from conveyor.errors import BackendError
 from tests.integration.redis.helpers import (
@@ -90,16 +90,16 @@ async def test_killed_connections_fail_then_recover(make_backend: Any, own_redis
 
 async def test_killed_stream_reader_recovers(make_backend: Any, own_redis: OwnRedis) -> None:
     backend: RedisBackend = await make_backend(own_redis.url)
-    _, cursor = await backend.read_events(None, 10, 0)
-    reading = asyncio.ensure_future(backend.read_events(cursor, 10, 30))
+    cursor = (await backend.read_events(EventRead(None, 10, 0))).cursor
+    reading = asyncio.ensure_future(backend.read_events(EventRead(cursor, 10, 30)))
     await _blocked(own_redis)
     with own_redis.client() as c:
         c.client_kill_filter(_type="normal", skipme=True)
     with pytest.raises(BackendError):
         await asyncio.wait_for(reading, 5)
     [job_id] = await _eventually_ok(lambda: enqueue(backend, new_job()))
-    events, _ = await backend.read_events(cursor, 10, 5)
-    assert [(e.type, e.job_id) for e in events] == [("enqueued", job_id)]
+    page = await backend.read_events(EventRead(cursor, 10, 5))
+    assert [(e.type, e.job_id) for e in page.events] == [("enqueued", job_id)]
 
 
 async def test_server_restart(make_backend: Any, own_redis: OwnRedis) -> None:

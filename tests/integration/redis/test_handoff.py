@@ -13,14 +13,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-import redis
 
 from conveyor.backends.base import ClaimedJob, ClaimParams, HeartbeatParams, NewJob, Outcome
 from conveyor.backends.redis import codec
 from conveyor.backends.redis.backend import RedisBackend
-from conveyor.backends.redis.keys import Keys
 from conveyor.models import JobState
-from tests.integration.redis.helpers import NOW, claim_params, enqueue, new_job, wait_until
+from tests.integration.redis.helpers import (
+    NOW,
+    Raw,
+    claim_params,
+    enqueue,
+    hand_id,
+    new_job,
+    wait_until,
+)
 
 LEASE = 30.0
 
@@ -29,39 +35,6 @@ def standing(token: str = "stand", limit: int = 10, now: float = NOW, **kw: Any)
     return ClaimParams(
         worker_id="w1", token=token, limit=limit, now=now, lease_expires_at=now + LEASE, **kw
     )
-
-
-class Raw:
-    """Direct reads of the queue's keys."""
-
-    def __init__(self, url: str, prefix: str) -> None:
-        self.client = redis.Redis.from_url(url, decode_responses=True)
-        self.keys = Keys(prefix)
-
-    def registered(self, backend: RedisBackend) -> bool:
-        return bool(self.client.hexists(self.keys.waiters, hand_id(backend)))
-
-    def job(self, job_id: int) -> dict[str, str]:
-        return dict(self.client.hgetall(self.keys.job(job_id)))
-
-    def state(self, job_id: int) -> str:
-        return self.job(job_id)["state"]
-
-    def markers(self) -> int:
-        return int(self.client.zcard(self.keys.marker))
-
-
-@pytest.fixture
-def raw(redis_url: str, prefix: str) -> Any:
-    r = Raw(redis_url, prefix)
-    yield r
-    r.client.close()
-
-
-def hand_id(backend: RedisBackend) -> str:
-    hand = backend._waker._hand  # type: ignore[union-attr]
-    assert hand is not None
-    return hand.id
 
 
 async def wait_while(
@@ -196,6 +169,41 @@ async def test_a_paused_channel_is_not_handed_over(make_backend: Any, raw: Raw) 
     )
     assert ids(handed) == [got[1]]
     assert raw.state(got[0]) == "queued"
+
+
+async def test_a_paused_channel_named_star_is_just_a_channel(make_backend: Any, raw: Raw) -> None:
+    worker: RedisBackend = await make_backend()
+    await worker.set_paused("*", True)
+    handed, got = await enqueue_while_waiting(
+        raw,
+        worker,
+        standing(channels=("*", "texts")),
+        new_job(channel="*"),
+        new_job(channel="texts"),
+    )
+    assert ids(handed) == [got[1]]  # "*" is paused, the others are not
+    assert raw.state(got[0]) == "queued"
+    # resumed, "*" is handed over like any channel
+    await worker.set_paused("*", False)
+    assert ids(await worker.claim(claim_params(token="t0", channels=("*",)))) == [got[0]]
+    handed, got = await enqueue_while_waiting(
+        raw, worker, standing(channels=("*",)), new_job(channel="*")
+    )
+    assert ids(handed) == got
+
+
+async def test_resuming_one_channel_while_everything_is_paused_hands_nothing_over(
+    make_backend: Any, raw: Raw
+) -> None:
+    worker: RedisBackend = await make_backend()
+    await worker.set_paused(None, True)
+    await worker.set_paused("*", False)
+    await worker.set_paused("texts", False)
+    handed, got = await enqueue_while_waiting(
+        raw, worker, standing(), new_job(channel="*"), new_job(channel="texts")
+    )
+    assert handed == []
+    assert [raw.state(i) for i in got] == ["queued", "queued"]
 
 
 async def test_nothing_is_handed_over_while_everything_is_paused(
@@ -529,17 +537,17 @@ async def test_a_worker_runs_the_jobs_its_wait_hands_over(rq: Any, raw: Raw) -> 
     async def job(payload: int, ctx: Any) -> None:
         ran.append(payload)
 
-    spy = Spy(await rq._backend())
+    spy = Spy(await rq.engine.backend())
     worker = rq.worker(concurrency=4)
     async with running(worker):
-        await wait_until(lambda: raw.registered(worker._backend))
+        await wait_until(lambda: raw.registered(worker.backend))
         [registration] = raw.client.hvals(raw.keys.waiters)
         assert json.loads(registration)["n"] == 4 and json.loads(registration)["w"] == worker.id
         job_id = await rq.enqueue("job", 7)
         await wait_state(rq, job_id, JobState.COMPLETED)
         assert ids(spy.handed) == [job_id] and ran == [7]
         # idle again: it stands again, and the next job is handed over too
-        await wait_until(lambda: raw.registered(worker._backend))
+        await wait_until(lambda: raw.registered(worker.backend))
         second = await rq.enqueue("job", 8)
         await wait_state(rq, second, JobState.COMPLETED)
         assert ids(spy.handed) == [job_id, second]
@@ -550,7 +558,7 @@ async def test_a_worker_runs_the_jobs_its_wait_hands_over(rq: Any, raw: Raw) -> 
 async def test_stopping_a_registered_worker_is_prompt_and_releases(rq: Any, raw: Raw) -> None:
     worker = rq.worker()
     task = asyncio.ensure_future(worker.run())
-    await wait_until(lambda: worker._backend is not None and raw.registered(worker._backend))
+    await wait_until(lambda: worker.backend is not None and raw.registered(worker.backend))
     await asyncio.wait_for(worker.stop(), 5)  # not the 30 s poll
     await asyncio.wait_for(task, 5)
     assert not raw.client.exists(raw.keys.waiters)
@@ -565,11 +573,11 @@ async def test_jobs_handed_over_as_the_worker_stops_still_run(rq: Any, raw: Raw)
     async def job(payload: None, ctx: Any) -> str:
         return "done"
 
-    spy = Spy(await rq._backend())
+    spy = Spy(await rq.engine.backend())
     worker = rq.worker()
     task = asyncio.ensure_future(worker.run())
-    await wait_until(lambda: worker._backend is not None and raw.registered(worker._backend))
-    spy.on_handed = lambda: worker._stopping.set()  # stop() arrives with the hand-off
+    await wait_until(lambda: worker.backend is not None and raw.registered(worker.backend))
+    spy.on_handed = worker.request_stop  # stop() arrives with the hand-off
     job_id = await rq.enqueue("job")
     await asyncio.wait_for(task, 10)
     assert ids(spy.handed) == [job_id]

@@ -40,16 +40,26 @@ from conveyor.backends.base import (
     ClaimedJob,
     ClaimParams,
     CronFire,
+    CronFireResult,
+    CronPause,
     CronRecord,
     EnqueueParams,
     EnqueueResult,
+    EventPage,
+    EventRead,
     ExpiredLease,
     HeartbeatParams,
     HeartbeatResult,
     JobFilter,
+    LockParams,
     LogEntry,
     Outcome,
+    ProgressUpdate,
+    PromoteParams,
+    PromoteResult,
+    PruneParams,
     RetryOutcome,
+    RetryResult,
 )
 from conveyor.backends.postgres import codec
 from conveyor.backends.postgres.connections import (
@@ -95,7 +105,10 @@ class PostgresBackend:
     """
 
     name = "postgres"
-    supports_transactions = True
+    supports_transactions = True  # connection=: a psycopg (or SQLAlchemy) connection
+    sync_enqueue = False  # sync code without connection= goes through the portal
+    shared_across_loops = False  # the pool and the listener belong to one event loop
+    hands_off = False  # LISTEN/NOTIFY wakes the caller, who then claims
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -250,38 +263,11 @@ class PostgresBackend:
         return results
 
     # -- the hot path -------------------------------------------------------------------
-    @staticmethod
-    def _claim_args(params: ClaimParams) -> dict[str, Any]:
-        limit = params.limit
-        channels = params.channels
-        return {
-            "now": params.now,
-            "lease_expires_at": params.lease_expires_at,
-            "token": params.token,
-            "worker_id": params.worker_id,
-            "limit": limit,
-            # a few extra candidates so that a group's further members (skipped: one
-            # per group per batch) do not leave the batch short
-            "scan": limit * 2 if limit < 50 else limit + 50,
-            "channel": channels[0] if channels else None,
-            "channels": list(channels) if channels is not None else None,
-            "include": list(params.include) if params.include is not None else None,
-            "exclude": list(params.exclude) if params.exclude is not None else None,
-        }
-
-    def _complete_args(self, outcomes: Sequence[Outcome]) -> dict[str, Any]:
-        requeue = any(o.state is JobState.QUEUED and not o.remove for o in outcomes)
-        return {
-            "outcomes": codec.outcomes_json(outcomes),
-            "notify_channel": self.notify_channel,
-            "notify": "" if requeue else None,
-        }
-
     async def claim(self, params: ClaimParams) -> list[ClaimedJob]:
         if params.limit <= 0:
             return []
         rows = await self._fetch(
-            "claim", self.queries.claim(params.channels), self._claim_args(params)
+            "claim", self.queries.claim(params.channels), codec.claim_args(params)
         )
         if rows:
             self._events.fire()
@@ -291,7 +277,9 @@ class PostgresBackend:
         if not outcomes:
             return []
         rows = await self._fetch(
-            "complete", self.queries["complete_many"], self._complete_args(outcomes)
+            "complete",
+            self.queries["complete_many"],
+            codec.complete_args(outcomes, self.notify_channel),
         )
         applied = {row[0] for row in rows}
         if rows:
@@ -310,8 +298,8 @@ class PostgresBackend:
         if not outcomes or claim.limit <= 0:
             applied = await self.complete_many(outcomes)
             return applied, await self.claim(claim)
-        args = self._claim_args(claim)
-        args.update(self._complete_args(outcomes))
+        args = codec.claim_args(claim)
+        args.update(codec.complete_args(outcomes, self.notify_channel))
         rows = await self._fetch(
             "complete and claim", self.queries.claim(claim.channels, complete=True), args
         )
@@ -350,11 +338,16 @@ class PostgresBackend:
         )
         return frozenset(row[0] for row in rows)
 
-    async def set_progress(self, job_id: int, token: str, progress: int, now: float) -> bool:
+    async def set_progress(self, update: ProgressUpdate) -> bool:
         rows = await self._fetch(
             "set_progress",
             self.queries["set_progress"],
-            {"id": job_id, "token": token, "progress": progress, "now": now},
+            {
+                "id": update.job_id,
+                "token": update.token,
+                "progress": update.progress,
+                "now": update.now,
+            },
         )
         if rows[0][0]:
             self._events.fire()
@@ -383,42 +376,47 @@ class PostgresBackend:
         )
         return [codec.expired_lease(row) for row in rows]
 
-    async def promote_due(self, now: float, horizon: float, limit: int) -> tuple[int, float | None]:
+    async def promote_due(self, params: PromoteParams) -> PromoteResult:
         rows = await self._fetch(
             "promote_due",
             self.queries["promote_due"],
             {
-                "now": now,
-                "until": now + horizon,
-                "limit": limit,
+                "now": params.now,
+                "until": params.now + params.horizon,
+                "limit": params.limit,
                 "notify_channel": self.notify_channel,
             },
         )
         count, earliest = rows[0]
         if count:
             self._work.fire()
-        return int(count), earliest
+        return PromoteResult(int(count), earliest)
 
-    async def prune(self, state: JobState, finished_before: float, limit: int) -> int:
+    async def prune(self, params: PruneParams) -> int:
         rows = await self._fetch(
             "prune",
             self.queries["prune"],
-            {"state": state.value, "before": finished_before, "limit": limit},
+            {
+                "state": params.state.value,
+                "before": params.finished_before,
+                "limit": params.limit,
+            },
         )
         return int(rows[0][0])
 
-    async def acquire_lock(self, name: str, owner: str, ttl: float, now: float) -> bool:
+    async def acquire_lock(self, params: LockParams) -> bool:
+        now = params.now
         rows = await self._fetch(
             "acquire_lock",
             self.queries["acquire_lock"],
-            {"name": name, "owner": owner, "now": now, "expires_at": now + ttl},
+            {
+                "name": params.name,
+                "owner": params.owner,
+                "now": now,
+                "expires_at": now + params.ttl,
+            },
         )
         return bool(rows)
-
-    async def release_lock(self, name: str, owner: str) -> None:
-        await self._fetch(
-            "release_lock", self.queries["release_lock"], {"name": name, "owner": owner}
-        )
 
     # -- inspection and management ------------------------------------------------------
     async def get_job(self, job_id: int) -> Job | None:
@@ -447,7 +445,7 @@ class PostgresBackend:
                 oldest[channel] = first_queued
         return [ChannelStats(ch, c, oldest.get(ch)) for ch, c in counts.items()]
 
-    async def cancel(self, job_id: int, now: float) -> str:
+    async def cancel(self, job_id: int, now: float) -> CancelOutcome:
         rows = await self._fetch("cancel", self.queries["cancel"], {"id": job_id, "now": now})
         before, after = rows[0]
         if before is None:
@@ -468,7 +466,7 @@ class PostgresBackend:
             self._events.fire()
         return count
 
-    async def retry(self, job_id: int, now: float) -> str:
+    async def retry(self, job_id: int, now: float) -> RetryResult:
         rows = await self._fetch(
             "retry",
             self.queries["retry"],
@@ -476,15 +474,18 @@ class PostgresBackend:
         )
         before, requeued = rows[0]
         if before is None:
-            return RetryOutcome.MISSING
+            return RetryResult(RetryOutcome.MISSING)
         if requeued:
             self._notified()
-            return RetryOutcome.OK
-        return str(before)
+            return RetryResult(RetryOutcome.RETRIED)
+        return RetryResult(RetryOutcome.NOT_RETRYABLE, JobState(before))
 
     async def set_paused(self, channel: str | None, paused: bool) -> None:
+        """A row per paused channel, and ``""`` (never a valid channel name) for every
+        channel: the claim skips a channel with a row, and everything while ``""`` has
+        one. Resuming one channel deletes its row only (``""`` stays: still paused);
+        resuming everything deletes every row."""
         if paused:
-            # "" is never a valid channel name: it stands for every channel
             all_or_one = channel if channel is not None else ""
             await self._fetch("pause", self.queries["pause"], {"channel": all_or_one})
         else:
@@ -495,10 +496,6 @@ class PostgresBackend:
             )
             self._work.fire()
 
-    async def paused_channels(self) -> frozenset[str]:
-        rows = await self._fetch("paused_channels", self.queries["paused_channels"], {})
-        return frozenset(row[0] for row in rows)
-
     async def get_logs(self, job_id: int) -> list[LogRecord]:
         rows = await self._fetch_dicts("get_logs", self.queries["get_logs"], {"id": job_id})
         return [log_from_row(row) for row in rows]
@@ -507,9 +504,7 @@ class PostgresBackend:
         rows = await self._fetch_dicts("get_events", self.queries["get_events"], {"id": job_id})
         return [event_from_row(row) for row in rows]
 
-    async def read_events(
-        self, after: str | None, limit: int, timeout: float
-    ) -> tuple[list[Event], str]:
+    async def read_events(self, params: EventRead) -> EventPage:
         """Events after the cursor, oldest first: the stored ones and each new job's
         ``enqueued`` event (its row), read together with one snapshot.
 
@@ -518,16 +513,20 @@ class PostgresBackend:
         a smaller one can appear after a larger one was read, and the cursor stops
         before a gap until it is filled, or until every transaction that could fill it
         has ended (a rolled-back id, a deleted job), or, while a long transaction holds
-        xmin back, for ``GAP_GRACE`` seconds. Returns up to ``limit`` of each kind.
+        xmin back, for ``GAP_GRACE`` seconds. Reads up to ``limit`` of each kind and
+        returns at most ``limit`` in all.
         """
         self._listen()
-        if after is None:
+        if params.after is None:
             rows = await self._fetch("read_events", self.queries["events_head"], {})
             head = EventsCursor.decode(f"{rows[0][0]}/{rows[0][1]}")
-            return [], head.encode()
-        cursor = EventsCursor.decode(after)
+            return EventPage([], head.encode())
+        limit = params.limit
+        if limit <= 0:
+            return EventPage([], params.after)
+        cursor = EventsCursor.decode(params.after)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + params.timeout
         while True:
             rows = await self._fetch_dicts(
                 "read_events",
@@ -537,7 +536,7 @@ class PostgresBackend:
             events = cursor.take(rows, limit)
             remaining = deadline - loop.time()
             if events or remaining <= 0:
-                return events, cursor.encode()
+                return EventPage(events, cursor.encode())
             await self._events.wait(min(EVENTS_POLL, remaining))
 
     # -- cron ---------------------------------------------------------------------------
@@ -556,16 +555,20 @@ class PostgresBackend:
                 cur = await conn.execute(self.queries["delete_cron"], {"names": list(names)})
                 return int(cur.rowcount)
 
-    async def set_cron_paused(self, name: str, paused: bool, next_run_at: float | None) -> bool:
+    async def set_cron_paused(self, params: CronPause) -> bool:
         with backend_errors("set_cron_paused"):
             async with self._connection() as conn:
                 cur = await conn.execute(
                     self.queries["set_cron_paused"],
-                    {"name": name, "paused": paused, "next_run_at": next_run_at},
+                    {
+                        "name": params.name,
+                        "paused": params.paused,
+                        "next_run_at": params.next_run_at,
+                    },
                 )
                 return bool(cur.rowcount == 1)
 
-    async def fire_cron(self, fire: CronFire) -> tuple[bool, int | None]:
+    async def fire_cron(self, fire: CronFire) -> CronFireResult:
         """The compare-and-swap on ``next_run_at`` and the job's insert commit together."""
         args = {
             "name": fire.name,
@@ -578,7 +581,7 @@ class PostgresBackend:
             async with self._connection() as conn, conn.transaction():
                 cur = await conn.execute(self.queries["fire_cron"], args)
                 if not await cur.fetchall():
-                    return False, None
+                    return CronFireResult(won=False, job_id=None)
                 if fire.job is not None:
                     plan = enqueue_plan(self.queries, self.notify_channel, [fire.job], fire.now)
                     results: list[EnqueueResult] = await drive(conn, plan)
@@ -588,4 +591,4 @@ class PostgresBackend:
                     )
         if job_id is not None:
             self._notified()
-        return True, job_id
+        return CronFireResult(won=True, job_id=job_id)

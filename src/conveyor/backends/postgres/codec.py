@@ -13,6 +13,7 @@ from typing import Any
 
 from conveyor.backends.base import (
     ClaimedJob,
+    ClaimParams,
     CronRecord,
     EnqueueResult,
     ExpiredLease,
@@ -27,7 +28,9 @@ from conveyor.models import JobState
 __all__ = [
     "NOTIFY_LIMIT",
     "batch_results",
+    "claim_args",
     "claimed_job",
+    "complete_args",
     "cron_args",
     "cron_record",
     "dedupe_keys",
@@ -222,6 +225,37 @@ def notify_payload(channels: Counter[str]) -> str | None:
         return None
     text = _DUMPS(dict(channels))
     return text if len(text.encode()) <= NOTIFY_LIMIT else ""
+
+
+def claim_args(params: ClaimParams) -> dict[str, Any]:
+    """The parameters of ``claim`` (and of the claim half of ``complete_claim``)."""
+    limit = params.limit
+    channels = params.channels
+    return {
+        "now": params.now,
+        "lease_expires_at": params.lease_expires_at,
+        "token": params.token,
+        "worker_id": params.worker_id,
+        "limit": limit,
+        # a few extra candidates so that a group's further members (skipped: one
+        # per group per batch) do not leave the batch short
+        "scan": limit * 2 if limit < 50 else limit + 50,
+        "channel": channels[0] if channels else None,
+        "channels": list(channels) if channels is not None else None,
+        "include": list(params.include) if params.include is not None else None,
+        "exclude": list(params.exclude) if params.exclude is not None else None,
+    }
+
+
+def complete_args(outcomes: Sequence[Outcome], notify_channel: str) -> dict[str, Any]:
+    """The parameters of ``complete_many`` (and of the complete half of
+    ``complete_claim``): a NOTIFY only when some outcome requeues a job."""
+    requeue = any(o.state is JobState.QUEUED and not o.remove for o in outcomes)
+    return {
+        "outcomes": outcomes_json(outcomes),
+        "notify_channel": notify_channel,
+        "notify": "" if requeue else None,
+    }
 
 
 def outcomes_json(outcomes: Sequence[Outcome]) -> str:

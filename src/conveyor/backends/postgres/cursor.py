@@ -26,7 +26,7 @@ passed like any gap.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from conveyor.backends.rows import event_from_row
@@ -104,9 +104,33 @@ class EventsCursor:
 
     def take(self, rows: Sequence[Mapping[str, Any]], limit: int) -> list[Event]:
         """The events of one ``read_events`` statement that can be yielded now, oldest
-        first, moving the cursor past them (and past the gaps that stay)."""
+        first, at most ``limit`` (the statement's limit on each stream), moving the
+        cursor past them (and past the gaps that stay)."""
         if not rows:
             return []
+        before = replace(self.jobs), replace(self.events)
+        enqueued, stored = self._scan(rows, limit)
+        merged = _merge(enqueued, stored)
+        if len(merged) <= limit:
+            return merged
+        # Too many: keep the first ``limit``, a prefix of each stream. Scan again from
+        # the state before, stopping at those prefixes, so that the cursor moves past
+        # exactly what is returned (stopping early is always safe: the rest comes next).
+        kept = {id(event) for event in merged[:limit]}
+        n_enqueued = sum(id(event) in kept for event in enqueued)
+        self.jobs, self.events = before
+        enqueued, stored = self._scan(rows, limit, n_enqueued, limit - n_enqueued)
+        return _merge(enqueued, stored)
+
+    def _scan(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        limit: int,
+        max_enqueued: int = 1 << 62,
+        max_stored: int = 1 << 62,
+    ) -> tuple[list[Event], list[Event]]:
+        """Move the cursor past the rows that can be yielded: the jobs' ``enqueued``
+        events (at most ``max_enqueued``) and the stored events (``max_stored``)."""
         first = rows[0]
         snap = Snapshot(int(first["xmin"]), int(first["xmax"]), float(first["db_now"]))
         job_rows = [row for row in rows if row["job_row"]]
@@ -123,6 +147,8 @@ class EventsCursor:
         if len(job_rows) >= limit:
             gone = {job_id for job_id in gone if job_id < job_mark}
         for row in job_rows:
+            if row["type"] is not None and len(enqueued) >= max_enqueued:
+                break  # the budget: stop before the next event
             top = row["id"]
             if not (_all_in(jobs.last + 1, top, gone) or jobs.passes(top, snap, job_mark)):
                 break
@@ -134,6 +160,8 @@ class EventsCursor:
         stored: list[Event] = []
         event_mark = event_rows[-1]["id"] if event_rows else 0
         for row in event_rows:
+            if len(stored) >= max_stored:
+                break
             if row["id"] != events.last + 1 and not events.passes(row["id"], snap, event_mark):
                 break
             job_id = row["job_id"]
@@ -148,7 +176,7 @@ class EventsCursor:
                 jobs.advance(job_id)
             events.advance(row["id"])
             stored.append(event_from_row(row))
-        return _merge(enqueued, stored)
+        return enqueued, stored
 
 
 def _all_in(start: int, stop: int, ids: set[int]) -> bool:

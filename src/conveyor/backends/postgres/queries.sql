@@ -580,10 +580,6 @@ WHERE l.owner = EXCLUDED.owner OR l.expires_at <= to_timestamp(%(now)s)
 RETURNING l.owner;
 
 
--- name: release_lock
-DELETE FROM {schema}.locks WHERE name = %(name)s AND owner = %(owner)s;
-
-
 -- name: get_job
 SELECT id, name, payload, state, attempts, max_attempts, progress, result, errors, tags,
        group_key, tenant, channel, priority, run_at, created_at, started_at, finished_at,
@@ -709,6 +705,8 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 
 
 -- name: pause
+-- Pause one channel, or ('': never a valid channel name) every channel, including
+-- channels that do not exist yet; the claim skips everything while '' has a row.
 INSERT INTO {schema}.paused_channels (channel) VALUES (%(channel)s)
 ON CONFLICT DO NOTHING;
 
@@ -721,10 +719,6 @@ WITH gone AS (
     RETURNING channel
 )
 SELECT pg_notify(%(notify_channel)s, '') WHERE EXISTS (SELECT 1 FROM gone);
-
-
--- name: paused_channels
-SELECT channel FROM {schema}.paused_channels;
 
 
 -- name: get_logs

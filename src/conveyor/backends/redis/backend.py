@@ -23,9 +23,14 @@ also registers a standing claim, which an enqueue serves directly: a new due job
 worker's claim would take right now is stored as claimed by it in the enqueue's script
 and handed over in the pop's reply (see :mod:`conveyor.backends.redis.handoff`).
 
-Connections: script calls, the hot path, run on the backend's own lean connections
-(:mod:`conveyor.backends.redis.lane`); blocking reads on dedicated ones; the remaining
-commands (reads, pipelines) through a redis-py client and its pool.
+Pauses: every channel's pause is a key of its own (``P paused_all``), apart from the set
+of paused channels, so a channel literally named ``*`` is just a channel; claims and
+hand-offs read both.
+
+Connections (:mod:`conveyor.backends.redis.connections`): script calls, the hot path,
+run on the backend's own lean connections (:mod:`conveyor.backends.redis.lane`); blocking
+reads on dedicated ones; the remaining commands (reads, pipelines) through a redis-py
+client and its pool.
 
 Not supported: ``connection=`` (a Redis script cannot join the caller's SQL
 transaction), which raises :class:`~conveyor.errors.UnsupportedError`.
@@ -34,59 +39,52 @@ transaction), which raises :class:`~conveyor.errors.UnsupportedError`.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Sequence
+from typing import Any, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.backends.base import (
+    CancelOutcome,
     ChannelStats,
     ClaimedJob,
     ClaimParams,
     CronFire,
+    CronFireResult,
+    CronPause,
     CronRecord,
     EnqueueParams,
     EnqueueResult,
+    EventPage,
+    EventRead,
     ExpiredLease,
     HeartbeatParams,
     HeartbeatResult,
     JobFilter,
+    LockParams,
     LogEntry,
     Outcome,
+    ProgressUpdate,
+    PromoteParams,
+    PromoteResult,
+    PruneParams,
+    RetryResult,
 )
 from conveyor.backends.redis import codec
+from conveyor.backends.redis.connections import Connections
 from conveyor.backends.redis.handoff import HandOff
 from conveyor.backends.redis.keys import Keys, order_key
 from conveyor.backends.redis.lane import Lane
 from conveyor.backends.redis.scripts import Scripts
 from conveyor.backends.redis.stream import EventStream
 from conveyor.backends.redis.wakeup import Waker
-from conveyor.backends.rows import event_from_row, job_from_row
+from conveyor.backends.rows import job_from_row
 from conveyor.errors import BackendError, UnsupportedError
 from conveyor.models import UPCOMING_STATES, Event, Job, JobState, LogRecord
 from conveyor.settings import Settings
 
 __all__ = ["RedisBackend"]
 
-log = logging.getLogger("conveyor")
-
-T = TypeVar("T")
-
-SOCKET_TIMEOUT = 10.0
-"""Seconds a command may take before the call fails with BackendError."""
-CONNECT_TIMEOUT = 5.0
-"""Seconds to establish a connection."""
-MAX_CONNECTIONS = 64
-"""Connections open at once for script calls, and again in the redis-py pool for the
-other commands (blocking reads use their own)."""
 LOCK_GRACE_MS = 60_000
 """How long (real time) a lock record outlives its expiry before Redis drops it."""
 
@@ -94,8 +92,8 @@ _NO_TRANSACTIONS = (
     "Redis cannot enqueue inside your transaction: connection= needs the SQLite or "
     "PostgreSQL backend (a Redis script cannot join a database transaction)"
 )
+_NOT_CONNECTED = "the Redis backend is not connected (call connect() first)"
 _STATES = tuple(str(s) for s in JobState)
-_ENQUEUED_FIELDS = ("name", "tenant", "created_at", "remove_on_complete")
 
 
 class RedisBackend:
@@ -103,11 +101,19 @@ class RedisBackend:
 
     Args:
         settings: the queue's settings; uses ``url``, ``prefix`` (keys live under the
-            hash tag ``{prefix}``) and ``poll_interval`` (pause after a failed wait).
+            hash tag ``{prefix}``), ``poll_interval`` (pause after a failed wait) and
+            ``keep_completed`` (how long a removed job's events are kept).
     """
 
     name = "redis"
+    #: a Redis script cannot join the caller's SQL transaction
     supports_transactions = False
+    #: no synchronous client: the core enqueues from sync code through its portal thread
+    sync_enqueue = False
+    #: redis-py's asyncio connections belong to the loop that made them
+    shared_across_loops = False
+    #: an enqueue claims a due job for a waiting worker and hands it over in the reply
+    hands_off = True
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -115,9 +121,8 @@ class RedisBackend:
         # how long the events of a job removed on completion are kept (seconds, >= 1)
         self._keep_removed_events = str(max(int(settings.keep_completed), 1))
         self._scripts = Scripts()
-        self._pool: BlockingConnectionPool | None = None
-        self._client: Redis | None = None
-        self._lane: Lane | None = None
+        self._conns: Connections | None = None
+        self._lane: Lane | None = None  # the connections' lane: the hot path's shortcut
         self._waker: Waker | None = None
         self._stream: EventStream | None = None
         # channels this process's workers claim from; None = every channel
@@ -126,44 +131,19 @@ class RedisBackend:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Create the pool, check ``maxmemory-policy`` (a loud warning unless it is
-        ``noeviction``) and load the scripts. Raises BackendError when Redis does not
+        """Create the connections, check ``maxmemory-policy`` (a loud warning unless it
+        is ``noeviction``) and load the scripts. Raises BackendError when Redis does not
         answer; the backend can then be connected again later."""
-        if self._client is not None:
+        if self._conns is not None:
             return
-        pool = BlockingConnectionPool.from_url(
-            self._settings.url,
-            decode_responses=True,
-            socket_timeout=SOCKET_TIMEOUT,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),
-            max_connections=MAX_CONNECTIONS,
-            timeout=CONNECT_TIMEOUT,
-        )
-        self._pool = pool
-        self._client = Redis(connection_pool=pool)
-        # our own connections have no socket timeout: each call bounds itself as a whole
-        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-        connection_class = pool.connection_class
-
-        def new_connection() -> AbstractConnection:
-            conn: AbstractConnection = connection_class(**kwargs)
-            return conn
-
-        self._lane = Lane(
-            new_connection, self._scripts, self._keys, SOCKET_TIMEOUT, MAX_CONNECTIONS
-        )
-        self._waker = Waker(
-            new_connection,
-            self._unblock,
-            self._settings.poll_interval,
-            HandOff(self._lane, self._keys),
-        )
+        conns = self._conns = Connections(self._settings.url, self._scripts, self._keys)
+        self._lane = conns.lane
+        hand = HandOff(conns.lane, self._keys)
+        self._waker = Waker(conns.new_connection, conns.unblock, self._settings.poll_interval, hand)
         self._waker.bind(asyncio.get_running_loop())
-        self._stream = EventStream(self._keys.stream, new_connection)
+        self._stream = EventStream(self._keys.stream, conns.new_connection)
         try:
-            await self._guard("connect", self._check_memory_policy())
-            await self._guard("connect", self._scripts.load_all(self._client))
+            await conns.check()
         except BaseException:
             await self.close()  # so that a later connect() starts over
             raise
@@ -171,96 +151,36 @@ class RedisBackend:
     async def close(self) -> None:
         """Close every connection; the backend cannot be used afterwards."""
         if self._waker is not None:
-            await self._waker.close()
+            await self._waker.close()  # may release a standing claim through the lane
         if self._stream is not None:
             await self._stream.close()
-        lane, self._lane = self._lane, None
-        if lane is not None:
-            await lane.close()
-        client, self._client = self._client, None
-        if client is not None:
-            try:
-                await client.aclose()
-            except (RedisError, OSError):
-                pass
-        pool, self._pool = self._pool, None
-        self._waker = self._stream = None
-        if pool is not None:
-            try:
-                await pool.aclose()
-            except (RedisError, OSError):
-                pass
+        conns, self._conns = self._conns, None
+        self._lane = self._waker = self._stream = None
+        if conns is not None:
+            await conns.close()
 
     async def migrate(self) -> None:
         """Nothing to migrate: keys are created on first use. Loads the scripts."""
-        await self._guard("migrate", self._scripts.load_all(self._require()))
+        await self._require().load_scripts("migrate")
 
     def migration_sql(self) -> str:
         """Redis has no schema; this says so (for ``conveyor migrate --sql``)."""
         return "-- Redis needs no migration: conveyor's keys are created on first use.\n"
 
-    async def _unblock(self, client_id: int) -> Any:
-        return await self._require_lane().command("CLIENT", "UNBLOCK", str(client_id))
-
-    async def _check_memory_policy(self) -> None:
-        try:
-            config = await self._require().config_get("maxmemory-policy")
-        except ResponseError as exc:  # CONFIG renamed or disabled (managed Redis)
-            log.info("conveyor: could not read Redis maxmemory-policy (%s)", exc)
-            return
-        policy = config.get("maxmemory-policy")
-        if policy is not None and policy != "noeviction":
-            log.warning(
-                "conveyor: Redis maxmemory-policy is %r, not 'noeviction': under memory "
-                "pressure Redis may evict job data and jobs will be lost. Set "
-                "'maxmemory-policy noeviction' on this server.",
-                policy,
-            )
-
     # -- plumbing -------------------------------------------------------------------------
 
-    def _require(self) -> Redis:
-        if self._client is None:
-            raise BackendError("the Redis backend is not connected (call connect() first)")
-        return self._client
+    def _require(self) -> Connections:
+        if self._conns is None:
+            raise BackendError(_NOT_CONNECTED)
+        return self._conns
 
     def _require_lane(self) -> Lane:
         if self._lane is None:
-            raise BackendError("the Redis backend is not connected (call connect() first)")
+            raise BackendError(_NOT_CONNECTED)
         return self._lane
-
-    async def _guard(self, what: str, aw: Awaitable[T]) -> T:
-        """Await a driver call, turning every driver failure into BackendError."""
-        try:
-            return await aw
-        except (RedisError, OSError) as exc:
-            if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
-                await self._drop_idle()
-            raise BackendError(f"Redis {what} failed: {exc}") from exc
-
-    async def _drop_idle(self) -> None:
-        """After a connection failure, drop idle connections too: they most likely died
-        the same way, and each would otherwise fail one more call."""
-        if self._lane is not None:
-            await self._lane.drop_idle()
-        if self._pool is not None:
-            try:
-                await self._pool.disconnect(inuse_connections=False)
-            except (RedisError, OSError):
-                pass
 
     async def _script(self, name: str, *args: str) -> Any:
         return await self._require_lane().script(name, args)
-
-    async def _pipeline(self, what: str, build: Callable[[Pipeline], None]) -> list[Any]:
-        """Run read commands in one transactional pipeline (one consistent snapshot)."""
-
-        async def run() -> list[Any]:
-            async with self._require().pipeline(transaction=True) as pipe:
-                build(pipe)
-                return list(await pipe.execute())
-
-        return await self._guard(what, run())
 
     # -- enqueue --------------------------------------------------------------------------
 
@@ -343,11 +263,16 @@ class RedisBackend:
         reply = await self._script("cancel_requests", *(str(i) for i in job_ids))
         return frozenset(int(x) for x in reply)
 
-    async def set_progress(self, job_id: int, token: str, progress: int, now: float) -> bool:
-        """Store progress (fenced) and a ``progress`` event."""
-        data = f'{{"progress": {int(progress)}}}'
+    async def set_progress(self, update: ProgressUpdate) -> bool:
+        """Store progress (fenced by the lease token) and a ``progress`` event."""
+        progress = str(int(update.progress))
         reply = await self._script(
-            "set_progress", str(job_id), token, str(int(progress)), codec.ts(now), data
+            "set_progress",
+            str(update.job_id),
+            update.token,
+            progress,
+            codec.ts(update.now),
+            f'{{"progress": {progress}}}',
         )
         return bool(int(reply))
 
@@ -390,7 +315,7 @@ class RedisBackend:
         a time; concurrent ones share its end and return ``[]``."""
         waker = self._waker
         if waker is None:
-            raise BackendError("the Redis backend is not connected (call connect() first)")
+            raise BackendError(_NOT_CONNECTED)
         if claim is not None:
             self._note_channels(claim.channels)
         return await waker.wait(self._wait_keys(), timeout, claim)
@@ -407,35 +332,35 @@ class RedisBackend:
         rows = await self._script("expired_leases", codec.ts(now), str(int(limit)))
         return [codec.expired_from_reply(row) for row in rows]
 
-    async def promote_due(self, now: float, horizon: float, limit: int) -> tuple[int, float | None]:
-        """scheduled → queued for ``run_at <= now + horizon``."""
+    async def promote_due(self, params: PromoteParams) -> PromoteResult:
+        """scheduled → queued for ``run_at <= now + horizon`` (see ``promote_due.lua``)."""
+        now = params.now
         count, earliest = await self._script(
-            "promote_due", codec.ts(now), codec.ts(now + horizon), str(int(limit))
+            "promote_due", codec.ts(now), codec.ts(now + params.horizon), str(int(params.limit))
         )
-        return int(count), (None if earliest is None else float(earliest))
+        return PromoteResult(int(count), None if earliest is None else float(earliest))
 
-    async def prune(self, state: JobState, finished_before: float, limit: int) -> int:
+    async def prune(self, params: PruneParams) -> int:
         """Delete up to ``limit`` finished jobs (with events, logs and idempotency keys)."""
-        reply = await self._script("prune", str(state), codec.ts(finished_before), str(int(limit)))
+        reply = await self._script(
+            "prune", str(params.state), codec.ts(params.finished_before), str(int(params.limit))
+        )
         return int(reply)
 
-    async def acquire_lock(self, name: str, owner: str, ttl: float, now: float) -> bool:
-        """Take or renew a named lease, judged with the caller's ``now``."""
-        gc_ms = int(ttl * 1000) + LOCK_GRACE_MS
-        reply = await self._script(
-            "lock_acquire", name, owner, codec.ts(now), codec.ts(now + ttl), str(gc_ms)
-        )
-        return bool(int(reply))
-
-    async def release_lock(self, name: str, owner: str) -> None:
-        """Release a named lease if ``owner`` still holds it."""
-        await self._script("lock_release", name, owner)
+    async def acquire_lock(self, params: LockParams) -> bool:
+        """Take or renew a named lease, judged with the caller's ``now`` (Redis' own TTL
+        only drops records abandoned for ``LOCK_GRACE_MS`` past their expiry)."""
+        now, ttl = params.now, params.ttl
+        gc_ms = str(int(ttl * 1000) + LOCK_GRACE_MS)
+        args = (params.name, params.owner, codec.ts(now), codec.ts(now + ttl), gc_ms)
+        return bool(int(await self._script("lock_acquire", *args)))
 
     # -- inspection and management --------------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job | None:
         """The job, or None."""
-        row = await self._guard("get_job", self._require().hgetall(self._keys.job(job_id)))
+        conns = self._require()
+        row = await conns.guard("get_job", conns.client.hgetall(self._keys.job(job_id)))
         return job_from_row(cast(dict[str, str], row)) if row else None
 
     async def list_jobs(self, flt: JobFilter) -> list[Job]:
@@ -451,16 +376,16 @@ class RedisBackend:
 
     async def counts(self, channel: str | None) -> dict[str, int]:
         """Number of jobs per state (of one channel, or of all)."""
-        keys = self._keys
-        if channel is not None:
-            raw = await self._guard("counts", self._require().hgetall(keys.counts(channel)))
+        keys, conns = self._keys, self._require()
+        if channel is not None:  # any channel name, "*" included, is just a channel
+            raw = await conns.guard("counts", conns.client.hgetall(keys.counts(channel)))
             return {s: max(int(raw.get(s, 0)), 0) for s in _STATES}
 
         def build(pipe: Pipeline) -> None:
             for s in _STATES:
                 pipe.zcard(keys.state(s))
 
-        sizes = await self._pipeline("counts", build)
+        sizes = await conns.pipeline("counts", build)
         return {s: int(n) for s, n in zip(_STATES, sizes, strict=True)}
 
     async def channel_stats(self) -> list[ChannelStats]:
@@ -476,9 +401,9 @@ class RedisBackend:
         ]
         return sorted(stats, key=lambda s: s.channel)
 
-    async def cancel(self, job_id: int, now: float) -> str:
-        """Cancel one job (a CancelOutcome value)."""
-        return str(await self._script("cancel", str(job_id), codec.ts(now)))
+    async def cancel(self, job_id: int, now: float) -> CancelOutcome:
+        """Cancel an upcoming job, or request a running one's cancel."""
+        return CancelOutcome(await self._script("cancel", str(job_id), codec.ts(now)))
 
     async def cancel_jobs(self, flt: JobFilter, now: float) -> int:
         """Cancel every upcoming job matching ``flt`` (in chunks of one script call)."""
@@ -498,32 +423,22 @@ class RedisBackend:
                 total += int(n)
         return total
 
-    async def retry(self, job_id: int, now: float) -> str:
-        """failed/cancelled → queued with fresh attempts (a RetryOutcome or the state)."""
-        return str(await self._script("retry", str(job_id), codec.ts(now), order_key(now)))
+    async def retry(self, job_id: int, now: float) -> RetryResult:
+        """failed/cancelled → queued with fresh attempts (its errors are kept)."""
+        reply = await self._script("retry", str(job_id), codec.ts(now), order_key(now))
+        return codec.retry_from_reply(reply)
 
     async def set_paused(self, channel: str | None, paused: bool) -> None:
-        """Pause or resume a channel (None: every channel)."""
+        """Pause or resume one channel, or every channel (``None``): the every-channel
+        pause is a key of its own, so any channel name (``"*"`` included) is just a
+        channel, and resuming one channel leaves the every-channel pause in place
+        (see ``set_paused.lua``)."""
         await self._script("set_paused", codec.opt(channel), "1" if paused else "0")
-
-    async def paused_channels(self) -> frozenset[str]:
-        """Paused channel names; ``"*"`` means every channel (as the protocol says; a
-        paused channel literally named ``*`` reads the same here, but claims tell
-        them apart)."""
-        keys = self._keys
-
-        def build(pipe: Pipeline) -> None:
-            pipe.exists(keys.paused_all)
-            pipe.smembers(keys.paused)
-
-        every, members = await self._pipeline("paused_channels", build)
-        return frozenset(str(m) for m in members) | ({"*"} if every else set())
 
     async def get_logs(self, job_id: int) -> list[LogRecord]:
         """The job's log lines, oldest first."""
-        items = await self._guard(
-            "get_logs", self._require().lrange(self._keys.logs(job_id), 0, -1)
-        )
+        conns = self._require()
+        items = await conns.guard("get_logs", conns.client.lrange(self._keys.logs(job_id), 0, -1))
         return codec.logs_from_list([str(i) for i in items])
 
     async def get_events(self, job_id: int) -> list[Event]:
@@ -533,52 +448,30 @@ class RedisBackend:
         keys = self._keys
 
         def build(pipe: Pipeline) -> None:
-            pipe.hmget(keys.job(job_id), _ENQUEUED_FIELDS)
+            pipe.hmget(keys.job(job_id), codec.ENQUEUED_FIELDS)
             pipe.lrange(keys.events(job_id), 0, -1)
 
-        fields, items = await self._pipeline("get_events", build)
+        fields, items = await self._require().pipeline("get_events", build)
         stored = codec.events_from_list(job_id, [str(i) for i in items])
-        name, tenant, created_at, remove_on_complete = fields
-        if name is None or remove_on_complete == "1":
-            return stored
-        enqueued = {
-            "type": "enqueued",
-            "job_id": job_id,
-            "job_name": name,
-            "tenant": tenant or None,
-            "at": created_at,
-        }
-        return [event_from_row(enqueued), *stored]
+        enqueued = codec.enqueued_event(job_id, fields)
+        return stored if enqueued is None else [enqueued, *stored]
 
-    async def read_events(
-        self, after: str | None, limit: int, timeout: float
-    ) -> tuple[list[Event], str]:
-        """Events stored after cursor ``after`` (None: from now on), waiting up to
-        ``timeout`` seconds for the first one (see :mod:`.stream` for the cursor)."""
-        stream = self._stream
+    async def read_events(self, params: EventRead) -> EventPage:
+        """Events stored after cursor ``after`` (None: from now on), at most ``limit``,
+        waiting up to ``timeout`` seconds for the first one (see :mod:`.stream` for the
+        cursor)."""
+        stream, conns = self._stream, self._require()
         if stream is None:
-            raise BackendError("the Redis backend is not connected (call connect() first)")
-        return await self._guard("read_events", stream.read(after, limit, timeout))
+            raise BackendError(_NOT_CONNECTED)
+        read = stream.read(params.after, params.limit, params.timeout)
+        events, cursor = await conns.guard("read_events", read)
+        return EventPage(events, cursor)
 
     # -- cron -----------------------------------------------------------------------------
 
     async def upsert_cron(self, record: CronRecord) -> None:
         """Create or replace a schedule (keeps last_run_at / last_job_id)."""
-        await self._script(
-            "cron_upsert",
-            record.name,
-            record.expression,
-            record.job,
-            record.payload,
-            record.timezone,
-            "1" if record.paused else "0",
-            "1" if record.allow_overlap else "0",
-            "" if record.catch_up is None else codec.ts(record.catch_up),
-            codec.opt(record.options),
-            "" if record.next_run_at is None else codec.ts(record.next_run_at),
-            "" if record.last_run_at is None else codec.ts(record.last_run_at),
-            "" if record.last_job_id is None else str(record.last_job_id),
-        )
+        await self._script("cron_upsert", *codec.cron_args(record))
 
     async def list_cron(self) -> list[CronRecord]:
         """Every schedule, by name."""
@@ -591,28 +484,16 @@ class RedisBackend:
             return 0
         return int(await self._script("cron_delete", *names))
 
-    async def set_cron_paused(self, name: str, paused: bool, next_run_at: float | None) -> bool:
+    async def set_cron_paused(self, params: CronPause) -> bool:
         """Pause or resume a schedule (``next_run_at`` None keeps the current one);
         False if it does not exist."""
+        paused = "1" if params.paused else "0"
         reply = await self._script(
-            "cron_pause",
-            name,
-            "1" if paused else "0",
-            "" if next_run_at is None else codec.ts(next_run_at),
+            "cron_pause", params.name, paused, codec.opt_ts(params.next_run_at)
         )
         return bool(int(reply))
 
-    async def fire_cron(self, fire: CronFire) -> tuple[bool, int | None]:
+    async def fire_cron(self, fire: CronFire) -> CronFireResult:
         """Compare-and-swap the schedule's next run and enqueue its job, in one script."""
-        job_args = codec.job_args(fire.job) if fire.job is not None else []
-        won, job_id = await self._script(
-            "cron_fire",
-            fire.name,
-            codec.ts(fire.expected_next),
-            "" if fire.new_next is None else codec.ts(fire.new_next),
-            codec.ts(fire.tick),
-            codec.ts(fire.now),
-            "1" if fire.job is not None else "0",
-            *job_args,
-        )
-        return bool(int(won)), (None if job_id is None else int(job_id))
+        won, job_id = await self._script("cron_fire", *codec.cron_fire_args(fire))
+        return CronFireResult(bool(int(won)), None if job_id is None else int(job_id))

@@ -14,23 +14,30 @@ from typing import Any
 from conveyor.backends.base import (
     ClaimedJob,
     ClaimParams,
+    CronFire,
     CronRecord,
     ExpiredLease,
     JobFilter,
     NewJob,
     Outcome,
+    RetryOutcome,
+    RetryResult,
 )
 from conveyor.backends.redis.keys import order_key
 from conveyor.backends.rows import event_from_row, log_from_row
-from conveyor.models import Event, LogRecord
+from conveyor.models import Event, JobState, LogRecord
 
 __all__ = [
+    "ENQUEUED_FIELDS",
     "claim_args",
     "claimed_from_reply",
     "complete_args",
     "counted",
+    "cron_args",
+    "cron_fire_args",
     "cron_from_flat",
     "enqueue_args",
+    "enqueued_event",
     "events_from_list",
     "expired_from_reply",
     "filter_args",
@@ -39,7 +46,9 @@ __all__ = [
     "job_args",
     "logs_from_list",
     "opt",
+    "opt_ts",
     "registration",
+    "retry_from_reply",
     "ts",
 ]
 
@@ -52,6 +61,11 @@ def ts(value: float) -> str:
 def opt(value: str | None) -> str:
     """An optional string argument ("" means None; every such value is non-empty)."""
     return "" if value is None else value
+
+
+def opt_ts(value: float | None) -> str:
+    """An optional time argument ("" means None)."""
+    return "" if value is None else repr(float(value))
 
 
 def counted(values: Sequence[str] | None) -> list[str]:
@@ -257,6 +271,66 @@ def cron_from_flat(flat: Sequence[Any]) -> CronRecord:
         last_run_at=_float_or_none(h.get("last_run_at")),
         last_job_id=None if last_job in (None, "") else int(last_job),
     )
+
+
+def cron_args(record: CronRecord) -> list[str]:
+    """The arguments of ``cron_upsert.lua`` (from its ``ARGV[2]``)."""
+    return [
+        record.name,
+        record.expression,
+        record.job,
+        record.payload,
+        record.timezone,
+        "1" if record.paused else "0",
+        "1" if record.allow_overlap else "0",
+        opt_ts(record.catch_up),
+        opt(record.options),
+        opt_ts(record.next_run_at),
+        opt_ts(record.last_run_at),
+        "" if record.last_job_id is None else str(record.last_job_id),
+    ]
+
+
+def cron_fire_args(fire: CronFire) -> list[str]:
+    """The arguments of ``cron_fire.lua`` (from its ``ARGV[2]``): the tick, then the job
+    as one job of ``enqueue.lua`` when there is one."""
+    job = fire.job
+    return [
+        fire.name,
+        ts(fire.expected_next),
+        opt_ts(fire.new_next),
+        ts(fire.tick),
+        ts(fire.now),
+        "0" if job is None else "1",
+        *([] if job is None else job_args(job)),
+    ]
+
+
+def retry_from_reply(reply: Sequence[Any]) -> RetryResult:
+    """The reply of ``retry.lua``: ``{outcome, state | nil}``."""
+    outcome, state = reply[0], reply[1] if len(reply) > 1 else None
+    return RetryResult(RetryOutcome(outcome), None if state is None else JobState(state))
+
+
+ENQUEUED_FIELDS = ("name", "tenant", "created_at", "remove_on_complete")
+"""The job hash fields :func:`enqueued_event` reads."""
+
+
+def enqueued_event(job_id: int, fields: Sequence[Any]) -> Event | None:
+    """A job's ``enqueued`` event, derived from its hash (:data:`ENQUEUED_FIELDS`, see
+    ``write_job`` in ``_lib.lua``); None when the job is gone or removable (then the
+    event is stored in its event list instead)."""
+    name, tenant, created_at, remove_on_complete = fields
+    if name is None or remove_on_complete == "1":
+        return None
+    row = {
+        "type": "enqueued",
+        "job_id": job_id,
+        "job_name": name,
+        "tenant": tenant or None,
+        "at": created_at,
+    }
+    return event_from_row(row)
 
 
 def events_from_list(job_id: int, items: Sequence[str]) -> list[Event]:

@@ -33,7 +33,7 @@ key                           type    holds
 ``P waiters``                 HASH    waiter id -> an idle worker's standing claim (JSON)
 ``P hand:<waiter>``           ZSET    jobs an enqueue claimed for that waiter (JSON)
 ``P events``                  STREAM  every event of the queue (``read_events``)
-``P lock:<name>``             STRING  a named lease (``owner|expires_at``)
+``P lock:<name>``             HASH    a named lease: owner, expires_at (caller's clock)
 ``P crons``                   SET     cron schedule names
 ``P cron:<name>``             HASH    one cron schedule
 ============================  ======  ====================================================
@@ -147,6 +147,9 @@ class Keys:
 
     def hand(self, waiter: str) -> str:
         return self._family("hand", waiter)
+
+    def lock(self, name: str) -> str:
+        return self._family("lock", name)
 
     def cron(self, name: str) -> str:
         return self._family("cron", name)

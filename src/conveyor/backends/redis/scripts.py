@@ -50,7 +50,6 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "heartbeat",
     "list_jobs",
     "lock_acquire",
-    "lock_release",
     "promote_due",
     "prune",
     "retry",

@@ -73,24 +73,32 @@ class EventStream:
         self._idle: list[BlockingConnection] = []
 
     async def read(self, after: str | None, limit: int, timeout: float) -> tuple[list[Event], str]:
-        """Events after ``after`` (None: the current end), waiting up to ``timeout``."""
+        """Events after ``after`` (None: the current end), at most ``limit`` (0: none,
+        only the cursor, at once), waiting up to ``timeout`` for the first."""
+        if limit <= 0 and after is not None:
+            _parse_cursor(after)  # still refuse a foreign cursor
+            return [], after
         conn = self._idle.pop() if self._idle else BlockingConnection(self._factory)
         try:
-            return await self._read(conn, after, max(int(limit), 1), max(timeout, 0.0))
+            if limit <= 0:
+                return [], await self._end(conn)
+            return await self._read(conn, after, int(limit), max(timeout, 0.0))
         finally:
             if len(self._idle) < _IDLE_CONNECTIONS:
                 self._idle.append(conn)
             else:
                 await conn.close()
 
+    async def _end(self, conn: BlockingConnection) -> str:
+        """The cursor of the stream's current end."""
+        last = _range_entries(await conn.call("XREVRANGE", self._key, "+", "-", "COUNT", 1, wait=0))
+        return last[0][0] if last else "0-0"
+
     async def _read(
         self, conn: BlockingConnection, after: str | None, limit: int, timeout: float
     ) -> tuple[list[Event], str]:
         if after is None:
-            last = _range_entries(
-                await conn.call("XREVRANGE", self._key, "+", "-", "COUNT", 1, wait=0)
-            )
-            after = last[0][0] if last else "0-0"
+            after = await self._end(conn)
         entry, skip = _parse_cursor(after)
         events: list[Event] = []
         cursor = entry

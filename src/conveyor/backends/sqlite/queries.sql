@@ -144,9 +144,6 @@ ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.e
 WHERE conveyor_locks.owner = excluded.owner OR conveyor_locks.expires_at <= :now
 RETURNING owner
 
--- name: release_lock
-DELETE FROM conveyor_locks WHERE name = :name AND owner = :owner
-
 -- name: get_job
 SELECT * FROM conveyor_jobs WHERE id = :job_id
 
@@ -213,9 +210,6 @@ DELETE FROM conveyor_paused WHERE channel = :channel
 
 -- name: resume_all
 DELETE FROM conveyor_paused
-
--- name: paused
-SELECT channel FROM conveyor_paused
 
 -- name: get_logs
 SELECT at, level, message, attempt FROM conveyor_logs WHERE job_id = :job_id ORDER BY id

@@ -531,17 +531,16 @@ end
 
 -- claim (claim.lua, complete_claim.lua) ------------------------------------------------
 -- Take up to `limit` due queued jobs for one worker, in priority, run_at, id order,
--- across the allowed channels. Due scheduled jobs are promoted first (bounded), so they
--- start at once. Paused channels are skipped (nothing is claimed while every channel is
--- paused). Skipped jobs (not due yet, name filtered) stay where they are; a busy group
--- never blocks the scan (only a free group's first member sits in a ready set). At most
--- CLAIM_SCAN entries beyond the claimed ones are examined per call.
+-- across the allowed channels. Scheduled jobs are left to promote_due (the core promotes
+-- them ahead of their run_at). Paused channels are skipped (nothing is claimed while
+-- every channel is paused). Skipped jobs (not due yet, name filtered) stay where they
+-- are; a busy group never blocks the scan (only a free group's first member sits in a
+-- ready set). At most CLAIM_SCAN entries beyond the claimed ones are examined per call.
 -- Arguments at a[i ..]: worker id, lease token, limit, now, order_key(now),
 -- lease_expires_at, then three counted lists (count, then values; count -1 = no
 -- filter): channels, include (names), exclude (names).
 -- Returns one array per claimed job: id, name, payload, attempts, max_attempts, channel,
 -- priority, tenant, group_key, tags, options, run_at, created_at, remove_on_complete.
-local PROMOTE_BATCH = 200
 local CLAIM_SCAN = 1000
 local CLAIM_CHUNK = 64
 
@@ -552,11 +551,6 @@ local function claim_jobs(a, i)
   channels, i = read_list(a, i + 6)
   include, i = read_list(a, i)
   exclude = read_list(a, i)
-
-  for _, id in ipairs(redis.call("ZRANGEBYSCORE", K.due, "-inf", now, "LIMIT", 0,
-                                 PROMOTE_BATCH)) do
-    promote(id)
-  end
   if limit <= 0 then return {} end
 
   if redis.call("EXISTS", K.paused_all) == 1 then return {} end

@@ -1,5 +1,5 @@
 -- claim: take up to `limit` due queued jobs for one worker (see claim_jobs in _lib.lua:
--- order, promotion of due scheduled jobs, paused channels, groups, scan bound).
+-- order, paused channels, groups, scan bound; scheduled jobs wait for promote_due).
 -- KEYS[1] = P id
 -- ARGV[1] = P, ARGV[2] = worker id, ARGV[3] = lease token, ARGV[4] = limit,
 -- ARGV[5] = now, ARGV[6] = order_key(now), ARGV[7] = lease_expires_at,

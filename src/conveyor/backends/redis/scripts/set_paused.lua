@@ -1,6 +1,7 @@
--- set_paused: pause or resume one channel, or (channel "") every channel; resuming
--- every channel also lifts the pauses of single channels. Resuming wakes the workers.
--- A channel named "*" is an ordinary channel here.
+-- set_paused: pause or resume one channel, or (channel "") every channel. The pause of
+-- every channel (P paused_all) is kept apart from the paused channels (P paused): resuming
+-- one channel leaves it in place, resuming every channel lifts both, and any channel name
+-- ("*" included) is just a channel. Resuming wakes the workers.
 -- KEYS[1] = P id
 -- ARGV[1] = P, ARGV[2] = channel, or "" for every channel, ARGV[3] = "1" pause, "0" resume
 -- Returns: 1

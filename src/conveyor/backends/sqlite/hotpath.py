@@ -1,0 +1,245 @@
+"""The worker's hot path on SQLite: claim, complete, heartbeat, progress and logs.
+
+- **Claim**: one read of the partial ``conveyor_jobs_ready`` index for candidates (paused
+  channels and groups with a running job are left out in SQL; at most one job per group
+  is kept), then one ``UPDATE … RETURNING`` that flips them to running and one
+  ``INSERT … SELECT`` for their ``started`` events, all in one ``BEGIN IMMEDIATE``
+  transaction (SQLite has a single writer, so nothing else claims meanwhile).
+- **Complete**: one ``UPDATE … FROM json_each`` applies a whole batch of fenced
+  outcomes; removals (``remove_on_complete``) are a ``DELETE`` each; the events go in one
+  ``executemany``.
+- ``complete_and_claim`` runs both in one transaction: one lock, one commit.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+
+from conveyor.backends.base import (
+    ClaimedJob,
+    ClaimParams,
+    HeartbeatParams,
+    HeartbeatResult,
+    LogEntry,
+    Outcome,
+    ProgressUpdate,
+)
+from conveyor.backends.sqlite.connection import Q, SQLiteConnection
+from conveyor.backends.sqlite.events import store_event
+from conveyor.models import JobState
+
+__all__ = ["HotPath"]
+
+
+def _claim_tx(params: ClaimParams) -> Callable[[sqlite3.Connection], list[ClaimedJob]]:
+    def tx(conn: sqlite3.Connection) -> list[ClaimedJob]:
+        if params.limit <= 0:
+            return []
+        args = {
+            "now": params.now,
+            "channels": json.dumps(params.channels) if params.channels is not None else None,
+            "include": json.dumps(params.include) if params.include is not None else None,
+            "exclude": json.dumps(params.exclude) if params.exclude is not None else None,
+            "scan": params.limit * 2 if params.limit < 50 else params.limit + 50,
+        }
+        ids: list[int] = []
+        groups: set[str] = set()
+        for row in conn.execute(Q["claim_candidates"], args):
+            group = row[1]
+            if group is not None:
+                if group in groups:
+                    continue  # at most one job per group in a batch
+                groups.add(group)
+            ids.append(row[0])
+            if len(ids) >= params.limit:
+                break
+        if not ids:
+            return []
+        id_json = json.dumps(ids)
+        rows = conn.execute(
+            Q["claim_mark"],
+            {
+                "ids": id_json,
+                "token": params.token,
+                "lease_expires_at": params.lease_expires_at,
+                "now": params.now,
+                "worker_id": params.worker_id,
+            },
+        ).fetchall()
+        conn.execute(Q["claim_events"], {"ids": id_json, "now": params.now})
+        claimed = [
+            ClaimedJob(
+                id=r["id"],
+                name=r["name"],
+                payload=r["payload"],
+                attempts=r["attempts"],
+                max_attempts=r["max_attempts"],
+                channel=r["channel"],
+                priority=r["priority"],
+                tenant=r["tenant"],
+                group=r["group_key"],
+                tags=tuple(json.loads(r["tags"])) if r["tags"] else (),
+                options=r["options"],
+                run_at=r["run_at"],
+                created_at=r["created_at"],
+                token=params.token,
+                remove_on_complete=bool(r["remove_on_complete"]),
+            )
+            for r in rows
+        ]
+        claimed.sort(key=lambda j: (j.priority, j.run_at, j.id))
+        return claimed
+
+    return tx
+
+
+def _complete_tx(
+    outcomes: Sequence[Outcome],
+) -> Callable[[sqlite3.Connection], tuple[list[bool], bool]]:
+    """The transaction of ``complete_many``: (applied per outcome, whether a job went
+    back to the queue or freed its group, so that waiting workers should look again)."""
+    batch = json.dumps(
+        [
+            {
+                "id": o.job_id,
+                "token": o.token,
+                "state": o.state.value,
+                "result": o.result,
+                "error": o.error,
+                "refund": 1 if o.refund_attempt else 0,
+                "run_at": o.run_at,
+                "at": o.at,
+                "expired_before": o.expired_before,
+            }
+            for o in outcomes
+            if not o.remove
+        ]
+    )
+    removals = [o for o in outcomes if o.remove]
+
+    def tx(conn: sqlite3.Connection) -> tuple[list[bool], bool]:
+        rows = conn.execute(Q["finish_many"], {"outcomes": batch}).fetchall()
+        done: dict[int, tuple[str, str | None, int]] = {r[0]: (r[1], r[2], r[3]) for r in rows}
+        freed = any(r[4] is not None for r in rows)
+        for o in removals:
+            args = {"job_id": o.job_id, "token": o.token, "expired_before": o.expired_before}
+            row = conn.execute(Q["finish_remove"], args).fetchone()
+            if row is not None:
+                conn.execute(Q["delete_job_children"], {"job_id": o.job_id})
+                done[o.job_id] = (row[0], row[1], row[2])
+                freed = freed or row[3] is not None
+        events = []
+        for o in outcomes:
+            hit = done.get(o.job_id)
+            if hit is not None:
+                events.append(
+                    {
+                        "job_id": o.job_id,
+                        "type": o.event,
+                        "job_name": hit[0],
+                        "tenant": hit[1],
+                        "attempt": hit[2] + (1 if o.refund_attempt else 0),
+                        "at": o.at,
+                        "data": o.event_data,
+                    }
+                )
+        conn.executemany(Q["insert_event"], events)
+        requeued = any(
+            o.state in (JobState.QUEUED, JobState.SCHEDULED) and o.job_id in done for o in outcomes
+        )
+        return [o.job_id in done for o in outcomes], freed or requeued
+
+    return tx
+
+
+class HotPath(SQLiteConnection):
+    """The calls a worker makes for every job it runs."""
+
+    async def claim(self, params: ClaimParams) -> list[ClaimedJob]:
+        return await self._run(_claim_tx(params))
+
+    async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        applied, wake = await self._run(_complete_tx(outcomes))
+        if wake:
+            self.wake()
+        return applied
+
+    async def complete_and_claim(
+        self, outcomes: Sequence[Outcome], claim: ClaimParams
+    ) -> tuple[list[bool], list[ClaimedJob]]:
+        """Both in one write transaction: one lock, one commit."""
+        complete, take = _complete_tx(outcomes), _claim_tx(claim)
+
+        def tx(conn: sqlite3.Connection) -> tuple[list[bool], bool, list[ClaimedJob]]:
+            applied, wake = complete(conn)
+            return applied, wake, take(conn)
+
+        applied, wake, jobs = await self._run(tx)
+        if wake:  # the claim saw them, but it may have filtered them out (names, channels)
+            self.wake()
+        return applied, jobs
+
+    async def heartbeat(self, params: HeartbeatParams) -> HeartbeatResult:
+        if not params.jobs:
+            return HeartbeatResult(frozenset(), frozenset())
+        ids = [job_id for job_id, _ in params.jobs]
+        tokens = {str(job_id): token for job_id, token in params.jobs}
+
+        def tx(conn: sqlite3.Connection) -> HeartbeatResult:
+            rows = conn.execute(
+                Q["heartbeat"],
+                {
+                    "ids": json.dumps(ids),
+                    "tokens": json.dumps(tokens),
+                    "lease_expires_at": params.lease_expires_at,
+                },
+            ).fetchall()
+            held = {r[0] for r in rows}
+            return HeartbeatResult(
+                lost=frozenset(set(ids) - held),
+                cancel_requested=frozenset(r[0] for r in rows if r[1]),
+            )
+
+        return await self._run(tx)
+
+    async def cancel_requests(self, job_ids: Sequence[int]) -> frozenset[int]:
+        if not job_ids:
+            return frozenset()
+        rows = await self._run(
+            lambda c: c.execute(
+                Q["cancel_requests"], {"ids": json.dumps(list(job_ids))}
+            ).fetchall(),
+            write=False,
+        )
+        return frozenset(r[0] for r in rows)
+
+    async def set_progress(self, update: ProgressUpdate) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                Q["set_progress"],
+                {"job_id": update.job_id, "token": update.token, "progress": update.progress},
+            ).fetchone()
+            if row is None:
+                return False
+            data = {"progress": update.progress}
+            store_event(conn, update.job_id, "progress", row, row[2], update.now, data)
+            return True
+
+        return await self._run(tx)
+
+    async def append_logs(self, entries: Sequence[LogEntry]) -> None:
+        if not entries:
+            return
+        rows = [
+            {
+                "job_id": e.job_id,
+                "at": e.at,
+                "level": e.level,
+                "message": e.message,
+                "attempt": e.attempt,
+            }
+            for e in entries
+        ]
+        await self._run(lambda c: c.executemany(Q["insert_log"], rows) and None)

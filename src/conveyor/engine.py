@@ -1,0 +1,294 @@
+"""The runtime every service shares: settings, clock, registered jobs, event dispatch,
+the backend for the running loop (and for sync code), and validated enqueue.
+
+:class:`conveyor.Queue` builds one :class:`Engine` and forwards to it; the worker, its
+maintenance, cron, the event bus and the built-in jobs take the engine, never the Queue.
+The engine asks a backend what it can do (its capability flags) and never branches on
+which backend it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Coroutine, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from conveyor import backends
+from conveyor.backends.base import (
+    Backend,
+    EnqueueParams,
+    EnqueueResult,
+    NewJob,
+    PruneParams,
+)
+from conveyor.clock import Clock, from_ts
+from conveyor.definitions import JobDefinition
+from conveyor.errors import QueueDormant, UnsupportedError, ValidationError
+from conveyor.events import Dispatcher
+from conveyor.models import Event, JobSpec, JobState
+from conveyor.settings import Settings
+from conveyor.validation import JobBuilder
+
+__all__ = ["CancelListener", "Engine"]
+
+T = TypeVar("T")
+
+PRUNE_BATCH = 1000
+
+
+class CancelListener(Protocol):
+    """Something running jobs in this process (a worker) that a cancel must reach."""
+
+    def cancel_local(self, job_id: int) -> None: ...
+
+
+class Engine:
+    """One queue's runtime.
+
+    Args:
+        settings: validated settings.
+        clock: where every transition takes ``now`` from.
+        dormant: a queue without a store: enqueue and workers raise QueueDormant.
+    """
+
+    def __init__(self, settings: Settings, clock: Clock, *, dormant: bool = False):
+        self.settings = settings
+        self.clock = clock
+        self.dormant = dormant
+        self.definitions: dict[str, JobDefinition] = {}
+        self.dispatcher = Dispatcher()
+        self.builder = JobBuilder(settings.max_payload_bytes, self.definitions)
+        self.backend_type = backends.backend_class(settings)
+        self._backends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Backend] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._connecting: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Future[Backend]
+        ] = weakref.WeakKeyDictionary()
+        self._shared: Backend | None = None  # for backends usable from any loop/thread
+        self._sync_backend: Backend | None = None
+        self._portal: _Portal | None = None
+        self._migrated = False
+        self._lock = threading.RLock()
+        self._listeners: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    # -- registered jobs ---------------------------------------------------------------------
+    def register(self, definition: JobDefinition) -> None:
+        if definition.name in self.definitions:
+            raise ValidationError(f"job {definition.name!r} is already registered on this queue")
+        self.definitions[definition.name] = definition
+
+    # -- the backend -------------------------------------------------------------------------
+    def _check_live(self) -> None:
+        if self.dormant:
+            raise QueueDormant("the queue is dormant: set CONVEYOR_URL to enable it")
+
+    async def backend(self) -> Backend:
+        """The backend for the running event loop (connected on first use)."""
+        self._check_live()
+        if self._shared is not None:
+            return self._shared
+        loop = asyncio.get_running_loop()
+        backend = self._backends.get(loop)
+        if backend is not None:
+            return backend
+        pending = self._connecting.get(loop)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[Backend] = loop.create_future()
+        self._connecting[loop] = fut
+        try:
+            backend = backends.from_settings(self.settings)
+            await backend.connect()
+            if backend.shared_across_loops:
+                self._shared = backend  # one connection for every loop and thread
+            self._backends[loop] = backend
+            fut.set_result(backend)
+            return backend
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved
+            raise
+        finally:
+            self._connecting.pop(loop, None)
+
+    async def ready(self) -> Backend:
+        """The backend for the running loop, with the store migrated once."""
+        backend = await self.backend()
+        if not self._migrated:
+            await backend.migrate()
+            self._migrated = True
+        return backend
+
+    async def migrate(self) -> None:
+        """Create or upgrade the store's schema (idempotent)."""
+        backend = await self.backend()
+        await backend.migrate()
+        self._migrated = True
+
+    def migration_sql(self) -> str:
+        """The schema as SQL (PostgreSQL), without connecting."""
+        return backends.from_settings(self.settings).migration_sql()
+
+    def sync_backend(self) -> Backend:
+        """A backend for sync code in the calling thread (no event loop needed): the shared
+        one when it serves every thread, else one kept for sync transactional enqueue."""
+        with self._lock:
+            if self.backend_type.shared_across_loops:
+                if self._shared is None:
+                    self._shared = backends.from_settings(self.settings)
+                return self._shared
+            if self._sync_backend is None:
+                self._sync_backend = backends.from_settings(self.settings)
+            return self._sync_backend
+
+    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine to completion from sync code, on the engine's portal thread."""
+        with self._lock:
+            if self._portal is None:
+                self._portal = _Portal()
+        return self._portal.run(coro)
+
+    async def close(self) -> None:
+        """Close this loop's connections (and the sync portal's)."""
+        if self._portal is not None:
+            portal, self._portal = self._portal, None
+            portal.close(self._close_portal_backend)
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover
+            loop = None
+        backend = self._backends.pop(loop, None) if loop is not None else None
+        if self._shared is not None:
+            shared, self._shared = self._shared, None
+            await shared.close()
+        elif backend is not None:
+            await backend.close()
+        self._migrated = False
+
+    async def _close_portal_backend(self) -> None:
+        """Runs on the portal's loop: close the backend it connected, unless shared."""
+        backend = self._backends.pop(asyncio.get_running_loop(), None)
+        if backend is not None and backend is not self._shared:
+            await backend.close()
+
+    # -- events ------------------------------------------------------------------------------
+    def emit(
+        self,
+        type_: str,
+        job_id: int,
+        name: str,
+        tenant: str | None,
+        attempt: int,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Tell this process's ``queue.on`` callbacks (no-op when nobody listens)."""
+        if self.dispatcher.wants(type_):
+            self.dispatcher.emit(
+                Event(type_, job_id, name, tenant, attempt, from_ts(self.clock.now()), data or {})  # type: ignore[arg-type]
+            )
+
+    def wants(self, type_: str) -> bool:
+        return self.dispatcher.wants(type_)
+
+    # -- enqueue -----------------------------------------------------------------------------
+    def build(
+        self, spec: JobSpec, now: float, extra_options: dict[str, Any] | None = None
+    ) -> NewJob:
+        """One validated job row (for services that store jobs themselves, like cron)."""
+        return self.builder.build(spec, now, extra_options)
+
+    def _params(self, specs: Iterable[JobSpec], connection: Any) -> EnqueueParams:
+        self._check_live()
+        now = self.clock.now()
+        jobs = self.builder.build_many(specs, now)
+        if connection is not None and not self.backend_type.supports_transactions:
+            raise UnsupportedError(
+                f"the {self.backend_type.name} backend cannot enqueue inside your database "
+                "transaction (connection=): use SQLite or PostgreSQL for transactional enqueue"
+            )
+        return EnqueueParams(jobs=jobs, now=now, connection=connection)
+
+    def _announce(self, params: EnqueueParams, results: Sequence[EnqueueResult]) -> list[int]:
+        wants = self.dispatcher.wants("enqueued")
+        out = []
+        for job, res in zip(params.jobs, results, strict=True):
+            out.append(res.id)
+            if wants and res.created:
+                self.dispatcher.emit(
+                    Event("enqueued", res.id, job.name, job.tenant, 0, from_ts(params.now))  # type: ignore[arg-type]
+                )
+        return out
+
+    async def enqueue(self, specs: Iterable[JobSpec], connection: Any = None) -> list[int]:
+        """Validate every spec, then store them all or none; their ids in order."""
+        params = self._params(specs, connection)
+        if not params.jobs:
+            return []
+        return await self._store(params)
+
+    async def _store(self, params: EnqueueParams) -> list[int]:
+        # Inside the caller's transaction we must not migrate on our own connection (the
+        # caller may hold the store's write lock): their schema must already exist.
+        backend = await (self.backend() if params.connection is not None else self.ready())
+        return self._announce(params, await backend.enqueue_many(params))
+
+    def enqueue_sync(self, specs: Iterable[JobSpec], connection: Any = None) -> list[int]:
+        """Sync twin of :meth:`enqueue`: in the calling thread when the backend can (a sync
+        transaction, or a backend with ``sync_enqueue``), else on the portal thread."""
+        params = self._params(specs, connection)
+        if not params.jobs:
+            return []
+        if connection is not None or self.backend_type.sync_enqueue:
+            backend = self.sync_backend()
+            if connection is None and not self._migrated:
+                self.run_sync(backend.migrate())  # never inside the caller's transaction
+                self._migrated = True
+            return self._announce(params, backend.enqueue_many_sync(params))
+        return list(self.run_sync(self._store(params)))
+
+    # -- upkeep shared by clean(), retention and the cleanup job -----------------------------
+    async def prune(self, state: JobState, finished_before: float) -> int:
+        """Delete every ``state`` job finished before the given time, in bounded batches;
+        returns how many were removed."""
+        backend = await self.ready()
+        total = 0
+        while True:
+            n = await backend.prune(PruneParams(state, finished_before, PRUNE_BATCH))
+            total += n
+            if n < PRUNE_BATCH:
+                return total
+
+    # -- cancels that must reach this process's running jobs ---------------------------------
+    def add_cancel_listener(self, listener: CancelListener) -> None:
+        self._listeners.add(listener)
+
+    def cancel_local(self, job_id: int) -> None:
+        """A running job's cancel was requested: tell every worker of this process."""
+        for listener in list(self._listeners):
+            listener.cancel_local(job_id)
+
+
+class _Portal:
+    """A daemon thread with its own event loop, for sync entry points."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="conveyor-portal", daemon=True
+        )
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self, shutdown: Any) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout=10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+            if not self.thread.is_alive():
+                self.loop.close()

@@ -1,0 +1,311 @@
+"""The executor: one task per claimed job, each a pipeline.
+
+decode → run (async, a thread, or a killable child process) → classify the outcome (a
+pure function, :func:`conveyor.worker.outcome.classify`) → hand it to the completer,
+which writes it; once written, the job's slot is released and its events are emitted.
+
+A running job is stopped through :meth:`Running.stop` with a reason, whatever asks:
+a timeout, a cancel, a drain, a lost lease or an abort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from conveyor._json import ENCODER
+from conveyor.backends.base import Backend, ClaimedJob, LogEntry, Outcome, ProgressUpdate
+from conveyor.clock import from_ts
+from conveyor.context import Context, Control
+from conveyor.definitions import JobDefinition
+from conveyor.engine import Engine
+from conveyor.errors import ValidationError
+from conveyor.models import JobState
+from conveyor.retry import DEFAULT_BACKOFF, Backoff, Fatal
+from conveyor.worker.child import ChildFailed, run_in_child
+from conveyor.worker.completer import Completer
+from conveyor.worker.outcome import RunResult, classify
+
+__all__ = ["Executor", "Running"]
+
+log = logging.getLogger("conveyor")
+
+_NO_OPTIONS: dict[str, Any] = {}  # shared, never mutated
+#: Why the worker stopped a handler → how the attempt ended.
+_CANCEL_STATUS = {"timeout": "timeout", "drain": "drained", "cancel": "cancelled"}
+#: Reasons after which this worker writes nothing: ``lost`` (rescued elsewhere, the
+#: rescue's outcome stands) and ``abort`` (the lease is left to expire).
+_SILENT = ("lost", "abort")
+
+
+class Running:
+    """A claimed job this worker holds: its task, its context's control and its timer."""
+
+    __slots__ = ("control", "job", "task", "timer")
+
+    def __init__(self, job: ClaimedJob):
+        self.job = job
+        self.control = Control()
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def stop(self, reason: str) -> None:
+        """Stop the handler for ``reason`` (the first reason given wins)."""
+        if self.live:
+            self.control.cancel(reason)
+            assert self.task is not None
+            self.task.cancel()
+
+
+class Executor:
+    """Runs claimed jobs, at most ``concurrency`` at once."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        worker_id: str,
+        concurrency: int,
+        default_timeout: float | None,
+    ):
+        self.engine = engine
+        self.worker_id = worker_id
+        self.concurrency = concurrency
+        self.default_timeout = default_timeout
+        self.running: dict[int, Running] = {}
+        self.busy = 0
+        self.processed = 0
+        self.slot = asyncio.Event()  # set whenever a job frees its slot
+        self._backend: Backend | None = None
+        self._completer: Completer | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def free(self) -> int:
+        return self.concurrency - self.busy
+
+    def start(self, backend: Backend, completer: Completer) -> None:
+        self._backend, self._completer = backend, completer
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="conveyor-job"
+        )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def wait_for_slot(self) -> None:
+        self.slot.clear()
+        await self.slot.wait()
+
+    # -- control ----------------------------------------------------------------------------
+    def stop(self, job_id: int, reason: str) -> None:
+        """Stop one running job (``cancel``, ``lost``)."""
+        running = self.running.get(job_id)
+        if running is not None:
+            running.stop(reason)
+
+    def stop_all(self, reason: str) -> None:
+        for running in list(self.running.values()):
+            running.stop(reason)
+
+    def live_ids(self) -> list[int]:
+        return [i for i, r in self.running.items() if r.live]
+
+    def leases(self) -> list[tuple[int, str]]:
+        return [(i, r.job.token) for i, r in self.running.items()]
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for running jobs; stop the rest (they go back to queued
+        without using up an attempt), then wait until every outcome is written."""
+        tasks = [r.task for r in self.running.values() if r.task is not None and r.live]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for running in list(self.running.values()):
+                if running.task in pending:
+                    running.stop("drain")
+            if pending:
+                await asyncio.wait(pending)
+        if self._completer is not None:
+            await self._completer.drain()
+
+    # -- the pipeline -----------------------------------------------------------------------
+    def launch(self, job: ClaimedJob) -> None:
+        running = Running(job)
+        self.running[job.id] = running
+        self.busy += 1
+        running.task = asyncio.create_task(self._execute(running), name=f"conveyor-job-{job.id}")
+        self.engine.emit("started", job.id, job.name, job.tenant, job.attempts)
+
+    def refund(self, job: ClaimedJob, now: float) -> None:
+        """Give a claimed job straight back (queued, attempt refunded) without running it."""
+        assert self._completer is not None
+        outcome = classify(job, RunResult("drained"), now, DEFAULT_BACKOFF)
+        self._completer.submit(outcome, [], lambda o, ok: None)
+
+    async def _execute(self, r: Running) -> None:
+        job = r.job
+        definition = self.engine.definitions.get(job.name)
+        backoff: Backoff = DEFAULT_BACKOFF
+        run: RunResult
+        try:
+            if definition is None:
+                run = RunResult(
+                    "orphaned",
+                    message=f"no handler is registered for job {job.name!r} in worker {self.worker_id}",
+                )
+            else:
+                backoff = definition.backoff or DEFAULT_BACKOFF
+                run, backoff = await self._run_handler(r, definition, backoff)
+        except asyncio.CancelledError:
+            # Cancelled before the handler started (e.g. drained while decoding).
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            run = RunResult("drained")
+        reason = r.control.cancel_reason
+        if r.timer is not None:
+            r.timer.cancel()
+        self.busy -= 1
+        self.slot.set()
+        if reason in _SILENT:
+            self.running.pop(job.id, None)
+            return
+        if reason == "cancel" and run.status in ("ok", "error", "timeout"):
+            run = RunResult("cancelled")
+        outcome = classify(job, run, self.engine.clock.now(), backoff)
+        logs = [LogEntry(job.id, at, level, msg, job.attempts) for at, level, msg in r.control.logs]
+        assert self._completer is not None
+        self._completer.submit(outcome, logs, self._recorded)
+
+    async def _run_handler(
+        self, r: Running, definition: JobDefinition, backoff: Backoff
+    ) -> tuple[RunResult, Backoff]:
+        job = r.job
+        try:
+            payload = json.loads(job.payload)
+            options = json.loads(job.options) if job.options else _NO_OPTIONS
+            if "backoff" in options:
+                backoff = Backoff.from_dict(options["backoff"])
+        except (ValueError, TypeError, ValidationError) as exc:
+            return RunResult("error", exc=Fatal(f"job row cannot be decoded: {exc}")), backoff
+        timeout = options.get("timeout") or definition.timeout or self.default_timeout
+        kill = options.get("kill_on_timeout", definition.kill_on_timeout)
+        loop = asyncio.get_running_loop()
+        control = r.control
+        control.loop = loop
+        control.deadline = loop.time() + timeout if timeout else None
+        cron = options.get("cron") or _NO_OPTIONS
+        ctx = Context(
+            job_id=job.id,
+            name=job.name,
+            attempt=job.attempts,
+            max_attempts=job.max_attempts,
+            tenant=job.tenant,
+            channel=job.channel,
+            tags=job.tags,
+            priority=job.priority,
+            clock=self.engine.clock.now,
+            progress=lambda p: self._progress(job, p),
+            control=control,
+            schedule=cron.get("schedule"),
+            scheduled_for=from_ts(cron.get("tick")),
+            replayed=bool(cron.get("replayed", False)),
+        )
+        if control.deadline is not None and not kill:
+            r.timer = loop.call_at(control.deadline, self._check_deadline, r)
+        try:
+            if kill and timeout:
+                value = await run_in_child(
+                    definition.fn,
+                    job.payload,
+                    ctx,
+                    control,
+                    lambda: control.deadline is not None and loop.time() >= control.deadline,
+                )
+            elif definition.is_async:
+                value = await definition.fn(payload, ctx)
+            else:
+                assert self._pool is not None
+                value = await loop.run_in_executor(self._pool, definition.fn, payload, ctx)
+            if control.cancel_reason is not None:
+                # The handler swallowed our cancellation and returned: the timeout, cancel
+                # or drain still decides the outcome.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    task.uncancel()
+                return RunResult(_CANCEL_STATUS.get(control.cancel_reason, "drained")), backoff
+            try:
+                result = "null" if value is None else ENCODER.encode(value)
+            except (TypeError, ValueError) as exc:
+                return RunResult(
+                    "error", exc=TypeError(f"handler result is not JSON-serialisable: {exc}")
+                ), backoff
+            return RunResult("ok", result), backoff
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            reason = control.cancel_reason
+            if reason is None:  # a stray CancelledError raised by the handler itself
+                return RunResult("error", exc=exc, message="handler raised CancelledError"), backoff
+            if task is not None and task.cancelling():
+                task.uncancel()
+            return RunResult(_CANCEL_STATUS.get(reason, "drained")), backoff
+        except TimeoutError as exc:
+            if control.cancel_reason == "timeout" or (
+                kill and control.deadline and loop.time() >= control.deadline
+            ):
+                return RunResult("timeout", message=str(exc) or None), backoff
+            return RunResult("error", exc=exc), backoff
+        except ChildFailed as exc:
+            return RunResult("error", exc=exc, message=f"{exc.type_name}: {exc}"), backoff
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: fail this attempt only
+            return RunResult("error", exc=exc), backoff
+
+    def _check_deadline(self, r: Running) -> None:
+        deadline = r.control.deadline
+        if not r.live or deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < deadline:
+            r.timer = loop.call_at(deadline, self._check_deadline, r)
+            return
+        r.stop("timeout")
+
+    async def _progress(self, job: ClaimedJob, value: int) -> None:
+        assert self._backend is not None
+        update = ProgressUpdate(job.id, job.token, value, self.engine.clock.now())
+        if await self._backend.set_progress(update):
+            self.engine.emit(
+                "progress", job.id, job.name, job.tenant, job.attempts, {"progress": value}
+            )
+
+    def _recorded(self, outcome: Outcome, applied: bool) -> None:
+        r = self.running.pop(outcome.job_id, None)
+        self.processed += 1
+        if not applied or r is None:
+            if not applied:
+                log.warning(
+                    "job %s: outcome %s was not recorded (its lease was lost)",
+                    outcome.job_id,
+                    outcome.event,
+                )
+            return
+        job = r.job
+        attempt = job.attempts - (1 if outcome.refund_attempt else 0)
+        engine = self.engine
+        if engine.wants(outcome.event):
+            data: dict[str, Any] = {}
+            if outcome.error is not None:
+                data["error"] = json.loads(outcome.error)
+            if outcome.result is not None:
+                data["result"] = json.loads(outcome.result)
+            engine.emit(outcome.event, job.id, job.name, job.tenant, attempt, data)
+        if outcome.state is JobState.COMPLETED and outcome.remove:
+            engine.emit("removed", job.id, job.name, job.tenant, attempt)
