@@ -28,9 +28,10 @@ from conveyor.errors import (
     ValidationError,
 )
 from conveyor.models import Job
+from conveyor.serialize import job_detail
 from conveyor.web import dashboard, metrics
 from conveyor.web.principal import Authenticate, Principal
-from conveyor.web.serialize import job_detail, job_status, job_summary
+from conveyor.web.serialize import job_status, job_summary
 
 if TYPE_CHECKING:
     from conveyor.queue import Queue

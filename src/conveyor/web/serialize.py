@@ -1,15 +1,17 @@
-"""The JSON forms of jobs, events and logs served by the web layer."""
+"""The web-only JSON forms: the tenant-facing job status and the dashboard's list rows.
+
+The full forms (:func:`conveyor.serialize.job_dict`, ``job_detail``) are shared with the
+CLI and live in :mod:`conveyor.serialize`; these are subsets of them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
-from conveyor.cli import job_dict
-from conveyor.models import Event, Job, LogRecord
+from conveyor.models import Job
+from conveyor.serialize import job_dict
 
-__all__ = ["job_detail", "job_status", "job_summary"]
+__all__ = ["job_status", "job_summary"]
 
 STATUS_FIELDS = (
     "id",
@@ -42,10 +44,6 @@ SUMMARY_FIELDS = (
 )
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def job_status(job: Job) -> dict[str, Any]:
     """What ``GET {status_path}/{id}`` answers.
 
@@ -66,18 +64,4 @@ def job_summary(job: Job) -> dict[str, Any]:
     out = {key: full[key] for key in SUMMARY_FIELDS}
     last = job.last_error
     out["error"] = None if last is None else f"{last.get('type', '')}: {last.get('message', '')}"
-    return out
-
-
-def job_detail(job: Job, events: Sequence[Event], logs: Sequence[LogRecord]) -> dict[str, Any]:
-    """The dashboard's job detail: every field, errors with tracebacks, events and logs."""
-    out = job_dict(job)
-    out["events"] = [
-        {"type": e.type, "attempt": e.attempt, "at": _iso(e.at), "data": dict(e.data)}
-        for e in events
-    ]
-    out["logs"] = [
-        {"at": _iso(r.at), "level": r.level, "message": r.message, "attempt": r.attempt}
-        for r in logs
-    ]
     return out

@@ -1,0 +1,124 @@
+"""``conveyor worker``: run a worker in this process, with its signal handling."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+
+import click
+
+from conveyor.cli.app import Ctx, err_console, pass_ctx
+from conveyor.queue import Queue
+
+__all__ = ["worker"]
+
+
+def _csv(value: tuple[str, ...] | str | None) -> list[str] | None:
+    """Repeated and comma-separated values as one list; None when there are none."""
+    if not value:
+        return None
+    items = value if isinstance(value, tuple) else (value,)
+    out = [part.strip() for item in items for part in item.split(",") if part.strip()]
+    return out or None
+
+
+@click.command()
+@click.argument("app", required=False)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(1, 10_000),
+    default=10,
+    show_default=True,
+    envvar="CONVEYOR_CONCURRENCY",
+    help="Jobs run at once. [env CONVEYOR_CONCURRENCY]",
+)
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    envvar="CONVEYOR_CHANNELS",
+    help="Only these channels (repeat or comma-separate; default all). [env CONVEYOR_CHANNELS]",
+)
+@click.option(
+    "--include",
+    multiple=True,
+    envvar="CONVEYOR_INCLUDE",
+    help="Only these job names. [env CONVEYOR_INCLUDE]",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    envvar="CONVEYOR_EXCLUDE",
+    help="Never these job names. [env CONVEYOR_EXCLUDE]",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="CONVEYOR_TIMEOUT",
+    help="Default job timeout in seconds. [env CONVEYOR_TIMEOUT]",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    envvar="CONVEYOR_DRAIN_TIMEOUT",
+    help="Seconds SIGTERM waits for running jobs. [env CONVEYOR_DRAIN_TIMEOUT]",
+)
+@click.option("--once", is_flag=True, help="Process what is due now, then exit.")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@pass_ctx
+def worker(
+    obj: Ctx,
+    app: str | None,
+    concurrency: int,
+    channels: tuple[str, ...],
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    timeout: float | None,
+    drain_timeout: float,
+    once: bool,
+    verbose: int,
+) -> None:
+    """Run a worker for APP (module:queue). SIGTERM/SIGINT drain; a second one stops at once."""
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if app:
+        obj.app = app
+    if not obj.app:
+        raise click.UsageError("give the queue to run: conveyor worker myapp.jobs:queue")
+
+    async def work(queue: Queue) -> None:
+        w = queue.worker(
+            channels=_csv(channels),
+            concurrency=concurrency,
+            include=_csv(include),
+            exclude=_csv(exclude),
+            timeout=timeout,
+            drain_timeout=drain_timeout,
+            handle_signals=True,
+        )
+        if once:
+            n = await w.run_once()
+            err_console.print(f"processed {n} job(s)")
+        else:
+            await w.run()
+
+    obj.run(work)
+    _exit_past_stuck_threads()
+
+
+def _exit_past_stuck_threads() -> None:
+    """A sync handler that ignores ctx.cancelled keeps its thread; its job was already
+    requeued, so exit instead of waiting for it (the interpreter would join it)."""
+    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if stuck:
+        err_console.print(f"{len(stuck)} handler thread(s) still running; exiting without them")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
