@@ -22,6 +22,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from conveyor.backends.loops import call_in_loop
+
 __all__ = ["Listener", "Signal"]
 
 log = logging.getLogger("conveyor")
@@ -53,20 +55,7 @@ class Signal:
 
     def fire_threadsafe(self) -> None:
         """Fire from any thread (no-op before the loop is known or after it closed)."""
-        loop = self.loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self.fire()
-        else:
-            try:
-                loop.call_soon_threadsafe(self.fire)
-            except RuntimeError:  # the loop closed meanwhile
-                pass
+        call_in_loop(self.loop, self.fire)
 
     async def wait(self, timeout: float) -> bool:
         """True when fired (now or since the last wait), False after ``timeout``."""

@@ -31,6 +31,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
 from conveyor.backends.base import ClaimedJob, ClaimParams
+from conveyor.backends.loops import call_in_loop
 from conveyor.backends.redis import handoff
 from conveyor.backends.redis.handoff import HandOff
 
@@ -149,18 +150,7 @@ class Waker:
 
     def wake(self) -> None:
         """Make the current or next ``wait`` return at once (sync, thread-safe)."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._on_wake()
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._on_wake)
+        call_in_loop(self._loop, self._on_wake)
 
     def _on_wake(self) -> None:
         self._woken.set()
