@@ -100,21 +100,27 @@ class Store:
                 await asyncio.wait_for(q.close(), 30)
             except Exception:
                 pass
-        if self.backend == "postgres":
-            import psycopg
+        await remove_store(self.backend, self.token)
 
-            async with await psycopg.AsyncConnection.connect(PG_URL, autocommit=True) as conn:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{self.token}" CASCADE')
-        elif self.backend == "redis":
-            import redis.asyncio as aioredis
 
-            client = aioredis.from_url(REDIS_URL)
-            try:
-                keys = [k async for k in client.scan_iter(match=f"*{self.token}*", count=1000)]
-                if keys:
-                    await client.unlink(*keys)
-            finally:
-                await client.aclose()
+async def remove_store(kind: str, token: str) -> None:
+    """Drop one test's PostgreSQL schema or unlink its Redis keys (SQLite: its tmp file
+    goes with tmp_path)."""
+    if kind == "postgres":
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(PG_URL, autocommit=True) as conn:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{token}" CASCADE')
+    elif kind == "redis":
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(REDIS_URL)
+        try:
+            keys = [k async for k in client.scan_iter(match=f"*{token}*", count=1000)]
+            if keys:
+                await client.unlink(*keys)
+        finally:
+            await client.aclose()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -21,7 +21,7 @@ import pytest
 from conveyor.backends import backend_class, from_settings
 from conveyor.backends.base import Backend
 from conveyor.settings import Settings
-from tests.conftest import BACKENDS, PG_URL, REDIS_URL, require_backend
+from tests.conftest import BACKENDS, PG_URL, REDIS_URL, remove_store, require_backend
 
 
 class Store:
@@ -85,21 +85,7 @@ class Store:
                 await asyncio.wait_for(backend.close(), 30)
             except Exception:
                 pass
-        if self.kind == "postgres":
-            import psycopg
-
-            async with await psycopg.AsyncConnection.connect(PG_URL, autocommit=True) as conn:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{self.token}" CASCADE')
-        elif self.kind == "redis":
-            import redis.asyncio as aioredis
-
-            client = aioredis.from_url(REDIS_URL)
-            try:
-                keys = [k async for k in client.scan_iter(match=f"*{self.token}*", count=1000)]
-                if keys:
-                    await client.unlink(*keys)
-            finally:
-                await client.aclose()
+        await remove_store(self.kind, self.token)
 
 
 @pytest.fixture(params=BACKENDS)

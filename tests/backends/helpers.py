@@ -18,9 +18,8 @@ from conveyor.backends.base import (
     Outcome,
 )
 from conveyor.models import TERMINAL_STATES, Job, JobState
-
-NOW = 1_800_000_000.0
-"""A fixed fake "now": every verb takes the caller's time, so tests never read a clock."""
+from tests.integration.jobs import NOW
+from tests.integration.jobs import new_job as queued_job
 
 LEASE = 30.0
 
@@ -28,25 +27,9 @@ LEASE = 30.0
 def new_job(name: str = "job", **kw: Any) -> NewJob:
     """A NewJob with defaults: queued, due at NOW, on channel "default", 3 attempts. A
     ``run_at`` after NOW makes it scheduled unless ``state`` is given too."""
-    fields: dict[str, Any] = {
-        "name": name,
-        "payload": '{"n": 1}',
-        "state": JobState.QUEUED,
-        "run_at": NOW,
-        "priority": 0,
-        "channel": "default",
-        "max_attempts": 3,
-        "options": None,
-        "remove_on_complete": False,
-        "idempotency_key": None,
-        "tags": (),
-        "group": None,
-        "tenant": None,
-    }
-    fields.update(kw)
     if "run_at" in kw and "state" not in kw and kw["run_at"] > NOW:
-        fields["state"] = JobState.SCHEDULED
-    return NewJob(**fields)
+        kw = {**kw, "state": JobState.SCHEDULED}
+    return queued_job(name, **kw)
 
 
 async def enqueue(backend: Backend, *jobs: NewJob, now: float = NOW) -> list[int]:
