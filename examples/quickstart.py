@@ -12,7 +12,9 @@ itself once every job has finished. The store is ./conveyor.db (CONVEYOR_URL ove
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import sys
 import time
 from datetime import timedelta
 
@@ -60,16 +62,19 @@ async def validate_address(payload: dict, ctx: conveyor.Context) -> None:
         raise conveyor.Fatal(f"invalid zip code {payload['zip']!r}")
 
 
+# Colour only on a terminal (and never with NO_COLOR set): piped output stays plain text.
+COLOUR = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 COLOURS = {
     "completed": "\033[32m",
     "failed": "\033[31m",
     "retrying": "\033[33m",
     "started": "\033[36m",
 }
+RESET = "\033[0m" if COLOUR else ""
 
 
 def show(event: conveyor.Event) -> None:
-    colour = COLOURS.get(event.type, "")
+    colour = COLOURS.get(event.type, "") if COLOUR else ""
     detail = ""
     if event.type == "progress":
         detail = f" {event.data['progress']}%"
@@ -78,7 +83,7 @@ def show(event: conveyor.Event) -> None:
     elif event.type == "completed" and "result" in event.data:
         detail = f" -> {event.data['result']}"
     print(
-        f"{colour}{event.type:>9}\033[0m  #{event.job_id:<5} {event.job_name:<16} attempt {event.attempt}{detail}"
+        f"{colour}{event.type:>9}{RESET}  #{event.job_id:<5} {event.job_name:<16} attempt {event.attempt}{detail}"
     )
 
 

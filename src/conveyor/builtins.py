@@ -50,7 +50,7 @@ def register_builtins(engine: Engine, owner: Enqueuer) -> None:
                 retention[state] = float(seconds)
         now = engine.clock.now()
         removed = {
-            state: await engine.prune(JobState(state), now - keep)
+            state: await engine.prune(JobState(state), now - keep, "retention")
             for state, keep in retention.items()
         }
         ctx.log.info("removed %s", removed)

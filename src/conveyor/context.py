@@ -44,15 +44,32 @@ class Control:
         loop: the worker's event loop, for ``ctx.set_progress`` from a handler thread.
     """
 
-    __slots__ = ("cancel_reason", "deadline", "logs", "loop")
+    __slots__ = ("cancel_reason", "deadline", "logs", "loop", "on_timeout", "timeout")
 
     def __init__(
         self, deadline: float | None = None, loop: asyncio.AbstractEventLoop | None = None
     ):
         self.cancel_reason: str | None = None
         self.deadline = deadline
+        self.timeout: float | None = None  # the attempt's timeout, for a reset
         self.logs: list[tuple[float, str, str]] = []
         self.loop = loop
+        self.on_timeout: list[Callable[[], float | None]] = []
+
+    def extension(self) -> float | None:
+        """Ask the ``ctx.on_timeout`` callbacks, in order, whether to extend; the first
+        that returns seconds > 0 wins. A callback that raises counts as "no"."""
+        for callback in self.on_timeout:
+            try:
+                seconds = callback()
+            except Exception:
+                _pylog.exception("an on_timeout callback failed; the job times out")
+                continue
+            if isinstance(seconds, timedelta):
+                seconds = seconds.total_seconds()
+            if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds > 0:
+                return float(seconds)
+        return None
 
     def cancel(self, reason: str) -> None:
         """Mark the attempt as stopping for ``reason`` (the first reason wins)."""
@@ -97,8 +114,11 @@ class Context:
     Attributes:
         job_id: the job's id.
         name: the job's name.
-        attempt: this attempt's number (1-based).
-        max_attempts: total attempts allowed.
+        attempt: this run's number (1-based): runs started, counting the runs whose
+            worker died (stalls).
+        max_attempts: the number ``attempt`` may reach: the job's ``attempts`` plus the
+            runs that stalled (which use up no attempt), so ``attempt == max_attempts``
+            on the last try.
         tenant, channel, tags, priority: as enqueued.
         schedule: the cron schedule's name when a schedule enqueued the job, else None.
         scheduled_for: the schedule tick this run is for (aware UTC datetime), else None.
@@ -172,15 +192,29 @@ class Context:
             return _Done()
         return asyncio.ensure_future(coro)
 
-    def extend_timeout(self, seconds: float | timedelta) -> None:
-        """Push the deadline to ``seconds`` from now (no-op for jobs without a timeout)."""
+    def extend_timeout(self, seconds: float | timedelta | None = None) -> None:
+        """Push the deadline to ``seconds`` from now; without an argument, reset it to the
+        job's whole timeout from now (no-op for jobs without a timeout)."""
+        control = self._control
+        if seconds is None:
+            if control.deadline is not None and control.timeout is not None:
+                control.deadline = time.monotonic() + control.timeout
+            return
         if isinstance(seconds, timedelta):
             seconds = seconds.total_seconds()
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
             raise ValidationError(f"extend_timeout needs seconds > 0, got {seconds!r}")
-        control = self._control
         if control.deadline is not None:
             control.deadline = max(control.deadline, time.monotonic() + float(seconds))
+
+    def on_timeout(self, callback: Callable[[], float | timedelta | None]) -> None:
+        """Call ``callback()`` (sync, on the worker's event loop) when the deadline passes;
+        returning seconds (or a timedelta) > 0 extends the deadline by that much and the
+        handler keeps running, returning None lets the job time out (dataqueue's
+        onTimeout). Not for ``kill_on_timeout`` handlers, whose child is killed."""
+        if not callable(callback):
+            raise ValidationError("on_timeout takes a callable")
+        self._control.on_timeout.append(callback)  # type: ignore[arg-type]
 
     @property
     def deadline(self) -> float | None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from conveyor.backends.base import Backend, CronFire, CronPause, CronRecord
+from conveyor.backends.base import Backend, CronFire, CronPause, CronRecord, NewJob
 from conveyor.errors import ValidationError
 from conveyor.models import UPCOMING_STATES, CronSchedule, CronSpec, JobSpec, JobState
 from conveyor.retry import Backoff
@@ -25,14 +25,20 @@ if TYPE_CHECKING:
     from conveyor.engine import Engine
 
 __all__ = [
+    "KEEP",
+    "edit",
     "fire_due",
     "list_schedules",
     "remove",
+    "run_now",
     "set_paused",
     "sync",
     "sync_definition_schedules",
     "upsert",
 ]
+
+#: An :func:`edit` argument left out: the schedule keeps what it has.
+KEEP: Any = object()
 
 log = logging.getLogger("conveyor")
 
@@ -72,6 +78,7 @@ def _record(spec: CronSpec, engine: Engine, existing: CronRecord | None, now: fl
             backoff=spec.backoff,
         ),
         now,
+        system=True,
     )
     catch_up = None
     if spec.catch_up is not None:
@@ -156,9 +163,59 @@ async def remove(engine: Engine, name: str) -> bool:
     return bool(await (await engine.ready()).delete_cron([name]))
 
 
-async def list_schedules(engine: Engine) -> list[CronSchedule]:
+async def list_schedules(engine: Engine, paused: bool | None = None) -> list[CronSchedule]:
+    """Every stored schedule, or only the paused (``True``) or active (``False``) ones."""
     backend = await engine.ready()
-    return [r.to_schedule() for r in await backend.list_cron()]
+    records = await backend.list_cron()
+    return [r.to_schedule() for r in records if paused is None or r.paused is paused]
+
+
+async def _record_named(engine: Engine, name: str) -> CronRecord:
+    backend = await engine.ready()
+    for record in await backend.list_cron():
+        if record.name == name:
+            return record
+    raise ValidationError(f"no schedule named {name!r}")
+
+
+async def edit(engine: Engine, name: str, changes: dict[str, Any]) -> CronRecord:
+    """Change only the given fields of schedule ``name`` (``KEEP`` values are left as
+    they are); a new expression, interval or zone takes effect at once."""
+    record = await _record_named(engine, name)
+    options = json.loads(record.options) if record.options else {}
+    current: dict[str, Any] = {
+        "expression": record.expression,
+        "every": None,
+        "job": record.job,
+        "payload": json.loads(record.payload),
+        "timezone": record.timezone,
+        "allow_overlap": record.allow_overlap,
+        "catch_up": None if record.catch_up is None else timedelta(seconds=record.catch_up),
+        "priority": options.get("priority"),
+        "attempts": options.get("attempts"),
+        "backoff": Backoff.from_dict(options["backoff"]) if "backoff" in options else None,
+    }
+    given = {k: v for k, v in changes.items() if v is not KEEP}
+    unknown = set(given) - set(current)
+    if unknown:
+        raise ValidationError(f"edit_cron: unknown field(s) {sorted(unknown)}")
+    if given.get("every") is not None:
+        current["expression"] = None  # an interval replaces the expression
+    elif given.get("expression") is not None:
+        current["every"] = None
+    current.update(given)
+    (updated,) = await upsert(engine, [CronSpec(name, **current)])
+    return updated
+
+
+async def run_now(engine: Engine, name: str) -> int:
+    """Enqueue schedule ``name``'s job now, once, without moving its next tick (paused
+    schedules too); returns the job's id."""
+    record = await _record_named(engine, name)
+    now = engine.clock.now()
+    job = _build_job(engine, record, now, now, replayed=False, manual=True)
+    (job_id,) = await engine.store([job])
+    return job_id
 
 
 async def set_paused(engine: Engine, name: str, paused: bool) -> None:
@@ -239,8 +296,14 @@ async def _unfinished(backend: Backend, job_id: int | None) -> bool:
 
 
 def _build_job(
-    engine: Engine, record: CronRecord, tick: float, now: float, *, replayed: bool
-) -> Any:
+    engine: Engine,
+    record: CronRecord,
+    tick: float,
+    now: float,
+    *,
+    replayed: bool,
+    manual: bool = False,
+) -> NewJob:
     options = json.loads(record.options) if record.options else {}
     backoff = Backoff.from_dict(options["backoff"]) if "backoff" in options else None
     spec = JobSpec(
@@ -249,7 +312,10 @@ def _build_job(
         priority=options.get("priority"),
         attempts=options.get("attempts"),
         backoff=backoff,
-        idempotency_key=f"cron:{record.name}:{tick!r}",
+        # one job per tick, whatever number of processes fire it; a manual run is its own
+        idempotency_key=None if manual else f"cron:{record.name}:{tick!r}",
     )
     cron_info = {"schedule": record.name, "tick": tick, "replayed": replayed}
-    return engine.build(spec, now, extra_options={"cron": cron_info})
+    return engine.build(
+        spec, now, extra_options={"cron": cron_info}, system=True, checked_name=True
+    )

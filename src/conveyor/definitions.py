@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from conveyor.errors import ValidationError
+from conveyor.models import JobSpec
 from conveyor.retry import Backoff
 from conveyor.validation import (
     check_attempts,
     check_backoff,
+    check_bool,
+    check_max_stalls,
     check_priority,
     check_timeout,
+    spec_of,
     validate_name,
 )
 
@@ -24,15 +28,19 @@ __all__ = ["Enqueuer", "JobDefinition"]
 class Enqueuer(Protocol):
     """What a definition enqueues through (the :class:`conveyor.Queue` it belongs to)."""
 
-    async def enqueue(self, name: str, payload: Any = None, **options: Any) -> int: ...
-    def enqueue_sync(self, name: str, payload: Any = None, **options: Any) -> int: ...
+    async def enqueue_many(
+        self, specs: Iterable[JobSpec], *, connection: Any = None
+    ) -> list[int]: ...
+    def enqueue_many_sync(
+        self, specs: Iterable[JobSpec], *, connection: Any = None
+    ) -> list[int]: ...
 
 
 @dataclass(eq=False)
 class JobDefinition:
     """A registered job: its handler and defaults. Returned by ``@queue.job(...)``.
 
-    Call ``await definition.enqueue(payload, **options)`` to enqueue it; calling the
+    Call ``await definition.enqueue(payload, priority=…, …)`` to enqueue it; calling the
     definition itself runs the handler function directly (handy in unit tests).
     """
 
@@ -41,11 +49,13 @@ class JobDefinition:
     fn: Callable[..., Any]
     channel: str = "default"
     attempts: int = 1
+    max_stalls: int = 1
     backoff: Backoff | None = None
     timeout: float | None = None
     priority: int = 0
     kill_on_timeout: bool = False
     remove_on_complete: bool = False
+    remove_on_fail: bool = False
     cron: str | None = None
     every: timedelta | None = None
     timezone: str = "UTC"
@@ -57,7 +67,9 @@ class JobDefinition:
         validate_name(self.name, "job name")
         validate_name(self.channel, "channel")
         check_attempts(self.attempts)
+        check_max_stalls(self.max_stalls)
         check_priority(self.priority)
+        check_bool(self.remove_on_fail, "remove_on_fail")
         if self.backoff is not None:
             check_backoff(self.backoff)
         if self.timeout is not None:
@@ -71,13 +83,55 @@ class JobDefinition:
             getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
         )
 
-    async def enqueue(self, payload: Any = None, **options: Any) -> int:
+    async def enqueue(
+        self,
+        payload: Any = None,
+        *,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        priority: int | None = None,
+        channel: str | None = None,
+        attempts: int | None = None,
+        max_stalls: int | None = None,
+        backoff: Backoff | None = None,
+        timeout: float | timedelta | None = None,
+        kill_on_timeout: bool | None = None,
+        remove_on_complete: bool | None = None,
+        remove_on_fail: bool | None = None,
+        idempotency_key: str | None = None,
+        tags: Sequence[str] = (),
+        group: str | None = None,
+        tenant: str | None = None,
+        connection: Any = None,
+    ) -> int:
         """Enqueue this job; takes every option of :meth:`conveyor.Queue.enqueue`."""
-        return await self.queue.enqueue(self.name, payload, **options)
+        spec = spec_of({**locals(), "name": self.name})
+        return (await self.queue.enqueue_many([spec], connection=connection))[0]
 
-    def enqueue_sync(self, payload: Any = None, **options: Any) -> int:
+    def enqueue_sync(
+        self,
+        payload: Any = None,
+        *,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        priority: int | None = None,
+        channel: str | None = None,
+        attempts: int | None = None,
+        max_stalls: int | None = None,
+        backoff: Backoff | None = None,
+        timeout: float | timedelta | None = None,
+        kill_on_timeout: bool | None = None,
+        remove_on_complete: bool | None = None,
+        remove_on_fail: bool | None = None,
+        idempotency_key: str | None = None,
+        tags: Sequence[str] = (),
+        group: str | None = None,
+        tenant: str | None = None,
+        connection: Any = None,
+    ) -> int:
         """Enqueue from sync code; see :meth:`conveyor.Queue.enqueue_sync`."""
-        return self.queue.enqueue_sync(self.name, payload, **options)
+        spec = spec_of({**locals(), "name": self.name})
+        return self.queue.enqueue_many_sync([spec], connection=connection)[0]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)

@@ -10,9 +10,10 @@ which backend it is.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import weakref
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from conveyor import backends
@@ -22,6 +23,7 @@ from conveyor.backends.base import (
     EnqueueResult,
     NewJob,
     PruneParams,
+    PruneResult,
 )
 from conveyor.clock import Clock, from_ts
 from conveyor.definitions import JobDefinition
@@ -59,7 +61,12 @@ class Engine:
         self.dormant = dormant
         self.definitions: dict[str, JobDefinition] = {}
         self.dispatcher = Dispatcher()
-        self.builder = JobBuilder(settings.max_payload_bytes, self.definitions)
+        self.builder = JobBuilder(
+            settings.max_payload_bytes,
+            self.definitions,
+            strict_names=settings.strict_names,
+            require_tenant=settings.require_tenant,
+        )
         self.backend_type = backends.backend_class(settings)
         self._backends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Backend] = (
             weakref.WeakKeyDictionary()
@@ -73,6 +80,20 @@ class Engine:
         self._migrated = False
         self._lock = threading.RLock()
         self._listeners: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._after_migrate: list[Callable[[], Awaitable[None]]] = []
+
+    def after_migrate(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` after every migration of the store (explicit or on first use)."""
+        self._after_migrate.append(hook)
+
+    async def _migrate_backend(self, backend: Backend) -> None:
+        await backend.migrate()
+        await self._migrated_now()
+
+    async def _migrated_now(self) -> None:
+        self._migrated = True
+        for hook in self._after_migrate:
+            await hook()
 
     # -- registered jobs ---------------------------------------------------------------------
     def register(self, definition: JobDefinition) -> None:
@@ -119,14 +140,14 @@ class Engine:
         backend = await self.backend()
         if not self._migrated:
             await backend.migrate()
-            self._migrated = True
+            await self._migrated_now()
         return backend
 
     async def migrate(self) -> None:
         """Create or upgrade the store's schema (idempotent)."""
         backend = await self.backend()
         await backend.migrate()
-        self._migrated = True
+        await self._migrated_now()
 
     def migration_sql(self) -> str:
         """The schema as SQL (PostgreSQL), without connecting."""
@@ -195,10 +216,20 @@ class Engine:
 
     # -- enqueue -----------------------------------------------------------------------------
     def build(
-        self, spec: JobSpec, now: float, extra_options: dict[str, Any] | None = None
+        self,
+        spec: JobSpec,
+        now: float,
+        extra_options: dict[str, Any] | None = None,
+        *,
+        system: bool = False,
+        checked_name: bool = False,
     ) -> NewJob:
-        """One validated job row (for services that store jobs themselves, like cron)."""
-        return self.builder.build(spec, now, extra_options)
+        """One validated job row (for services that store jobs themselves, like cron;
+        ``system``: the job is the queue's own, so it needs no tenant; ``checked_name``:
+        its name was checked when it was scheduled)."""
+        return self.builder.build(
+            spec, now, extra_options, system=system, checked_name=checked_name
+        )
 
     def _params(self, specs: Iterable[JobSpec], connection: Any) -> EnqueueParams:
         self._check_live()
@@ -229,6 +260,10 @@ class Engine:
             return []
         return await self._store(params)
 
+    async def store(self, jobs: list[NewJob]) -> list[int]:
+        """Store rows already built with :meth:`build` (all or nothing); their ids."""
+        return await self._store(EnqueueParams(jobs=jobs, now=self.clock.now()))
+
     async def _store(self, params: EnqueueParams) -> list[int]:
         # Inside the caller's transaction we must not migrate on our own connection (the
         # caller may hold the store's write lock): their schema must already exist.
@@ -244,22 +279,35 @@ class Engine:
         if connection is not None or self.backend_type.sync_enqueue:
             backend = self.sync_backend()
             if connection is None and not self._migrated:
-                self.run_sync(backend.migrate())  # never inside the caller's transaction
-                self._migrated = True
+                self.run_sync(self._migrate_backend(backend))  # never in the caller's transaction
             return self._announce(params, backend.enqueue_many_sync(params))
         return list(self.run_sync(self._store(params)))
 
     # -- upkeep shared by clean(), retention and the cleanup job -----------------------------
-    async def prune(self, state: JobState, finished_before: float) -> int:
-        """Delete every ``state`` job finished before the given time, in bounded batches;
-        returns how many were removed."""
+    async def prune(self, state: JobState, finished_before: float, reason: str = "clean") -> int:
+        """Delete every ``state`` job finished before the given time, in bounded batches,
+        with a ``removed`` event each (data ``{"reason": reason}``) to this process's
+        ``queue.on`` callbacks; returns how many were removed."""
+        if finished_before == -math.inf:
+            return 0  # kept forever
         backend = await self.ready()
         total = 0
         while True:
-            n = await backend.prune(PruneParams(state, finished_before, PRUNE_BATCH))
+            n = self.announce_removed(
+                await backend.prune(PruneParams(state, finished_before, PRUNE_BATCH)), reason
+            )
             total += n
             if n < PRUNE_BATCH:
                 return total
+
+    def announce_removed(self, result: PruneResult, reason: str) -> int:
+        """A ``removed`` event per pruned job, when someone listens; how many there were.
+        (The rows and their stored events are gone: the event is in-process only.)"""
+        if self.wants("removed"):
+            data = {"reason": reason}
+            for job in result.removed:
+                self.emit("removed", job.id, job.name, job.tenant, job.attempts, data)
+        return result.count
 
     # -- cancels that must reach this process's running jobs ---------------------------------
     def add_cancel_listener(self, listener: CancelListener) -> None:

@@ -42,7 +42,17 @@ class PayloadError(ValidationError):
 
 
 class BackendError(ConveyorError):
-    """The store is unreachable or a storage operation failed."""
+    """The store is unreachable or a storage operation failed.
+
+    Attributes:
+        transient: True (the default) when trying again later may succeed (a lost
+            connection, a timeout, a busy store); False when the store refused the data
+            itself, so the same write would fail again.
+    """
+
+    def __init__(self, message: str = "", *, transient: bool = True):
+        super().__init__(message)
+        self.transient = transient
 
 
 class InvalidStateError(ConveyorError):

@@ -30,6 +30,8 @@ EVENT_TYPES = frozenset(
         "orphaned",
         "removed",
         "cron_fired",
+        "channel_paused",
+        "channel_resumed",
     }
 )
 

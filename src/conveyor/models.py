@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,15 +52,18 @@ class JobSpec:
 
     name: str
     payload: Any = None
+    _: KW_ONLY  # the options are keyword-only, typed (editors and mypy check them)
     run_at: datetime | None = None
     delay: float | timedelta | None = None
     priority: int | None = None
     channel: str | None = None
     attempts: int | None = None
+    max_stalls: int | None = None
     backoff: Backoff | None = None
-    timeout: float | None = None
+    timeout: float | timedelta | None = None
     kill_on_timeout: bool | None = None
     remove_on_complete: bool | None = None
+    remove_on_fail: bool | None = None
     idempotency_key: str | None = None
     tags: Sequence[str] = ()
     group: str | None = None
@@ -71,8 +74,11 @@ class JobSpec:
 class Job:
     """A stored job, as returned by :meth:`conveyor.Queue.get_job`.
 
-    ``attempts`` counts attempts started (a drained requeue gives its attempt back);
-    ``errors`` holds one ``{"attempt", "type", "message", "traceback", "at"}`` per failure.
+    ``attempts`` counts runs started (a drained requeue gives its attempt back);
+    ``stalls`` counts the runs whose worker died (its lease expired and the job was
+    rescued): retries after handler failures are bounded by ``max_attempts`` counted over
+    the runs that did not stall (``attempts - stalls``). ``errors`` holds one
+    ``{"attempt", "type", "message", "traceback", "at"}`` per failure.
     """
 
     id: int
@@ -80,6 +86,7 @@ class Job:
     payload: Any
     state: JobState
     attempts: int
+    stalls: int
     max_attempts: int
     progress: int
     result: Any

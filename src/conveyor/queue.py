@@ -11,7 +11,7 @@ import logging
 import os
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor import cron
@@ -23,9 +23,10 @@ from conveyor.engine import Engine
 from conveyor.errors import InvalidStateError, QueueDormant, ValidationError, WorkerDisabled
 from conveyor.events import EventCallback
 from conveyor.models import CronSchedule, CronSpec, Event, Job, JobSpec, JobState, LogRecord
+from conveyor.retry import Backoff
 from conveyor.scheduling import compile_schedule
 from conveyor.settings import Settings
-from conveyor.validation import job_filter, job_spec, validate_name
+from conveyor.validation import job_filter, spec_of, validate_name
 from conveyor.worker import Worker
 from conveyor.worker.maintenance import Maintenance
 
@@ -37,6 +38,14 @@ __all__ = ["Queue"]
 
 log = logging.getLogger("conveyor")
 F = TypeVar("F", bound=Callable[..., Any])
+_DEFAULT: Any = object()  # a retention argument not given (None means "forever")
+
+
+def _retention(value: Any) -> Any:
+    """``None`` (keep forever) as the settings' ``"forever"``; not given as None."""
+    if value is _DEFAULT:
+        return None
+    return "forever" if value is None else value
 
 
 class Queue:
@@ -52,7 +61,16 @@ class Queue:
         sweep_interval: seconds between maintenance passes. Defaults to 1.
         poll_interval: fallback poll when no notification arrives. Defaults to 1.
         max_payload_bytes: defaults to 1 MiB.
-        keep_completed, keep_failed: retention. Default 1 day and 7 days.
+        keep_completed, keep_failed: retention: seconds, a ``timedelta`` or a duration
+            string (``"7d"``); ``None`` or ``"forever"`` keeps them until ``clean()``.
+            Default 1 day and 7 days.
+        strict_names: refuse to enqueue (or schedule) a name that no registered job
+            has, when this queue has jobs of its own registered (the built-in
+            ``conveyor.*`` ones do not count), so a typo never makes a job that can never
+            run. Defaults to True (``CONVEYOR_STRICT_NAMES``).
+        require_tenant: refuse an enqueue without a tenant (use ``tenant="system"`` for
+            system jobs; cron-fired jobs are exempt). Defaults to False
+            (``CONVEYOR_REQUIRE_TENANT``).
         clock: a :class:`conveyor.clock.Clock`; ``conveyor.testing.ManualClock()`` in tests.
     """
 
@@ -67,8 +85,10 @@ class Queue:
         sweep_interval: float | None = None,
         poll_interval: float | None = None,
         max_payload_bytes: int | None = None,
-        keep_completed: timedelta | float | None = None,
-        keep_failed: timedelta | float | None = None,
+        keep_completed: timedelta | float | str | None = _DEFAULT,
+        keep_failed: timedelta | float | str | None = _DEFAULT,
+        strict_names: bool | None = None,
+        require_tenant: bool | None = None,
         clock: Clock | None = None,
         _dormant: bool = False,
     ):
@@ -81,10 +101,15 @@ class Queue:
             sweep_interval=sweep_interval,
             poll_interval=poll_interval,
             max_payload_bytes=max_payload_bytes,
-            keep_completed=keep_completed,
-            keep_failed=keep_failed,
+            keep_completed=_retention(keep_completed),
+            keep_failed=_retention(keep_failed),
+            strict_names=strict_names,
+            require_tenant=require_tenant,
         )
         self.engine = Engine(settings, clock or SystemClock(), dormant=_dormant)
+        # schedules declared with @queue.job(cron=…) are stored whenever the store is
+        # migrated, explicitly or on first use
+        self.engine.after_migrate(lambda: cron.sync_definition_schedules(self.engine))
         self._workers: weakref.WeakSet[Worker] = weakref.WeakSet()
         register_builtins(self.engine, self)
 
@@ -124,7 +149,6 @@ class Queue:
     async def migrate(self) -> None:
         """Create or upgrade the store's schema. Idempotent; also ``conveyor migrate``."""
         await self.engine.migrate()
-        await cron.sync_definition_schedules(self.engine)
 
     def migration_sql(self) -> str:
         """The schema as SQL for a DBA (``conveyor migrate --sql``; PostgreSQL)."""
@@ -150,11 +174,13 @@ class Queue:
         *,
         channel: str = "default",
         attempts: int = 1,
+        max_stalls: int = 1,
         backoff: Any = None,
         timeout: float | None = None,
         priority: int = 0,
         kill_on_timeout: bool = False,
         remove_on_complete: bool = False,
+        remove_on_fail: bool = False,
         cron: str | None = None,
         every: timedelta | None = None,
         timezone: str = "UTC",
@@ -165,6 +191,16 @@ class Queue:
 
         Handlers take ``(payload, ctx)`` and may be ``async def`` or plain ``def`` (run in
         a thread pool). Their return value (JSON) is stored as the job's result.
+
+        ``attempts`` bounds the runs that end in a handler failure; ``max_stalls``
+        (0..1000) is how many times a run whose worker died (``kill -9``, a lost store)
+        is put back without using up an attempt; one more and the job fails with error
+        type ``Stalled``.
+
+        ``remove_on_complete`` / ``remove_on_fail`` delete a job as soon as it completes /
+        finally fails (no retry left), instead of keeping it for ``keep_completed`` /
+        ``keep_failed``; its events stay readable for a while. Each is this job's
+        default; an enqueue may override it.
         """
 
         def register(fn: Callable[..., Any]) -> JobDefinition:
@@ -174,11 +210,13 @@ class Queue:
                 fn=fn,
                 channel=channel,
                 attempts=attempts,
+                max_stalls=max_stalls,
                 backoff=backoff,
                 timeout=timeout,
                 priority=priority,
                 kill_on_timeout=kill_on_timeout,
                 remove_on_complete=remove_on_complete,
+                remove_on_fail=remove_on_fail,
                 cron=cron,
                 every=every,
                 timezone=timezone,
@@ -198,30 +236,62 @@ class Queue:
         name: str,
         payload: Any = None,
         *,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        priority: int | None = None,
+        channel: str | None = None,
+        attempts: int | None = None,
+        max_stalls: int | None = None,
+        backoff: Backoff | None = None,
+        timeout: float | timedelta | None = None,
+        kill_on_timeout: bool | None = None,
+        remove_on_complete: bool | None = None,
+        remove_on_fail: bool | None = None,
+        idempotency_key: str | None = None,
+        tags: Sequence[str] = (),
+        group: str | None = None,
+        tenant: str | None = None,
         connection: Any = None,
-        **options: Any,
     ) -> int:
         """Enqueue one job and return its id (an existing id for a repeated idempotency key).
 
-        Options: run_at, delay, priority, channel, attempts, backoff, timeout,
-        kill_on_timeout, remove_on_complete, idempotency_key, tags, group, tenant;
+        The options are :class:`conveyor.JobSpec`'s (None: the job definition's default);
         ``connection=`` makes it part of your open transaction (SQLite, PostgreSQL).
         """
-        return (await self.engine.enqueue([job_spec(name, payload, options)], connection))[0]
+        return (await self.engine.enqueue([spec_of(locals())], connection))[0]
 
     async def enqueue_many(self, specs: Iterable[JobSpec], *, connection: Any = None) -> list[int]:
         """Enqueue several jobs at once, all or nothing; returns their ids in order."""
         return await self.engine.enqueue(specs, connection)
 
     def enqueue_sync(
-        self, name: str, payload: Any = None, *, connection: Any = None, **options: Any
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        priority: int | None = None,
+        channel: str | None = None,
+        attempts: int | None = None,
+        max_stalls: int | None = None,
+        backoff: Backoff | None = None,
+        timeout: float | timedelta | None = None,
+        kill_on_timeout: bool | None = None,
+        remove_on_complete: bool | None = None,
+        remove_on_fail: bool | None = None,
+        idempotency_key: str | None = None,
+        tags: Sequence[str] = (),
+        group: str | None = None,
+        tenant: str | None = None,
+        connection: Any = None,
     ) -> int:
         """Enqueue from sync code (Django, Flask, scripts); same options as :meth:`enqueue`.
 
         ``connection=`` takes a ``sqlite3.Connection`` or a psycopg (sync) ``Connection``.
         Safe to call from any thread, with or without a running event loop.
         """
-        return self.engine.enqueue_sync([job_spec(name, payload, options)], connection)[0]
+        return self.engine.enqueue_sync([spec_of(locals())], connection)[0]
 
     def enqueue_many_sync(self, specs: Iterable[JobSpec], *, connection: Any = None) -> list[int]:
         """Sync twin of :meth:`enqueue_many`."""
@@ -231,9 +301,11 @@ class Queue:
     async def _ready(self) -> Backend:
         return await self.engine.ready()
 
-    async def get_job(self, job_id: int) -> Job | None:
-        """The job, or None when it does not exist (or was cleaned)."""
-        return await (await self._ready()).get_job(int(job_id))
+    async def get_job(self, job_id: int, *, tenant: str | None = None) -> Job | None:
+        """The job, or None when it does not exist (or was cleaned). With ``tenant``, also
+        None when the job is another tenant's (or has no tenant), decided in the store
+        without loading that job's payload."""
+        return await (await self._ready()).get_job(int(job_id), tenant)
 
     async def list_jobs(
         self,
@@ -308,22 +380,27 @@ class Queue:
         )
 
     async def pause(self, channel: str | None = None) -> None:
-        """Stop every worker from starting jobs of ``channel`` (all channels when None)."""
+        """Stop every worker from starting jobs of ``channel`` (all channels when None).
+        This process's ``queue.on`` callbacks get a queue-level ``channel_paused`` event
+        (``job_id`` 0, ``data={"channel": channel}``)."""
         if channel is not None:
             validate_name(channel, "channel")
         await (await self._ready()).set_paused(channel, True)
+        self.engine.emit("channel_paused", 0, "", None, 0, {"channel": channel})
 
     async def resume(self, channel: str | None = None) -> None:
-        """Undo :meth:`pause` (``None`` resumes everything)."""
+        """Undo :meth:`pause` (``None`` resumes everything); emits ``channel_resumed``."""
         if channel is not None:
             validate_name(channel, "channel")
         await (await self._ready()).set_paused(channel, False)
+        self.engine.emit("channel_resumed", 0, "", None, 0, {"channel": channel})
 
     async def clean(
         self, older_than: timedelta | float = timedelta(days=1), state: str = "completed"
     ) -> int:
         """Delete finished jobs (``completed``, ``failed`` or ``cancelled``) that finished
-        more than ``older_than`` ago; returns how many were removed."""
+        more than ``older_than`` ago; returns how many were removed. Each emits an
+        in-process ``removed`` event (``data`` ``{"reason": "clean"}``)."""
         st: JobState | None
         try:
             st = JobState(state)
@@ -410,9 +487,46 @@ class Queue:
         (record,) = await cron.upsert(self.engine, [spec])
         return record.to_schedule()
 
-    async def list_cron(self) -> list[CronSchedule]:
-        """Every stored schedule."""
-        return await cron.list_schedules(self.engine)
+    async def list_cron(self, paused: bool | None = None) -> list[CronSchedule]:
+        """Every stored schedule; ``paused=True`` only the paused ones, ``False`` only the
+        active ones."""
+        if paused is not None and not isinstance(paused, bool):
+            raise ValidationError(f"paused must be True, False or None, got {paused!r}")
+        return await cron.list_schedules(self.engine, paused)
+
+    async def edit_cron(
+        self,
+        name: str,
+        expression: str | None = cron.KEEP,
+        *,
+        job: str = cron.KEEP,
+        payload: Any = cron.KEEP,
+        timezone: str = cron.KEEP,
+        every: timedelta | None = cron.KEEP,
+        allow_overlap: bool = cron.KEEP,
+        catch_up: timedelta | None = cron.KEEP,
+        priority: int | None = cron.KEEP,
+        attempts: int | None = cron.KEEP,
+        backoff: Any = cron.KEEP,
+    ) -> CronSchedule:
+        """Change only what is given of schedule ``name`` (``add_cron`` replaces the whole
+        schedule). A new expression, interval or zone takes effect at once; a paused
+        schedule stays paused.
+
+        Raises:
+            ValidationError: no such schedule, or an invalid value (nothing is changed).
+        """
+        changes = {k: v for k, v in locals().items() if k not in ("self", "name")}
+        return (await cron.edit(self.engine, name, changes)).to_schedule()
+
+    async def run_cron(self, name: str) -> int:
+        """Enqueue schedule ``name``'s job now, once (also when paused), without moving its
+        next tick; returns the job's id.
+
+        Raises:
+            ValidationError: no such schedule.
+        """
+        return await cron.run_now(self.engine, name)
 
     async def pause_cron(self, name: str) -> None:
         """Stop a schedule from firing (its pending jobs stay)."""
@@ -438,11 +552,18 @@ class Queue:
         concurrency: int = 10,
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
+        ordered: bool = True,
         timeout: float | None = None,
         drain_timeout: float = 30.0,
         handle_signals: bool = False,
     ) -> Worker:
-        """A worker for this queue's registered jobs; ``await worker.run()`` to start it."""
+        """A worker for this queue's registered jobs; ``await worker.run()`` to start it.
+
+        ``ordered=False`` claims any due jobs its filters allow, in no particular order
+        (compas' unsafeIgnoreSorting), for throughput: priority and run_at order is then
+        not promised. A backend keeps its order where that costs nothing, which all
+        three do today (see ``ClaimParams``).
+        """
         if self.dormant:
             raise QueueDormant("the queue is dormant: set CONVEYOR_URL to run a worker")
         if os.environ.get("CONVEYOR_WORKER", "").strip().lower() in ("0", "false", "no", "off"):
@@ -455,6 +576,7 @@ class Queue:
             concurrency=concurrency,
             include=include,
             exclude=exclude,
+            ordered=ordered,
             timeout=timeout,
             drain_timeout=drain_timeout,
             handle_signals=handle_signals,

@@ -28,9 +28,10 @@ class Backoff:
     """
 
     kind: str
-    base: float
+    base: float  # fixed: the wait; exponential: the wait after the first failure
     max: float | None = None
     jitter: bool = False
+    factor: float = 2.0  # exponential: each wait is ``factor`` times the one before
 
     @classmethod
     def fixed(cls, delay: float | timedelta) -> Backoff:
@@ -40,16 +41,23 @@ class Backoff:
     @classmethod
     def exponential(
         cls,
-        base: float | timedelta = 2.0,
+        delay: float | timedelta = 2.0,
+        factor: float = 2.0,
         *,
         max: float | timedelta | None = None,
         jitter: bool = False,
     ) -> Backoff:
-        """Wait ``base ** attempt`` seconds (capped at ``max``); with ``jitter``, a random
-        wait between half and all of that (so retries of many jobs spread out)."""
-        b = _seconds(base, "Backoff.exponential base")
+        """Wait ``delay * factor**(n-1)`` seconds after failed attempt n (capped at
+        ``max``): ``exponential(2)`` waits 2, 4, 8 … s and ``exponential(60)`` 60, 120,
+        240 … s (the Bull, Sidekiq and dataqueue meaning). With ``jitter``, a random wait
+        between half and all of that, so retries of many jobs spread out."""
+        d = _seconds(delay, "Backoff.exponential delay")
+        if isinstance(factor, bool) or not isinstance(factor, int | float) or not factor >= 1:
+            raise ValidationError(
+                f"Backoff.exponential factor must be a number >= 1, got {factor!r}"
+            )
         m = None if max is None else _seconds(max, "Backoff.exponential max")
-        return cls("exponential", b, m, jitter)
+        return cls("exponential", d, m, jitter, float(factor))
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -57,7 +65,7 @@ class Backoff:
             d = self.base
         else:
             try:
-                d = float(self.base ** max(attempt, 1))
+                d = float(self.base * self.factor ** (max(attempt, 1) - 1))
             except OverflowError:
                 d = float("inf")
         if self.max is not None:
@@ -69,7 +77,13 @@ class Backoff:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form stored with the job."""
-        return {"kind": self.kind, "base": self.base, "max": self.max, "jitter": self.jitter}
+        return {
+            "kind": self.kind,
+            "base": self.base,
+            "max": self.max,
+            "jitter": self.jitter,
+            "factor": self.factor,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Backoff:
@@ -77,7 +91,11 @@ class Backoff:
         if data.get("kind") not in ("fixed", "exponential"):
             raise ValidationError(f"unknown backoff kind {data.get('kind')!r}")
         return cls(
-            str(data["kind"]), float(data["base"]), data.get("max"), bool(data.get("jitter"))
+            str(data["kind"]),
+            float(data["base"]),
+            data.get("max"),
+            bool(data.get("jitter")),
+            float(data.get("factor", 2.0)),
         )
 
 

@@ -249,6 +249,10 @@ def _compiled(expression: str, timezone: str) -> Schedule:
     return Schedule(expression, timezone)
 
 
+#: Longer expressions are refused before parsing (a huge one would block the event loop).
+MAX_EXPRESSION = 256
+
+
 def compile_schedule(
     expression: str | None = None,
     *,
@@ -277,8 +281,12 @@ def compile_schedule(
         expression = _every_text(_interval(every, every))
     if not isinstance(expression, str):
         raise ValidationError(f"a cron expression must be a string, got {expression!r}")
-    if not isinstance(timezone, str):
-        raise ValidationError(f"invalid time zone {timezone!r}: {_ZONE_HINT}")
+    if len(expression) > MAX_EXPRESSION:
+        raise ValidationError(
+            f"a cron expression is at most {MAX_EXPRESSION} characters, got {len(expression)}"
+        )
+    if not isinstance(timezone, str) or len(timezone) > MAX_EXPRESSION:
+        raise ValidationError(f"invalid time zone {timezone!r:.100}: {_ZONE_HINT}")
     return _compiled(expression, timezone)
 
 

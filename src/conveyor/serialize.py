@@ -29,6 +29,7 @@ def job_dict(job: Job) -> dict[str, Any]:
         "state": job.state.value,
         "payload": job.payload,
         "attempts": job.attempts,
+        "stalls": job.stalls,
         "max_attempts": job.max_attempts,
         "progress": job.progress,
         "result": job.result,

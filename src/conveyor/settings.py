@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -11,7 +12,15 @@ from typing import Any
 
 from conveyor.errors import ValidationError
 
-__all__ = ["DEFAULT_URL", "STORES", "Settings", "store_of", "validate_identifier"]
+__all__ = [
+    "DEFAULT_URL",
+    "FOREVER",
+    "STORES",
+    "Settings",
+    "parse_duration",
+    "store_of",
+    "validate_identifier",
+]
 
 DEFAULT_URL = "sqlite:///conveyor.db"
 
@@ -47,18 +56,51 @@ def validate_identifier(value: str, what: str) -> str:
     return value
 
 
-def _seconds(value: Any, what: str, *, positive: bool = True) -> float:
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
+FOREVER = ("forever",)  # the retention that keeps jobs until clean() removes them
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def parse_duration(value: Any, what: str, *, positive: bool = True) -> float:
+    """Seconds from a number, a ``timedelta`` or a string with an optional unit (``"90"``,
+    ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"7d"``, ``"2w"``)."""
     if isinstance(value, timedelta):
         value = value.total_seconds()
+    if isinstance(value, str):
+        match = _DURATION.match(value.lower())
+        if match is None:
+            raise ValidationError(
+                f"{what} must be seconds or a duration such as 30s, 5m, 1h, 7d; got {value!r}"
+            )
+        value = float(match.group(1)) * _UNIT[match.group(2)]
+    if isinstance(value, bool):
+        raise ValidationError(f"{what} must be a number of seconds, got {value!r}")
     try:
         f = float(value)
     except (TypeError, ValueError):
         raise ValidationError(f"{what} must be a number of seconds, got {value!r}") from None
-    if f != f or f < 0 or (positive and f == 0):
+    if f != f or f < 0 or (positive and f == 0) or f == math.inf:
         raise ValidationError(
             f"{what} must be {'> 0' if positive else '>= 0'} seconds, got {value!r}"
         )
     return f
+
+
+def _retention(value: Any, what: str) -> float:
+    """A retention: a duration (0: remove at the next pass), or ``"forever"`` (math.inf)."""
+    if isinstance(value, str) and value.strip().lower() in FOREVER:
+        return math.inf
+    return parse_duration(value, what, positive=False)
+
+
+def _flag(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValidationError(f"{what} must be true or false, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +116,14 @@ class Settings:
         sweep_interval: seconds between maintenance passes. Defaults to 1.
         poll_interval: fallback poll when no notification arrives. Defaults to 1.
         max_payload_bytes: UTF-8 JSON size limit of a payload. Defaults to 1 MiB.
-        keep_completed: retention of completed jobs, seconds. Defaults to 1 day.
-        keep_failed: retention of failed and cancelled jobs, seconds. Defaults to 7 days.
+        keep_completed: retention of completed jobs, seconds (``math.inf``: forever).
+            Defaults to 1 day.
+        keep_failed: retention of failed and cancelled jobs, seconds (``math.inf``:
+            forever). Defaults to 7 days.
+        strict_names: refuse to enqueue a name no registered job has (when the queue has
+            jobs of its own). Defaults to True (``CONVEYOR_STRICT_NAMES``).
+        require_tenant: refuse an enqueue without a tenant. Defaults to False
+            (``CONVEYOR_REQUIRE_TENANT``).
         store: the store kind parsed from ``url`` (``sqlite``, ``postgres``, ``redis``).
     """
 
@@ -89,6 +137,8 @@ class Settings:
     max_payload_bytes: int = 1_048_576
     keep_completed: float = 86400.0
     keep_failed: float = 7 * 86400.0
+    strict_names: bool = True
+    require_tenant: bool = False
     store: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -111,13 +161,16 @@ class Settings:
         values.setdefault("url", DEFAULT_URL)
         for key in ("lease", "sweep_interval", "poll_interval"):
             if key in values:
-                values[key] = _seconds(values[key], key)
+                values[key] = parse_duration(values[key], key)
         for key in ("keep_completed", "keep_failed"):  # 0: remove as soon as maintenance runs
             if key in values:
-                values[key] = _seconds(values[key], key, positive=False)
+                values[key] = _retention(values[key], key)
+        for key in ("strict_names", "require_tenant"):
+            if key in values:
+                values[key] = _flag(values[key], key)
         lease = values.get("lease", 30.0)
         if "heartbeat_interval" in values:
-            values["heartbeat_interval"] = _seconds(
+            values["heartbeat_interval"] = parse_duration(
                 values["heartbeat_interval"], "heartbeat_interval"
             )
         else:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from conveyor._json import ENCODER
+from conveyor._json import ENCODER, has_surrogate
 from conveyor.backends.base import JobFilter, NewJob
 from conveyor.errors import PayloadError, ValidationError
 from conveyor.models import JobSpec, JobState
@@ -22,6 +23,8 @@ from conveyor.retry import Backoff
 
 __all__ = [
     "MAX_DELAY",
+    "MAX_NESTING",
+    "MAX_TAGS",
     "PRIORITY_MAX",
     "PRIORITY_MIN",
     "TAG_MODES",
@@ -30,11 +33,13 @@ __all__ = [
     "check_attempts",
     "check_backoff",
     "check_bool",
+    "check_max_stalls",
     "check_priority",
     "check_timeout",
     "job_filter",
     "job_spec",
     "payload_json",
+    "spec_of",
     "validate_name",
     "validate_names",
     "validate_tags",
@@ -43,6 +48,9 @@ __all__ = [
 PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
 TAG_MODES = ("any", "all", "exact", "none")
 MAX_DELAY = 100 * 365.25 * 86400.0  # seconds: anything later is a bug, not a schedule
+MAX_TAGS = 100  # tags per job
+MAX_NESTING = 100  # levels of lists and objects in a payload
+BUILTIN_PREFIX = "conveyor."  # the built-in jobs' names (not the queue's own jobs)
 
 
 def validate_name(value: object, what: str, *, max_len: int = 200) -> str:
@@ -54,6 +62,11 @@ def validate_name(value: object, what: str, *, max_len: int = 200) -> str:
         raise ValidationError(f"{what} must be 1-{max_len} characters, got {len(value)}")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValidationError(f"{what} {value!r} contains a control character")
+    if has_surrogate(value):
+        raise ValidationError(
+            f"{what} {value!r} contains a lone surrogate (not valid Unicode text; "
+            "decode bytes with an error handler such as 'replace' first)"
+        )
     return value
 
 
@@ -70,7 +83,10 @@ def validate_tags(tags: Any) -> tuple[str, ...]:
         raise ValidationError(f"tags must be a list of strings, got {tags!r}")
     if not tags:
         return ()
-    return tuple(dict.fromkeys(validate_name(t, "tag") for t in tags))
+    out = tuple(dict.fromkeys(validate_name(t, "tag") for t in tags))
+    if len(out) > MAX_TAGS:
+        raise ValidationError(f"a job takes at most {MAX_TAGS} tags, got {len(out)}")
+    return out
 
 
 def check_priority(value: object) -> int:
@@ -84,6 +100,12 @@ def check_priority(value: object) -> int:
 def check_attempts(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
         raise ValidationError(f"attempts must be an int from 1 to 10000, got {value!r}")
+    return value
+
+
+def check_max_stalls(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
+        raise ValidationError(f"max_stalls must be an int from 0 to 1000, got {value!r}")
     return value
 
 
@@ -115,10 +137,51 @@ def payload_json(payload: Any, limit: int) -> str:
         text = ENCODER.encode(payload)
     except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(f"payload is not JSON-serialisable: {exc}") from None
-    size = len(text) if text.isascii() else len(text.encode("utf-8"))
+    if text.isascii():
+        size = len(text)
+    else:
+        if has_surrogate(text):
+            raise PayloadError(
+                "payload contains a lone surrogate (not valid Unicode text; decode bytes "
+                "with an error handler such as 'replace' first)"
+            )
+        size = len(text.encode("utf-8"))
     if size > limit:
         raise PayloadError(f"payload is {size} bytes of JSON, over max_payload_bytes={limit}")
+    if text.count("[") + text.count("{") > MAX_NESTING and _nesting(payload) > MAX_NESTING:
+        raise PayloadError(
+            f"payload is nested more than {MAX_NESTING} levels deep (lists and objects)"
+        )
     return text
+
+
+def _nesting(value: Any) -> int:
+    """How many levels of lists and objects ``value`` has (an iterative walk, so a deep
+    value cannot exhaust the stack)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            return deepest
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list | tuple))
+    return deepest
+
+
+SPEC_FIELDS = tuple(f.name for f in fields(JobSpec))
+
+
+def spec_of(values: Mapping[str, Any]) -> JobSpec:
+    """The :class:`JobSpec` named by an enqueue method's typed keyword arguments (its
+    ``locals()``): one place turns the explicit options into a spec."""
+    return JobSpec(**{f: values[f] for f in SPEC_FIELDS})
 
 
 def job_spec(name: str, payload: Any, options: Mapping[str, Any]) -> JobSpec:
@@ -164,8 +227,10 @@ class Defaults(Protocol):
 
     channel: str
     attempts: int
+    max_stalls: int
     priority: int
     remove_on_complete: bool
+    remove_on_fail: bool
 
 
 class JobBuilder:
@@ -177,10 +242,33 @@ class JobBuilder:
             fill the options a spec leaves out.
     """
 
-    def __init__(self, max_payload_bytes: int, definitions: Mapping[str, Defaults]):
+    def __init__(
+        self,
+        max_payload_bytes: int,
+        definitions: Mapping[str, Defaults],
+        *,
+        strict_names: bool = False,
+        require_tenant: bool = False,
+    ):
         self.max_payload_bytes = max_payload_bytes
         self.definitions = definitions
+        self.strict_names = strict_names
+        self.require_tenant = require_tenant
         self._known_names: set[str] = set()  # names already validated (a bounded cache)
+
+    def _unknown(self, name: str) -> None:
+        """Refuse a name no registered job has, when strict and this queue has jobs of
+        its own (an enqueue-only process, with none, may enqueue any name)."""
+        if not self.strict_names:
+            return
+        own = sorted(n for n in self.definitions if not n.startswith(BUILTIN_PREFIX))
+        if own:
+            shown = ", ".join(repr(n) for n in own[:10]) + (", …" if len(own) > 10 else "")
+            raise ValidationError(
+                f"no job named {name!r} is registered on this queue (registered: {shown}); "
+                "pass strict_names=False (CONVEYOR_STRICT_NAMES=false) to enqueue jobs that "
+                "other processes handle"
+            )
 
     def build_many(self, specs: Iterable[JobSpec], now: float) -> list[NewJob]:
         """Every spec checked before any is returned: one bad spec and nothing is built."""
@@ -194,16 +282,31 @@ class JobBuilder:
         return jobs
 
     def build(
-        self, spec: JobSpec, now: float, extra_options: Mapping[str, Any] | None = None
+        self,
+        spec: JobSpec,
+        now: float,
+        extra_options: Mapping[str, Any] | None = None,
+        *,
+        system: bool = False,
+        checked_name: bool = False,
     ) -> NewJob:
         """One spec as a row; ``extra_options`` are stored with the job's options (cron
-        information, for instance)."""
+        information, for instance). ``system`` jobs (a schedule's) need no tenant;
+        ``checked_name``: the name was checked when the schedule was stored, so a process
+        without that job registered can still fire it."""
         name = spec.name
         if not (type(name) is str and name in self._known_names):
             validate_name(name, "job name")
             if len(self._known_names) < 10_000:
                 self._known_names.add(name)
         d = self.definitions.get(name)
+        if d is None and not checked_name:
+            self._unknown(name)
+        if self.require_tenant and spec.tenant is None and not system:
+            raise ValidationError(
+                f"job {name!r}: this queue requires a tenant (require_tenant=True); pass "
+                "tenant=…, e.g. tenant='system' for system jobs"
+            )
         payload = payload_json(spec.payload, self.max_payload_bytes)
         if (
             spec.run_at is None
@@ -211,10 +314,13 @@ class JobBuilder:
             and spec.priority is None
             and spec.channel is None
             and spec.attempts is None
+            and spec.max_stalls is None
             and spec.backoff is None
             and spec.timeout is None
             and spec.kill_on_timeout is None
             and spec.remove_on_complete is None
+            and spec.remove_on_fail is None
+            and (d is None or not d.remove_on_fail)  # stored in the options
             and spec.idempotency_key is None
             and spec.group is None
             and spec.tenant is None
@@ -227,7 +333,7 @@ class JobBuilder:
                               False, None, (), None, None)  # fmt: skip
             return NewJob(name, payload, JobState.QUEUED, now, d.priority, d.channel,
                           d.attempts, None, bool(d.remove_on_complete), None, (), None,
-                          None)  # fmt: skip
+                          None, max_stalls=d.max_stalls)  # fmt: skip
         run_at = _run_at(spec, now)
         priority = (
             check_priority(spec.priority) if spec.priority is not None else (d.priority if d else 0)
@@ -240,6 +346,11 @@ class JobBuilder:
         attempts = (
             check_attempts(spec.attempts) if spec.attempts is not None else (d.attempts if d else 1)
         )
+        max_stalls = (
+            check_max_stalls(spec.max_stalls)
+            if spec.max_stalls is not None
+            else (d.max_stalls if d else 1)
+        )
         options: dict[str, Any] = dict(extra_options) if extra_options else {}
         if spec.backoff is not None:
             options["backoff"] = check_backoff(spec.backoff).to_dict()
@@ -251,6 +362,12 @@ class JobBuilder:
             remove = check_bool(spec.remove_on_complete, "remove_on_complete")
         else:
             remove = d.remove_on_complete if d else False
+        if spec.remove_on_fail is not None:
+            remove_on_fail = check_bool(spec.remove_on_fail, "remove_on_fail")
+        else:
+            remove_on_fail = bool(d.remove_on_fail) if d else False
+        if remove_on_fail:  # the core reads it from the options when a run fails finally
+            options["remove_on_fail"] = True
         key = (
             validate_name(spec.idempotency_key, "idempotency_key", max_len=512)
             if spec.idempotency_key is not None
@@ -266,10 +383,12 @@ class JobBuilder:
             max_attempts=attempts,
             options=json.dumps(options) if options else None,
             remove_on_complete=bool(remove),
+            remove_on_fail=remove_on_fail,
             idempotency_key=key,
             tags=validate_tags(spec.tags),
             group=validate_name(spec.group, "group") if spec.group is not None else None,
             tenant=validate_name(spec.tenant, "tenant") if spec.tenant is not None else None,
+            max_stalls=max_stalls,
         )
 
 

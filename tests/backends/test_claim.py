@@ -10,10 +10,12 @@ from tests.backends.helpers import (
     NOW,
     claim,
     claim_ids,
+    claim_params,
     enqueue,
     finish,
     get,
     new_job,
+    outcome,
     ts,
 )
 
@@ -61,6 +63,7 @@ async def test_what_a_claim_returns_and_stores(backend: Backend) -> None:
             priority=3,
             channel="ch",
             max_attempts=4,
+            max_stalls=7,
             options='{"timeout": 3}',
             remove_on_complete=True,
             tags=("a", "b"),
@@ -94,8 +97,10 @@ async def test_what_a_claim_returns_and_stores(backend: Backend) -> None:
         "tok-1",
         True,
     )
+    assert (job.stalls, job.max_stalls) == (0, 7)
     stored = await get(backend, job_id)
     assert (stored.state, stored.attempts, ts(stored.started_at)) == ("running", 1, NOW)
+    assert stored.stalls == 0
     # the lease ends exactly at lease_expires_at
     assert await backend.expired_leases(NOW + 45 - 0.5, 10) == []
     [expired] = await backend.expired_leases(NOW + 45, 10)
@@ -122,6 +127,18 @@ async def test_attempts_count_every_claim(backend: Backend) -> None:
     [second] = await claim(backend, token="t2", now=NOW + 1)
     assert (second.attempts, second.token) == (2, "t2")
     assert (await get(backend, job_id)).attempts == 2
+
+
+async def test_a_claim_carries_the_stalls_so_far(backend: Backend) -> None:
+    """attempts counts every run, stalled ones too; stalls is what rescues added."""
+    [job_id] = await enqueue(backend, new_job(max_stalls=2))
+    await claim(backend, token="t1")
+    await finish(
+        backend, job_id, "t1", state=JobState.QUEUED, run_at=NOW + 31, at=NOW + 31,
+        event="stalled", stall=True, expired_before=NOW + 31,
+    )  # fmt: skip
+    [again] = await claim(backend, token="t2", now=NOW + 31)
+    assert (again.attempts, again.stalls, again.max_stalls) == (2, 1, 2)
 
 
 async def test_channels_filter(backend: Backend) -> None:
@@ -220,3 +237,64 @@ async def test_a_rescued_job_frees_its_group(backend: Backend) -> None:
     )
     # both are queued now: the group gives one at a time, in claim order
     assert await claim_ids(backend, token="t2", now=NOW + 11) == [g2]
+
+
+# -- ordered=False: any due jobs the filters allow, in no particular order ----------------
+
+
+async def test_an_unordered_claim_takes_exactly_the_due_allowed_unpaused_jobs(
+    backend: Backend,
+) -> None:
+    due = await enqueue(
+        backend,
+        *(new_job("x", priority=p, channel=c) for p in (3, -2, 0) for c in ("a", "b")),
+    )
+    await enqueue(
+        backend,
+        new_job("x", channel="a", state=JobState.QUEUED, run_at=NOW + 10),  # not due
+        new_job("x", channel="a", state=JobState.SCHEDULED, run_at=NOW - 1),  # promote first
+        new_job("y", channel="a"),  # not included
+        new_job("x", channel="paused"),
+    )
+    await backend.set_paused("paused", True)
+    kw = {"ordered": False, "include": ("x",)}
+    taken = await claim_ids(backend, limit=100, channels=("a", "b", "paused"), **kw)
+    assert sorted(taken) == sorted(due)
+    assert await claim_ids(backend, limit=100, **kw) == []
+    # the same through each filter variant (every channel, one, several)
+    more = await enqueue(backend, new_job("x", channel="a"), new_job("x", channel="b"))
+    assert await claim_ids(backend, channels=("a",), **kw) == [more[0]]
+    assert await claim_ids(backend, exclude=("y",), ordered=False) == [more[1]]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 5])
+async def test_an_unordered_claim_respects_the_limit(backend: Backend, limit: int) -> None:
+    ids = await enqueue(backend, *(new_job(str(i)) for i in range(5)))
+    seen: list[int] = []
+    while batch := await claim_ids(backend, limit=limit, ordered=False):
+        assert len(batch) == min(limit, 5 - len(seen))
+        assert not set(batch) & set(seen)  # never claimed twice
+        seen += batch
+    assert sorted(seen) == ids
+
+
+async def test_an_unordered_claim_respects_groups(backend: Backend) -> None:
+    g1, g2, other, h1 = await enqueue(
+        backend, new_job(group="g"), new_job(group="g"), new_job(), new_job(group="h")
+    )
+    first = await claim_ids(backend, token="t1", ordered=False)
+    assert len(first) == 3 and set(first) >= {other, h1}  # one per group in a batch
+    [g] = set(first) & {g1, g2}
+    assert await claim_ids(backend, token="t2", ordered=False) == []  # the group is busy
+    await finish(backend, g, "t1")
+    assert await claim_ids(backend, token="t3", ordered=False) == [({g1, g2} - {g}).pop()]
+
+
+async def test_an_unordered_complete_and_claim_claims_too(backend: Backend) -> None:
+    a, b, c = await enqueue(backend, new_job("a"), new_job("b"), new_job("c"))
+    [first] = await claim_ids(backend, token="t1", limit=1, ordered=False)
+    applied, jobs = await backend.complete_and_claim(
+        [outcome(first, "t1")], claim_params(token="t2", limit=10, ordered=False)
+    )
+    assert applied == [True]
+    assert sorted([first, *(j.id for j in jobs)]) == [a, b, c]

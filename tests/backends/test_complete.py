@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from conveyor.backends.base import Backend, EnqueueParams
+from conveyor.backends.base import Backend, EnqueueParams, ProgressUpdate
 from conveyor.models import Job, JobState
 from tests.backends.helpers import (
     NOW,
@@ -174,6 +174,54 @@ async def test_refund_attempt_gives_the_attempt_back(backend: Backend) -> None:
     assert (job.state, job.attempts, job.errors) == ("queued", 0, ())
     [again] = await claim(backend, token="t2")
     assert again.attempts == 1
+
+
+async def test_back_to_queued_or_scheduled_starts_progress_again(backend: Backend) -> None:
+    """Issue #13: a job sent back to run again (a drained requeue, a retry, a rescue)
+    starts from 0 %; waiting and failed keep the progress they reached."""
+    ends = {
+        "drained": {"state": JobState.QUEUED, "run_at": NOW, "refund_attempt": True},
+        "retry": {"state": JobState.SCHEDULED, "run_at": NOW + 60, "error": error()},
+        "rescue": {"state": JobState.QUEUED, "run_at": NOW + 31, "at": NOW + 31,
+                   "expired_before": NOW + 31, "stall": True},
+        "waiting": {"state": JobState.WAITING, "run_at": NOW + 60},
+        "failed": {"state": JobState.FAILED, "error": error()},
+    }  # fmt: skip
+    for token, kw in ends.items():
+        job_id = await running(backend, token=token)
+        assert await backend.set_progress(ProgressUpdate(job_id, token, 99, NOW + 1))
+        await finish(backend, job_id, token, event="retrying", **kw)
+        job = await get(backend, job_id)
+        expected = 99 if token in ("waiting", "failed") else 0
+        assert (job.state, job.progress) == (kw["state"], expected), token
+
+
+async def test_stall_counts_a_stall_with_the_rescue(backend: Backend) -> None:
+    """A rescue (stall=True) adds one to stalls and leaves attempts (runs started) as they
+    are, in the same fenced transition: fenced out, it adds nothing."""
+    job_id = await running(backend, token="dead")  # lease_expires_at = NOW + 30
+    rescue = {"run_at": NOW + 31, "at": NOW + 31, "expired_before": NOW + 31, "stall": True}
+    stale = outcome(job_id, "other", state=JobState.QUEUED, event="stalled", **rescue)
+    assert await backend.complete_many([stale]) == [False]
+    assert (await get(backend, job_id)).stalls == 0
+    await finish(backend, job_id, "dead", state=JobState.QUEUED, event="stalled", **rescue)
+    job = await get(backend, job_id)
+    assert (job.state, job.attempts, job.stalls) == ("queued", 1, 1)
+    # a second run, rescued too, and this time failed for good: still counted
+    [again] = await claim(backend, token="dead-2", now=NOW + 31)
+    assert (again.attempts, again.stalls) == (2, 1)
+    rescue = {**rescue, "at": NOW + 62, "expired_before": NOW + 62, "run_at": NOW + 62}
+    await finish(
+        backend, job_id, "dead-2", state=JobState.FAILED, event="stalled",
+        error=error("stalled twice", attempt=2), **rescue,
+    )  # fmt: skip
+    job = await get(backend, job_id)
+    assert (job.state, job.attempts, job.stalls) == ("failed", 2, 2)
+    assert ts(job.finished_at) == NOW + 62
+    # and an ordinary outcome never counts one
+    other = await running(backend, token="live")
+    await finish(backend, other, "live", state=JobState.QUEUED, run_at=NOW, event="retrying")
+    assert (await get(backend, other)).stalls == 0
 
 
 async def test_remove_deletes_the_row(backend: Backend) -> None:

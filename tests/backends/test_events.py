@@ -19,6 +19,7 @@ from tests.backends.helpers import (
     claim_ids,
     elapsed,
     enqueue,
+    error,
     finish,
     new_job,
     ts,
@@ -135,15 +136,18 @@ async def test_events_of_one_instance_reach_another(backend: Backend, store: Sto
 
 async def test_logs_are_kept_per_job_in_order(backend: Backend) -> None:
     a, b = await enqueue(backend, new_job(), new_job())
+    assert await claim_ids(backend, token="t1") == [a, b]
     await backend.append_logs([])  # nothing to do
     await backend.append_logs(
         [
-            LogEntry(a, NOW + 1, "info", "one", 1),
-            LogEntry(b, NOW + 1, "warning", "other", 1),
-            LogEntry(a, NOW + 2, "error", "two ünïcode", 1),
+            LogEntry(a, "t1", NOW + 1, "info", "one", 1),
+            LogEntry(b, "t1", NOW + 1, "warning", "other", 1),
+            LogEntry(a, "t1", NOW + 2, "error", "two ünïcode", 1),
         ]
     )
-    await backend.append_logs([LogEntry(a, NOW + 3, "debug", "three", 2)])
+    await finish(backend, a, "t1", state=JobState.QUEUED, run_at=NOW, event="retrying")
+    assert await claim_ids(backend, token="t2") == [a]
+    await backend.append_logs([LogEntry(a, "t2", NOW + 3, "debug", "three", 2)])
     logs = await backend.get_logs(a)
     assert all(isinstance(r, LogRecord) for r in logs)
     assert [(ts(r.at), r.level, r.message, r.attempt) for r in logs] == [
@@ -153,3 +157,40 @@ async def test_logs_are_kept_per_job_in_order(backend: Backend) -> None:
     ]
     assert [r.message for r in await backend.get_logs(b)] == ["other"]
     assert await backend.get_logs(404_404) == []
+
+
+async def test_logs_are_fenced_by_the_lease_token(backend: Backend) -> None:
+    """A line is stored only while its job runs under the line's token: a stale worker
+    (rescued, finished, removed) or a wrong token writes nothing, silently, and the
+    lines of the rest of the batch are kept."""
+    rescued, done, gone, queued = await enqueue(
+        backend, new_job("r"), new_job("d"), new_job("g"), new_job("q")
+    )
+    assert await claim_ids(backend, token="old", include=("r", "d", "g")) == [rescued, done, gone]
+    # the rescue of an expired lease puts `rescued` back, and a new claim runs it again
+    await finish(
+        backend,
+        rescued,
+        "old",
+        state=JobState.QUEUED,
+        run_at=NOW,
+        event="stalled",
+        expired_before=NOW + 3600,
+    )
+    assert await claim_ids(backend, token="new", include=("r",)) == [rescued]
+    await finish(backend, done, "old", state=JobState.FAILED, error=error(), event="failed")
+    await finish(backend, gone, "old", state=JobState.FAILED, error=error(), remove=True)
+    await backend.append_logs(
+        [
+            LogEntry(rescued, "old", NOW + 1, "info", "stale attempt", 1),
+            LogEntry(rescued, "new", NOW + 2, "info", "rescued run", 2),
+            LogEntry(rescued, "forged", NOW + 3, "info", "wrong token", 2),
+            LogEntry(done, "old", NOW + 4, "info", "after its end", 1),
+            LogEntry(gone, "old", NOW + 5, "info", "after its removal", 1),
+            LogEntry(queued, "old", NOW + 6, "info", "never claimed", 0),
+            LogEntry(404_404, "old", NOW + 7, "info", "no such job", 1),
+        ]
+    )
+    assert [r.message for r in await backend.get_logs(rescued)] == ["rescued run"]
+    for job_id in (done, gone, queued, 404_404):
+        assert await backend.get_logs(job_id) == []

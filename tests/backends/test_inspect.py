@@ -20,6 +20,16 @@ async def test_get_job(backend: Backend) -> None:
     assert isinstance(job, Job) and (job.id, job.name) == (job_id, "x")
 
 
+async def test_get_job_with_a_tenant_returns_only_that_tenants_job(backend: Backend) -> None:
+    [acme, untenanted] = await enqueue(backend, new_job("x", tenant="acme"), new_job("y"))
+    job = await backend.get_job(acme, "acme")
+    assert job is not None and job.tenant == "acme"
+    assert await backend.get_job(acme, "globex") is None
+    assert await backend.get_job(untenanted, "acme") is None
+    assert await backend.get_job(acme + untenanted + 1000, "acme") is None
+    assert (await backend.get_job(untenanted)) is not None  # no tenant given: no filter
+
+
 async def test_list_jobs_is_newest_first_and_pages_by_id(backend: Backend) -> None:
     ids = await enqueue(backend, *(new_job(str(i)) for i in range(5)))
     newest_first = ids[::-1]

@@ -139,7 +139,7 @@ async def test_set_progress_on_an_upcoming_job_is_refused(backend: Backend) -> N
 async def test_expired_leases_lists_running_jobs_past_their_lease(backend: Backend) -> None:
     short, long_, other = await enqueue(
         backend,
-        new_job("short", tenant="acme", max_attempts=5, options='{"timeout": 1}'),
+        new_job("short", tenant="acme", max_attempts=5, max_stalls=3, options='{"timeout": 1}'),
         new_job("long"),
         new_job("other", channel="idle"),
     )
@@ -157,11 +157,27 @@ async def test_expired_leases_lists_running_jobs_past_their_lease(backend: Backe
         max_attempts=5,
         options='{"timeout": 1}',
         cancel_requested=True,
+        stalls=0,
+        max_stalls=3,
     )
     assert await expired_ids(backend, NOW + 1000) == {short, long_}  # never a queued job
     # read-only: listing rescues nothing
     assert (await get(backend, short)).state == "running"
     assert other not in await expired_ids(backend, NOW + 10_000)
+
+
+async def test_expired_leases_carries_the_stalls_so_far(backend: Backend) -> None:
+    [job_id] = await enqueue(backend, new_job())  # max_stalls: the default, 1
+    await claim(backend, token="a", lease=10)
+    [first] = await backend.expired_leases(NOW + 10, 10)
+    assert (first.attempts, first.stalls, first.max_stalls) == (1, 0, 1)
+    await finish(
+        backend, job_id, "a", state=JobState.QUEUED, run_at=NOW + 10, at=NOW + 10,
+        event="stalled", stall=True, expired_before=NOW + 10,
+    )  # fmt: skip
+    await claim(backend, token="b", now=NOW + 10, lease=10)
+    [second] = await backend.expired_leases(NOW + 20, 10)
+    assert (second.token, second.attempts, second.stalls, second.max_stalls) == ("b", 2, 1, 1)
 
 
 async def test_expired_leases_honours_limit(backend: Backend) -> None:

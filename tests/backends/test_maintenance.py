@@ -11,6 +11,7 @@ from conveyor.backends.base import (
     PromoteParams,
     PromoteResult,
     PruneParams,
+    RemovedJob,
 )
 from conveyor.models import JobState
 from tests.backends.conftest import Store
@@ -77,19 +78,24 @@ async def _finished(backend: Backend, state: JobState, at: float, **kw: object) 
     name = f"{state.value}-{at}"
     [job_id] = await enqueue(backend, new_job(name, **kw))
     assert await claim_ids(backend, token="t", include=(name,)) == [job_id]
-    await backend.append_logs([LogEntry(job_id, at, "info", "hello", 1)])
+    await backend.append_logs([LogEntry(job_id, "t", at, "info", "hello", 1)])
     await finish(backend, job_id, "t", state=state, at=at)
     return job_id
 
 
 async def test_prune_deletes_finished_jobs_before_the_cutoff(backend: Backend) -> None:
     c1 = await _finished(backend, JobState.COMPLETED, NOW + 1)
-    c2 = await _finished(backend, JobState.COMPLETED, NOW + 2)
+    c2 = await _finished(backend, JobState.COMPLETED, NOW + 2, tenant="acme")
     c3 = await _finished(backend, JobState.COMPLETED, NOW + 3)  # not before the cutoff
     f1 = await _finished(backend, JobState.FAILED, NOW + 1)  # another state
     [queued] = await enqueue(backend, new_job())
     pruned = await backend.prune(PruneParams(JobState.COMPLETED, NOW + 3, 100))
-    assert pruned == 2
+    assert pruned.count == 2
+    # what was removed, read in the same statement / script: for the `removed` events
+    assert sorted(pruned.removed, key=lambda r: r.id) == [
+        RemovedJob(c1, f"completed-{NOW + 1}", None, 1),
+        RemovedJob(c2, f"completed-{NOW + 2}", "acme", 1),
+    ]
     for gone in (c1, c2):
         assert await backend.get_job(gone) is None
         assert await backend.get_events(gone) == []
@@ -107,9 +113,9 @@ async def test_prune_deletes_finished_jobs_before_the_cutoff(backend: Backend) -
 async def test_prune_honours_limit_and_state(backend: Backend) -> None:
     ids = [await _finished(backend, JobState.CANCELLED, NOW + i) for i in range(3)]
     await _finished(backend, JobState.COMPLETED, NOW)
-    assert await backend.prune(PruneParams(JobState.CANCELLED, NOW + 100, 2)) == 2
-    assert await backend.prune(PruneParams(JobState.CANCELLED, NOW + 100, 2)) == 1
-    assert await backend.prune(PruneParams(JobState.CANCELLED, NOW + 100, 2)) == 0
+    assert (await backend.prune(PruneParams(JobState.CANCELLED, NOW + 100, 2))).count == 2
+    assert (await backend.prune(PruneParams(JobState.CANCELLED, NOW + 100, 2))).count == 1
+    assert (await backend.prune(PruneParams(JobState.CANCELLED, NOW + 100, 2))).count == 0
     assert [await backend.get_job(i) for i in ids] == [None, None, None]
     assert (await backend.counts(None))["completed"] == 1
 
@@ -132,7 +138,7 @@ async def test_a_pruned_job_frees_its_idempotency_key(backend: Backend) -> None:
     job_id = await _finished(backend, JobState.COMPLETED, NOW, idempotency_key="k")
     [same] = await backend.enqueue_many(EnqueueParams([new_job(idempotency_key="k")], NOW))
     assert (same.id, same.created) == (job_id, False)
-    assert await backend.prune(PruneParams(JobState.COMPLETED, NOW + 1, 10)) == 1
+    assert (await backend.prune(PruneParams(JobState.COMPLETED, NOW + 1, 10))).count == 1
     [fresh] = await backend.enqueue_many(EnqueueParams([new_job(idempotency_key="k")], NOW))
     assert fresh.created and fresh.id != job_id
 

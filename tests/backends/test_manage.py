@@ -16,6 +16,7 @@ from tests.backends.helpers import (
     claim,
     claim_ids,
     enqueue,
+    error,
     event_types,
     finish,
     get,
@@ -115,7 +116,7 @@ async def test_retry_a_failed_or_cancelled_job(backend: Backend) -> None:
         assert result == RetryResult(RetryOutcome.RETRIED)
         assert result.outcome is RetryOutcome.RETRIED
         job = await get(backend, job_id)
-        assert (job.state, job.attempts) == ("queued", 0), state  # fresh attempts
+        assert (job.state, job.attempts, job.stalls) == ("queued", 0, 0), state  # fresh
         assert job.errors == before.errors, state  # the history stays
     assert (await get(backend, ids[JobState.FAILED])).errors  # it had one
     # queued and due at the retry's now: claimed with attempt 1
@@ -123,6 +124,21 @@ async def test_retry_a_failed_or_cancelled_job(backend: Backend) -> None:
     assert sorted((j.id, j.attempts) for j in taken) == sorted(
         [(ids[JobState.FAILED], 1), (ids[JobState.CANCELLED], 1), (ids[JobState.QUEUED], 1)]
     )
+
+
+async def test_retry_forgets_the_stalls(backend: Backend) -> None:
+    [job_id] = await enqueue(backend, new_job())
+    await claim(backend, token="dead")
+    await finish(
+        backend, job_id, "dead", state=JobState.FAILED, at=NOW + 31, event="stalled",
+        error=error(), stall=True, expired_before=NOW + 31,
+    )  # fmt: skip
+    assert (await get(backend, job_id)).stalls == 1
+    assert await backend.retry(job_id, NOW + 40) == RetryResult(RetryOutcome.RETRIED)
+    job = await get(backend, job_id)
+    assert (job.state, job.attempts, job.stalls) == ("queued", 0, 0)
+    [again] = await claim(backend, token="t2", now=NOW + 40)
+    assert (again.attempts, again.stalls) == (1, 0)
 
 
 async def test_retry_refuses_other_states_and_says_which(backend: Backend) -> None:

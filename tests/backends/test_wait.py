@@ -77,7 +77,7 @@ async def _check_handed(backend: Backend, handed: list[ClaimedJob], claim: Claim
     the claim's token, a started event, and a lease of the claim's length from then."""
     length = claim.lease_expires_at - claim.now
     for job in handed:
-        assert (job.token, job.attempts) == (claim.token, 1)
+        assert (job.token, job.attempts, job.stalls) == (claim.token, 1, 0)
         stored = await get(backend, job.id)
         assert (stored.state, stored.attempts) == ("running", 1)
         started = ts(stored.started_at)
@@ -97,7 +97,7 @@ async def test_a_standing_claim_gets_due_jobs_handed_over(backend: Backend, stor
         rounds += 1
         batch = (
             new_job(f"c{rounds}", priority=2),
-            new_job(f"a{rounds}", priority=0),
+            new_job(f"a{rounds}", priority=0, max_stalls=4),
             new_job(f"b{rounds}", priority=1),
         )
         handed, (c, a, b) = await _round(backend, claim, *batch)
@@ -115,7 +115,7 @@ async def test_a_standing_claim_gets_due_jobs_handed_over(backend: Backend, stor
         assert time.monotonic() < deadline, f"{store.kind}: no hand-off in {rounds} rounds"
     # at most claim.limit, never ahead of a job a claim would take first
     assert [j.id for j in handed] in ([a], [a, b])
-    assert handed[0].name == f"a{rounds}"
+    assert (handed[0].name, handed[0].max_stalls) == (f"a{rounds}", 4)
     await _check_handed(backend, handed, claim)
     assert await state_of(backend, c) == "queued"
     for job in handed:

@@ -93,6 +93,9 @@ async def test_sync_cron_is_declarative(cq: conveyor.Queue) -> None:
     async def declared(payload: object, ctx: conveyor.Context) -> None:
         return None
 
+    for name in ("a", "b", "cj", "ok"):  # the jobs the schedules below enqueue
+        cq.job(name)(declared.fn)
+
     await cq.migrate()  # definition schedules are synced at migrate()
     assert [s.name for s in await cq.list_cron()] == ["declared"]
     await cq.add_cron("a", "* * * * *")

@@ -212,7 +212,6 @@ async def test_channel_attempts_timeout_tags_group_tenant_are_stored(cq: conveyo
         ("group", 7),
         ("tenant", ""),
         ("idempotency_key", ""),
-        ("not_an_option", 1),
     ],
 )
 async def test_bad_options_are_refused_and_nothing_stored(
@@ -220,6 +219,18 @@ async def test_bad_options_are_refused_and_nothing_stored(
 ) -> None:
     with pytest.raises(conveyor.ValidationError):
         await cq.enqueue("bad", {"a": 1}, **{option: value})
+    assert await total(cq) == 0
+
+
+async def test_an_unknown_option_is_refused_naming_it_and_nothing_stored(
+    cq: conveyor.Queue,
+) -> None:
+    """Enqueue options are typed keyword parameters (DESIGN.md), so an unknown one is the
+    language's own TypeError, naming it, before anything is written."""
+    with pytest.raises(TypeError, match="not_an_option"):
+        await cq.enqueue("bad", {"a": 1}, not_an_option=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="not_an_option"):
+        cq.enqueue_sync("bad", {"a": 1}, not_an_option=1)  # type: ignore[call-arg]
     assert await total(cq) == 0
 
 

@@ -1,5 +1,6 @@
-"""Leases: heartbeats keep slow jobs, expired leases are rescued (attempt counted,
-``stalled``), stale tokens are fenced off, abort abandons jobs for rescue."""
+"""Leases: heartbeats keep slow jobs, expired leases are rescued (a stall: ``stalled``,
+no attempt used up, see test_stalls.py), stale tokens are fenced off, abort abandons
+jobs for rescue."""
 
 from __future__ import annotations
 
@@ -61,9 +62,7 @@ async def test_heartbeat_keeps_a_slow_job_from_being_rescued(store, sync: bool) 
     assert "stalled" not in [e.type for e in await q1.get_job_events(job_id)]
 
 
-async def test_expired_lease_is_rescued_and_the_attempt_counts(
-    cq: conveyor.Queue, clock: ManualClock
-) -> None:
+async def test_expired_lease_is_rescued_as_a_stall(cq: conveyor.Queue, clock: ManualClock) -> None:
     events = Events(cq)
     attempts: list[int] = []
 
@@ -87,7 +86,7 @@ async def test_expired_lease_is_rescued_and_the_attempt_counts(
     job = await cq.get_job(job_id)
     assert job is not None
     assert job.state is JobState.QUEUED
-    assert job.attempts == 1
+    assert (job.attempts, job.stalls) == (1, 1)  # a run started, and its worker died
     assert job.last_error is not None and job.last_error["type"] == "LeaseExpired"
     assert job.last_error["attempt"] == 1
     stored = await cq.get_job_events(job_id)
@@ -102,22 +101,26 @@ async def test_expired_lease_is_rescued_and_the_attempt_counts(
         job is not None
         and job.state is JobState.COMPLETED
         and job.attempts == 2
+        and job.stalls == 1
         and job.result == 2
     )
 
 
-async def test_rescue_with_no_attempts_left_fails_the_job(
+async def test_rescue_with_no_stalls_left_fails_the_job(
     cq: conveyor.Queue, clock: ManualClock
 ) -> None:
+    """Attempts left do not matter: max_stalls bounds the rescues (an attempts=1 job
+    with the default max_stalls=1 is requeued instead: test_stalls.py)."""
     events = Events(cq)
-    job_id = await cq.enqueue("once", attempts=1)
+    job_id = await cq.enqueue("once", attempts=3, max_stalls=0)
     await _claim(cq, "dead", clock.now())
     clock.advance(5)
     await cq.run_maintenance()
     job = await cq.get_job(job_id)
-    assert job is not None and job.state is JobState.FAILED and job.attempts == 1
+    assert job is not None and job.state is JobState.FAILED
+    assert (job.attempts, job.stalls) == (1, 1)
     assert job.finished_at is not None
-    assert job.last_error is not None and job.last_error["type"] == "LeaseExpired"
+    assert job.last_error is not None and job.last_error["type"] == "Stalled"
     assert "stalled" in [e.type for e in await cq.get_job_events(job_id)]
     assert {"stalled", "failed"} <= set(events.types(job_id))
 
@@ -345,7 +348,7 @@ async def test_a_rescued_group_member_frees_its_group_and_runs_again(
     assert (await cq.get_job(first)).attempts == 2  # type: ignore[union-attr]
 
 
-async def test_concurrent_rescues_count_the_attempt_once(store, clock: ManualClock) -> None:
+async def test_concurrent_rescues_count_the_stall_once(store, clock: ManualClock) -> None:
     queues = [store.queue(clock=clock) for _ in range(5)]
     await queues[0].migrate()
     job_id = await queues[0].enqueue("stuck", attempts=3)
@@ -354,5 +357,6 @@ async def test_concurrent_rescues_count_the_attempt_once(store, clock: ManualClo
     await asyncio.gather(*(q.run_maintenance() for q in queues))
     job = await queues[0].get_job(job_id)
     assert job is not None and job.state is JobState.QUEUED and job.attempts == 1
+    assert job.stalls == 1
     assert len(job.errors) == 1
     assert [e.type for e in await queues[0].get_job_events(job_id)].count("stalled") == 1

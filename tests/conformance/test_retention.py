@@ -148,3 +148,31 @@ def test_zero_retention_is_allowed_and_means_the_next_maintenance_pass() -> None
     q = conveyor.Queue("sqlite:///:memory:", keep_completed=0, keep_failed=timedelta(0))
     assert q.settings.keep_completed == 0.0
     assert q.settings.keep_failed == 0.0
+
+
+async def test_a_short_retention_is_honoured_within_a_few_sweeps(store, clock: ManualClock) -> None:
+    """keep_completed=1 s with a 0.2 s sweep: a running worker prunes the job about a
+    second after it finished, not 30 s later (pruning follows the shortest retention)."""
+    from tests.conformance._util import running
+    from tests.conftest import wait_for
+
+    q = store.queue(clock=clock, keep_completed=1, sweep_interval=0.2, poll_interval=0.1)
+
+    @q.job("ok")
+    async def ok(payload: object, ctx: conveyor.Context) -> None:
+        return None
+
+    job_id = await ok.enqueue()
+    async with running(q.worker()):
+
+        async def done() -> bool:
+            job = await q.get_job(job_id)
+            return job is not None and job.state is JobState.COMPLETED
+
+        await wait_for(done, 10)
+        clock.advance(1.5)
+
+        async def gone() -> bool:
+            return await q.get_job(job_id) is None
+
+        await wait_for(gone, 5)

@@ -154,6 +154,62 @@ async def test_extend_timeout_pushes_the_deadline(queue: conveyor.Queue) -> None
     assert job is not None and job.state is JobState.COMPLETED and job.result == "made it"
 
 
+async def test_extend_timeout_without_an_argument_resets_to_the_jobs_timeout(
+    queue: conveyor.Queue,
+) -> None:
+    """Each reset gives the whole timeout again: 6 x 0.15 s of work under a 0.3 s timeout
+    completes; the same work without resets times out."""
+
+    @queue.job("resets", timeout=0.3)
+    async def resets(payload: object, ctx: conveyor.Context) -> str:
+        for _ in range(6):
+            await asyncio.sleep(0.15)
+            if payload:
+                ctx.extend_timeout()
+        return "made it"
+
+    kept, lost = await resets.enqueue(True), await resets.enqueue(False)
+    await queue.worker().run_once()
+    job = await queue.get_job(kept)
+    assert job is not None and job.state is JobState.COMPLETED and job.result == "made it"
+    assert _timed_out(await queue.get_job(lost))
+
+
+async def test_on_timeout_may_extend_the_deadline_or_let_it_pass(queue: conveyor.Queue) -> None:
+    asked: list[int] = []
+
+    @queue.job("asks", timeout=0.2)
+    async def asks(payload: dict[str, int], ctx: conveyor.Context) -> str:
+        grants = payload["grants"]
+
+        def more_time() -> float | None:
+            asked.append(payload["grants"])
+            nonlocal grants
+            if grants == 0:
+                return None
+            grants -= 1
+            return 0.2
+
+        ctx.on_timeout(more_time)
+        await asyncio.sleep(0.5)  # needs 0.5 s: two extensions of 0.2 s cover it
+        return "done"
+
+    ok, short = await asks.enqueue({"grants": 2}), await asks.enqueue({"grants": 0})
+    await queue.worker().run_once()
+    job = await queue.get_job(ok)
+    assert job is not None and job.state is JobState.COMPLETED and job.result == "done"
+    assert _timed_out(await queue.get_job(short))
+    assert asked.count(2) >= 2 and asked.count(0) == 1
+
+    async def no_progress(value: int) -> None: ...
+
+    ctx = conveyor.Context(job_id=1, name="x", attempt=1, max_attempts=1, tenant=None,
+                           channel="default", tags=(), priority=0, clock=time.time,
+                           progress=no_progress)  # fmt: skip
+    with pytest.raises(conveyor.ValidationError, match="callable"):
+        ctx.on_timeout("not callable")  # type: ignore[arg-type]
+
+
 async def test_extend_timeout_from_a_sync_handler(queue: conveyor.Queue) -> None:
     @queue.job("sync-extends", timeout=0.3)
     def handler(payload: object, ctx: conveyor.Context) -> str:

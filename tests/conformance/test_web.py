@@ -32,6 +32,7 @@ STATUS_KEYS = {
     "name",
     "state",
     "attempts",
+    "stalls",
     "max_attempts",
     "progress",
     "result",
@@ -123,6 +124,26 @@ async def test_another_tenants_job_is_the_same_404_as_an_unknown_id(
     assert (r.status_code, r.json()) == (404, other.json())
 
 
+async def test_another_tenants_job_is_refused_by_the_store_without_loading_it(
+    queue: conveyor.Queue, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The status route asks the store for the caller's tenant's job only, so another
+    tenant's (large) payload is never loaded just to answer 404."""
+    job_id = await queue.enqueue("report", {"blob": "x" * 500_000}, tenant="acme")
+    asked: list[tuple[int, str | None]] = []
+    get_job = queue.get_job
+
+    async def spy(job_id: int, *, tenant: str | None = None) -> conveyor.Job | None:
+        asked.append((job_id, tenant))
+        return await get_job(job_id, tenant=tenant)
+
+    monkeypatch.setattr(queue, "get_job", spy)
+    assert_error(await client.get(f"/api/jobs/{job_id}", headers=GLOBEX), 404, "not_found")
+    assert (await client.get(f"/api/jobs/{job_id}", headers=ACME)).status_code == 200
+    assert asked == [(job_id, "globex"), (job_id, "acme")]
+    assert await get_job(job_id, tenant="globex") is None
+
+
 async def test_admins_read_any_tenants_job(
     queue: conveyor.Queue, client: httpx.AsyncClient
 ) -> None:
@@ -192,8 +213,8 @@ async def test_retry_of_a_job_that_did_not_fail_is_409(
 
 
 async def test_actions_need_an_admin(queue: conveyor.Queue, client: httpx.AsyncClient) -> None:
+    queued = await queue.enqueue("report", tenant="acme")  # before "boom" is registered
     failed = await failed_job(queue)
-    queued = await queue.enqueue("report", tenant="acme")
     for headers, status, code in ((ACME, 403, "forbidden"), ({}, 401, "unauthorized")):
         r = await client.post(f"/api/jobs/{failed}/retry", headers=headers)
         assert_error(r, status, code)
@@ -211,6 +232,7 @@ async def test_actions_need_an_admin(queue: conveyor.Queue, client: httpx.AsyncC
         {"Origin": "http://evil.example"},
         {"Origin": "http://testserver.evil.example"},
         {"Origin": "http://testserver:8080"},
+        {"Origin": "https://testserver"},  # same host, another scheme: another origin
         {"Origin": "null"},
         {"Origin": "http://testserver", "Sec-Fetch-Site": "cross-site"},
     ],
@@ -218,8 +240,8 @@ async def test_actions_need_an_admin(queue: conveyor.Queue, client: httpx.AsyncC
 async def test_cross_site_posts_are_refused_and_change_nothing(
     queue: conveyor.Queue, client: httpx.AsyncClient, extra: dict[str, str]
 ) -> None:
+    queued = await queue.enqueue("report", tenant="acme")  # before "boom" is registered
     failed = await failed_job(queue)
-    queued = await queue.enqueue("report", tenant="acme")
     headers = {**ADMIN, **extra}
     for path in (
         f"/api/jobs/{failed}/retry",
@@ -239,6 +261,14 @@ async def test_same_origin_posts_from_a_browser_pass(
     headers = {**ADMIN, "Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
     r = await client.post(f"/dashboard/api/jobs/{failed}/retry", headers=headers)
     assert r.status_code == 200 and r.json()["state"] == "queued"
+    # Served over https, the https origin is the same one.
+    app = create_app(queue, authenticate=authenticate)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="https://testserver"
+    ) as tls:
+        headers = {**ADMIN, "Origin": "https://testserver", "Sec-Fetch-Site": "same-origin"}
+        r = await tls.post(f"/dashboard/api/jobs/{failed}/cancel", headers=headers)
+        assert r.status_code == 200 and r.json()["state"] == "cancelled"
 
 
 async def test_empty_status_path_mounts_no_status_route(queue: conveyor.Queue) -> None:
@@ -246,6 +276,20 @@ async def test_empty_status_path_mounts_no_status_route(queue: conveyor.Queue) -
     async with client_for(create_app(queue, authenticate=authenticate, status_path="")) as c:
         assert_error(await c.get(f"/api/jobs/{job_id}", headers=ACME), 404, "not_found")
         assert (await c.get("/dashboard/api/stats", headers=ADMIN)).status_code == 200
+
+
+async def test_status_path_comes_from_the_environment(
+    queue: conveyor.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = await queue.enqueue("report", tenant="acme")
+    monkeypatch.setenv("CONVEYOR_STATUS_PATH", "/jobs/v2")
+    async with client_for(create_app(queue, authenticate=authenticate)) as c:
+        r = await c.get(f"/jobs/v2/{job_id}", headers=ACME)
+        assert r.status_code == 200 and r.json()["id"] == job_id
+        assert_error(await c.get(f"/api/jobs/{job_id}", headers=ACME), 404, "not_found")
+    # an explicit argument wins over the environment
+    async with client_for(create_app(queue, authenticate=authenticate, status_path="/s")) as c:
+        assert (await c.get(f"/s/{job_id}", headers=ACME)).status_code == 200
 
 
 async def test_unknown_routes_and_methods_get_error_bodies(client: httpx.AsyncClient) -> None:
@@ -321,8 +365,8 @@ async def test_dashboard_api_refuses_bad_queries(client: httpx.AsyncClient) -> N
 
 
 async def test_dashboard_actions(queue: conveyor.Queue, client: httpx.AsyncClient) -> None:
+    queued = await queue.enqueue("report")  # before "boom" is registered
     failed = await failed_job(queue)
-    queued = await queue.enqueue("report")
     r = await client.post(f"/dashboard/api/jobs/{failed}/retry", headers=ADMIN)
     assert r.status_code == 200 and r.json()["state"] == "queued"
     r = await client.post(f"/dashboard/api/jobs/{queued}/cancel", headers=ADMIN)
@@ -357,6 +401,171 @@ async def test_mounted_under_a_prefix(queue: conveyor.Queue) -> None:
         assert 'data-api="/jobs/dashboard/api"' in page
         assert (await c.get("/jobs/dashboard/api/stats", headers=ADMIN)).status_code == 200
         assert (await c.get(f"/jobs/api/jobs/{job_id}", headers=ACME)).json()["id"] == job_id
+
+
+# -- Host names (DNS rebinding) ------------------------------------------------------------
+REBOUND = "attacker.example:8765"  # a name the attacker points at the server's address
+
+
+async def test_allowed_hosts_refuse_any_other_host_header(queue: conveyor.Queue) -> None:
+    job_id = await queue.enqueue("report", {"secret": "s3cret-payload"}, tenant="acme")
+    app = create_app(queue, authenticate=authenticate, allowed_hosts=["testserver", "[::1]"])
+    async with client_for(app) as c:
+        for path in (
+            f"/api/jobs/{job_id}",
+            f"/dashboard/api/jobs/{job_id}",
+            "/dashboard",
+            "/dashboard/api/stats",
+            "/metrics",
+            "/nothing/here",
+        ):
+            r = await c.get(path, headers={**ADMIN, "Host": REBOUND})
+            assert_error(r, 400, "invalid_host")
+            assert "s3cret" not in r.text
+        # The rebinding page's own origin matches the Host it sends: refused all the same.
+        rebound = {**ADMIN, "Host": REBOUND, "Origin": f"http://{REBOUND}"}
+        for path in (f"/api/jobs/{job_id}/cancel", f"/dashboard/api/jobs/{job_id}/cancel"):
+            assert_error(await c.post(path, headers=rebound), 400, "invalid_host")
+        assert await state(queue, job_id) is JobState.QUEUED
+        for bad in ("", "testserver.attacker.example", "evil.testserver", "[::2]:8000"):
+            r = await c.get(f"/api/jobs/{job_id}", headers={**ACME, "Host": bad})
+            assert_error(r, 400, "invalid_host")
+        # The allowed names pass, on any port and in any case.
+        for host in ("testserver", "TestServer:8765", "[::1]:8000", "[::1]"):
+            r = await c.get(f"/api/jobs/{job_id}", headers={**ACME, "Host": host})
+            assert r.status_code == 200 and r.json()["id"] == job_id, host
+        good = {**ADMIN, "Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
+        r = await c.post(f"/dashboard/api/jobs/{job_id}/cancel", headers=good)
+        assert r.status_code == 200 and r.json()["state"] == "cancelled"
+
+
+async def test_allowed_hosts_wildcards(queue: conveyor.Queue) -> None:
+    job_id = await queue.enqueue("report", tenant="acme")
+    app = create_app(queue, authenticate=authenticate, allowed_hosts=["*.example.com"])
+    async with client_for(app) as c:
+        for host in ("jobs.example.com", "a.b.example.com:8443"):
+            r = await c.get(f"/api/jobs/{job_id}", headers={**ACME, "Host": host})
+            assert r.status_code == 200, host
+        for host in ("example.com", "testserver", "evilexample.com"):
+            r = await c.get(f"/api/jobs/{job_id}", headers={**ACME, "Host": host})
+            assert_error(r, 400, "invalid_host")
+    async with client_for(create_app(queue, authenticate=authenticate, allowed_hosts=["*"])) as c:
+        r = await c.get(f"/api/jobs/{job_id}", headers={**ACME, "Host": REBOUND})
+        assert r.status_code == 200
+
+
+async def test_without_allowed_hosts_any_host_is_served(queue: conveyor.Queue) -> None:
+    # allowed_hosts=None (the default) is for apps mounted behind the user's own proxy.
+    job_id = await queue.enqueue("report", tenant="acme")
+    async with client_for(create_app(queue, authenticate=authenticate)) as c:
+        r = await c.get(f"/api/jobs/{job_id}", headers={**ACME, "Host": REBOUND})
+        assert r.status_code == 200 and r.json()["id"] == job_id
+
+
+def test_bad_allowed_hosts_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONVEYOR_URL", raising=False)
+    queue = conveyor.Queue.from_env()
+    for bad in ("localhost", [""], ["localhost:8000"], ["http://localhost"], [None], ["a b"]):
+        with pytest.raises(conveyor.ValidationError, match="allowed_hosts"):
+            create_app(queue, authenticate=authenticate, allowed_hosts=bad)  # type: ignore[arg-type]
+
+
+# -- response headers -----------------------------------------------------------------------
+async def test_every_response_says_nosniff(queue: conveyor.Queue) -> None:
+    def auth(request: Any) -> Principal | None:
+        if request.headers.get("authorization") == "Bearer crash":
+            raise RuntimeError("a bug in the app's authenticate")
+        return authenticate(request)
+
+    job_id = await queue.enqueue("report", tenant="acme")
+    app = create_app(queue, authenticate=auth, allowed_hosts=["testserver"])
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        responses = {
+            "status": await c.get(f"/api/jobs/{job_id}", headers=ACME),
+            "not found": await c.get("/api/jobs/x", headers=ACME),
+            "unauthorized": await c.get(f"/api/jobs/{job_id}"),
+            "forbidden": await c.get("/dashboard", headers=ACME),
+            "page": await c.get("/dashboard", headers=ADMIN),
+            "stats": await c.get("/dashboard/api/stats", headers=ADMIN),
+            "detail": await c.get(f"/dashboard/api/jobs/{job_id}", headers=ADMIN),
+            "action": await c.post(f"/api/jobs/{job_id}/cancel", headers=ADMIN),
+            "metrics": await c.get("/metrics", headers=ADMIN),
+            "bad query": await c.get("/dashboard/api/jobs?limit=0", headers=ADMIN),
+            "method": await c.delete("/api/jobs/1", headers=ADMIN),
+            "redirect": await c.get("/dashboard/", headers=ADMIN),
+            "host": await c.get("/api/jobs/1", headers={**ADMIN, "Host": REBOUND}),
+            "crash": await c.get("/api/jobs/1", headers={"Authorization": "Bearer crash"}),
+        }
+    assert responses["redirect"].status_code in (307, 308)
+    assert responses["crash"].status_code == 500
+    for what, r in responses.items():
+        assert r.headers.get_list("x-content-type-options") == ["nosniff"], what
+
+
+# -- tenant checks before loading -----------------------------------------------------------
+async def test_a_principal_without_a_tenant_gets_404_without_a_lookup(
+    queue: conveyor.Queue, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = await queue.enqueue("report", {"big": "x" * 100_000}, tenant="acme")
+    loaded: list[int] = []
+    get_job = queue.get_job
+
+    async def spy(job_id: int, *, tenant: str | None = None) -> conveyor.Job | None:
+        loaded.append(job_id)
+        return await get_job(job_id, tenant=tenant)
+
+    monkeypatch.setattr(queue, "get_job", spy)
+    r = await client.get(f"/api/jobs/{job_id}", headers=NOBODY)
+    assert_error(r, 404, "not_found")
+    assert r.json() == (await client.get("/api/jobs/x", headers=ACME)).json()
+    assert loaded == []  # it could never read a job: nothing was loaded to find out
+    assert (await client.get(f"/api/jobs/{job_id}", headers=ACME)).status_code == 200
+
+
+# -- stored values the JSON encoder cannot nest into ----------------------------------------
+async def test_a_deeply_nested_result_is_served_with_a_placeholder(
+    queue: conveyor.Queue, client: httpx.AsyncClient
+) -> None:
+    @queue.job("deep")
+    async def deep(payload: Any, ctx: conveyor.Context) -> Any:
+        value: Any = []
+        for _ in range(900):
+            value = [value]
+        return value
+
+    job_id = await queue.enqueue("deep", {"n": 1}, tenant="acme")
+    assert await queue.worker(include=["deep"]).run_once() == 1
+    assert await state(queue, job_id) is JobState.COMPLETED
+
+    r = await client.get(f"/api/jobs/{job_id}", headers=ACME)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["id"] == job_id and body["state"] == "completed"
+    assert isinstance(body["result"], str) and "nested" in body["result"]
+
+    r = await client.get(f"/dashboard/api/jobs/{job_id}", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    detail = r.json()
+    assert detail["result"] == body["result"]
+    assert detail["payload"] == {"n": 1}  # only the value that cannot be rendered is left out
+    assert [e["type"] for e in detail["events"]][-1] == "completed"
+
+    # A result 100 levels deep (the most enqueue accepts in a payload) is served as it is.
+    @queue.job("shallow")
+    async def shallow(payload: Any, ctx: conveyor.Context) -> Any:
+        value: Any = []
+        for _ in range(99):
+            value = [value]
+        return value
+
+    other = await queue.enqueue("shallow", tenant="acme")
+    assert await queue.worker(include=["shallow"]).run_once() == 1
+    result = (await client.get(f"/api/jobs/{other}", headers=ACME)).json()["result"]
+    for _ in range(99):
+        assert isinstance(result, list) and len(result) == 1
+        result = result[0]
+    assert result == []
 
 
 # -- metrics --------------------------------------------------------------------------------

@@ -247,12 +247,13 @@ async def test_sync_handler_raising_anything_fails_only_that_attempt(
 
 async def test_unknown_job_name_fails_orphaned_and_others_still_run(queue: conveyor.Queue) -> None:
     events = Events(queue)
+    # enqueued while no job is registered here (as an enqueue-only process would)
+    ghost = await queue.enqueue("ghost-job", {"a": 1}, priority=-5, attempts=3)
 
     @queue.job("known")
     async def known(payload: object, ctx: conveyor.Context) -> int:
         return 7
 
-    ghost = await queue.enqueue("ghost-job", {"a": 1}, priority=-5, attempts=3)
     ok = [await known.enqueue() for _ in range(3)]
     assert await queue.worker(concurrency=1).run_once() == 4
     job = await queue.get_job(ghost)

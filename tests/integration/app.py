@@ -21,11 +21,14 @@ def _mark(path: str, text: str) -> None:
 
 @queue.job("slow", attempts=3)
 async def slow(payload: dict, ctx: conveyor.Context) -> dict:
-    """Marks start and end in a probe file; sleeps ``seconds[attempt-1]``."""
+    """Marks start and end in a probe file and in its job's log (``ctx.log``); sleeps
+    ``seconds[attempt-1]``."""
     _mark(payload["probe"], f"start {ctx.job_id} {ctx.attempt} {os.getpid()}")
+    ctx.log.info(f"start {ctx.attempt} {os.getpid()}")
     seconds = payload["seconds"][min(ctx.attempt, len(payload["seconds"])) - 1]
     await asyncio.sleep(seconds)
     _mark(payload["probe"], f"end {ctx.job_id} {ctx.attempt} {os.getpid()}")
+    ctx.log.info(f"end {ctx.attempt} {os.getpid()}")
     return {"pid": os.getpid(), "attempt": ctx.attempt}
 
 

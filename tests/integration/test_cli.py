@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from conveyor import JobState
+from conveyor import JobSpec, JobState
+from conveyor.backends.base import ClaimParams
 from tests.conftest import Store
 from tests.integration.test_processes import ROOT, fast_queue
 
@@ -66,6 +67,21 @@ async def test_migrate_stats_and_jobs_commands(store: Store) -> None:
     assert job is not None and job.state is JobState.CANCELLED
 
 
+async def test_jobs_show_the_stalls(store: Store) -> None:
+    q = await fast_queue(store)
+    job_id = await q.enqueue("count", {"probe": "/dev/null", "n": 1})
+    backend = await q.engine.backend()
+    now = q.engine.clock.now()  # a worker claims it and dies: its lease is already over
+    await backend.claim(ClaimParams("dead", "dead", 1, now, now - 1))
+    await q.run_maintenance()
+    r = cli(store, "jobs", "show", str(job_id), "--json")
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert (shown["state"], shown["attempts"], shown["stalls"]) == ("queued", 1, 1)
+    r = cli(store, "jobs", "show", str(job_id))  # the human table has the row too
+    assert r.returncode == 0 and "stalls" in r.stdout
+
+
 async def test_errors_exit_1_with_a_message_and_bad_usage_exits_2(store: Store) -> None:
     await fast_queue(store)
     r = cli(store, "jobs", "retry", "999999")
@@ -86,6 +102,21 @@ async def test_worker_refuses_when_disabled(store: Store) -> None:
     r = cli(store, "worker", "tests.integration.app:queue", env={"CONVEYOR_WORKER": "false"})
     assert r.returncode == 1
     assert "CONVEYOR_WORKER=false" in r.stderr
+
+
+async def test_worker_unordered_flag_and_env_twin(store: Store) -> None:
+    q = await fast_queue(store)
+    app = "tests.integration.app:queue"
+    await q.enqueue_many([JobSpec("count", {"probe": "/dev/null", "n": i}) for i in range(3)])
+    r = cli(store, "worker", app, "--unordered", "--once")
+    assert r.returncode == 0, r.stderr
+    assert "processed 3 job(s)" in r.stderr
+    await q.enqueue("count", {"probe": "/dev/null", "n": 3})
+    r = cli(store, "worker", app, "--once", env={"CONVEYOR_ORDERED": "false"})
+    assert r.returncode == 0, r.stderr
+    assert "processed 1 job(s)" in r.stderr
+    r = cli(store, "worker", app, "--once", env={"CONVEYOR_ORDERED": "sometimes"})
+    assert r.returncode == 2, r.stderr  # not a boolean: a usage error, nothing run
 
 
 async def test_cron_commands(store: Store) -> None:

@@ -6,10 +6,12 @@ checking that no job is lost and none is left ``running``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,10 +102,12 @@ async def assert_nothing_running(q: conveyor.Queue) -> None:
 async def test_sigkill_mid_job_every_job_finishes_exactly_once_more(
     store: Store, workers: Workers, tmp_path: Path
 ) -> None:
+    """A ``kill -9`` during a deploy: the dead worker's jobs run once more, elsewhere, and
+    the stall uses up no attempt, so an ``attempts=1`` job completes instead of failing."""
     q = await fast_queue(store)
     probe = tmp_path / "probe"
     ids = [
-        await q.enqueue("slow", {"probe": str(probe), "seconds": [30, 0.1]}, attempts=3)
+        await q.enqueue("slow", {"probe": str(probe), "seconds": [30, 0.1]}, attempts=1)
         for _ in range(4)
     ]
     victim = workers.start(concurrency=4)
@@ -121,11 +125,12 @@ async def test_sigkill_mid_job_every_job_finishes_exactly_once_more(
     for job_id in ids:
         starts = [x for x in lines if x[0] == "start" and int(x[1]) == job_id]
         ends = [x for x in lines if x[0] == "end" and int(x[1]) == job_id]
-        assert [s[2] for s in starts] == ["1", "2"]  # ran once more, attempt counted
+        assert [s[2] for s in starts] == ["1", "2"]  # ran once more: run 2 of 2 started
         assert len(ends) == 1 and ends[0][2] == "2"
         job = await q.get_job(job_id)
-        assert job is not None and job.attempts == 2 and job.result["attempt"] == 2
-        assert job.errors[0]["type"] == "LeaseExpired"
+        assert job is not None and job.result["attempt"] == 2
+        assert (job.attempts, job.stalls, job.max_attempts) == (2, 1, 1)  # a stall, no attempt
+        assert [e["type"] for e in job.errors] == ["LeaseExpired"]
         assert "stalled" in [e.type for e in await q.get_job_events(job_id)]
     await assert_nothing_running(q)
 
@@ -133,12 +138,15 @@ async def test_sigkill_mid_job_every_job_finishes_exactly_once_more(
 async def test_sigstop_past_lease_stale_write_rejected(
     store: Store, workers: Workers, tmp_path: Path
 ) -> None:
+    """A worker paused past its lease comes back: its outcome and its log lines are
+    refused; the rescued run's stand."""
     q = await fast_queue(store)
     probe = tmp_path / "probe"
     job_id = await q.enqueue("slow", {"probe": str(probe), "seconds": [2.5, 0.1]}, attempts=3)
     frozen = workers.start(concurrency=1)
     await wait_for(lambda: any(x[0] == "start" for x in probe_lines(probe)), timeout=30)
     os.kill(frozen.pid, signal.SIGSTOP)
+    stopped_at = time.monotonic()
     rescuer = workers.start(concurrency=1)
 
     async def completed_by_rescuer() -> bool:
@@ -148,7 +156,10 @@ async def test_sigstop_past_lease_stale_write_rejected(
     await wait_for(completed_by_rescuer, timeout=30)
     job = await q.get_job(job_id)
     assert job is not None and job.result["pid"] == rescuer.pid and job.attempts == 2
-    # Wake the frozen worker: its handler's time is up, it tries to record attempt 1.
+    # Wake the frozen worker once its handler's time is up (2.5 s from its start, which
+    # came before the pause): the handler ends at once and its worker tries to record
+    # attempt 1, its log lines first (heartbeat or not, it has not noticed the rescue).
+    await asyncio.sleep(max(0.0, stopped_at + 2.8 - time.monotonic()))
     os.kill(frozen.pid, signal.SIGCONT)
     await wait_for(
         lambda: "lease lost" in workers.log(0) or "was not recorded" in workers.log(0), timeout=30
@@ -160,11 +171,23 @@ async def test_sigstop_past_lease_stale_write_rejected(
         ),
         timeout=10,
     )
+
+    def stale_write_done() -> bool:
+        """The stale attempt's write (its log lines, then its outcome) was refused, or
+        its handler was stopped before it ended (then it writes nothing at all)."""
+        ended = any(x[0] == "end" and x[2] == "1" for x in probe_lines(probe))
+        log = workers.log(0)
+        return "was not recorded" in log or ("lease lost" in log and not ended)
+
+    await wait_for(stale_write_done, timeout=10)
     job = await q.get_job(job_id)
     assert job is not None
     assert job.state is JobState.COMPLETED
     assert job.result == {"pid": rescuer.pid, "attempt": 2}  # the rescued run's outcome stands
     assert job.attempts == 2
+    # ... and so do its log lines alone: the stale attempt's are not stored either
+    logs = [(r.attempt, r.message) for r in await q.get_job_logs(job_id)]
+    assert logs == [(2, f"start 2 {rescuer.pid}"), (2, f"end 2 {rescuer.pid}")]
     await assert_nothing_running(q)
 
 
@@ -215,5 +238,5 @@ async def test_second_sigterm_stops_at_once_and_the_job_is_rescued(
 
     await wait_for(done, timeout=30)
     job = await q.get_job(job_id)
-    assert job is not None and job.attempts == 2
+    assert job is not None and (job.attempts, job.stalls) == (2, 1)
     await assert_nothing_running(q)

@@ -18,7 +18,9 @@ NOW = 1_900_000_000.0
 FIXED = Backoff.fixed(10)
 
 
-def job(attempts: int = 1, max_attempts: int = 3, remove: bool = False) -> ClaimedJob:
+def job(
+    attempts: int = 1, max_attempts: int = 3, remove: bool = False, stalls: int = 0
+) -> ClaimedJob:
     return ClaimedJob(
         id=42,
         name="j",
@@ -35,6 +37,8 @@ def job(attempts: int = 1, max_attempts: int = 3, remove: bool = False) -> Claim
         created_at=NOW - 5,
         token="tok",
         remove_on_complete=remove,
+        stalls=stalls,
+        max_stalls=1,
     )
 
 
@@ -137,6 +141,24 @@ def test_backoff_is_given_the_attempt_number() -> None:
     assert o.run_at == NOW + 8
 
 
+def test_runs_that_stalled_use_up_no_attempt() -> None:
+    """Run 3 of an attempts=2 job whose first run stalled is its second counted attempt:
+    a failure there is final; run 2 (its first) is retried."""
+    failure = RunResult("error", exc=raised(ValueError()))
+    first = classify(job(attempts=2, max_attempts=2, stalls=1), failure, NOW, FIXED)
+    assert first.state is JobState.SCHEDULED and first.event == "retrying"
+    assert error_of(first)["attempt"] == 2  # the run's number: runs started
+    last = classify(job(attempts=3, max_attempts=2, stalls=1), failure, NOW, FIXED)
+    assert last.state is JobState.FAILED and last.event == "failed"
+    assert not first.stall and not last.stall  # only a rescue counts a stall
+
+
+def test_the_backoff_counts_only_runs_that_did_not_stall() -> None:
+    o = classify(job(attempts=5, max_attempts=9, stalls=2), RunResult("error", exc=raised(ValueError())),
+                 NOW, Backoff.exponential(2))  # fmt: skip
+    assert o.run_at == NOW + 8  # failed counted attempt 3: 2 x 2^2
+
+
 def test_retry_with_delay_overrides_the_backoff() -> None:
     o = classify(job(), RunResult("error", exc=raised(Retry(delay=3))), NOW, FIXED)
     assert o.state is JobState.SCHEDULED and o.run_at == NOW + 3
@@ -198,3 +220,41 @@ def test_error_record_message_override_and_defaults() -> None:
     rec = error_record(1, raised(ValueError("m")), NOW, type_="Custom")
     assert rec["type"] == "Custom"
     json.dumps(rec)  # JSON-safe
+
+
+def _removing(j: ClaimedJob, options: str | None = '{"remove_on_fail": true}') -> ClaimedJob:
+    j.options = options
+    return j
+
+
+@pytest.mark.parametrize(
+    ("j", "run"),
+    [
+        (job(attempts=3, max_attempts=3), RunResult("error", exc=raised(ValueError("x")))),
+        (job(attempts=1, max_attempts=3), RunResult("error", exc=raised(Fatal("stop")))),
+        (job(attempts=3, max_attempts=3), RunResult("timeout")),
+        (job(attempts=1, max_attempts=3), RunResult("orphaned", message="no handler")),
+    ],
+    ids=["last-attempt", "fatal", "timeout", "orphaned"],
+)
+def test_remove_on_fail_removes_on_every_final_failure(j: ClaimedJob, run: RunResult) -> None:
+    assert classify(j, run, NOW, FIXED).remove is False  # kept without the option
+    o = classify(_removing(j), run, NOW, FIXED)
+    assert o.state is JobState.FAILED and o.remove is True
+
+
+def test_remove_on_fail_keeps_a_retry_a_success_and_a_cancel() -> None:
+    error = RunResult("error", exc=raised(ValueError("x")))
+    retry = classify(_removing(job(attempts=1, max_attempts=3)), error, NOW, FIXED)
+    assert retry.state is JobState.SCHEDULED and retry.remove is False
+    for status in ("ok", "cancelled", "drained"):
+        assert classify(_removing(job()), RunResult(status), NOW, FIXED).remove is False
+
+
+@pytest.mark.parametrize(
+    "options",
+    [None, "{}", '{"remove_on_fail": false}', '{"remove_on_fail": 1}', '{"remove_on_fail": true'],
+)
+def test_remove_on_fail_needs_the_option_set_to_true(options: str | None) -> None:
+    error = RunResult("error", exc=raised(Fatal("stop")))
+    assert classify(_removing(job(), options), error, NOW, FIXED).remove is False

@@ -68,3 +68,29 @@ def test_public_methods_and_properties_have_docstrings() -> None:
             ) and not (inspect.getdoc(member)):
                 missing.append(f"{name}.{attr}")
     assert missing == []
+
+
+def test_enqueue_options_are_explicit_typed_keywords() -> None:
+    """DESIGN.md: enqueue options are keyword-only parameters (so editors and mypy check
+    them), the same on every enqueue method and JobSpec, never ``**options``."""
+    import dataclasses
+
+    spec_fields = [f.name for f in dataclasses.fields(conveyor.JobSpec)][2:]  # name, payload
+    for method in (
+        conveyor.Queue.enqueue,
+        conveyor.Queue.enqueue_sync,
+        conveyor.JobDefinition.enqueue,
+        conveyor.JobDefinition.enqueue_sync,
+    ):
+        params = inspect.signature(method).parameters.values()
+        assert not [p for p in params if p.kind is p.VAR_KEYWORD], method.__qualname__
+        keywords = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+        assert keywords == [*spec_fields, "connection"], method.__qualname__
+        assert all(p.annotation is not p.empty for p in params if p.name != "self")
+
+
+async def test_an_unknown_enqueue_option_names_itself() -> None:
+    queue = conveyor.Queue("sqlite:///:memory:")
+    with pytest.raises(TypeError, match="priorty"):
+        await queue.enqueue("x", priorty=1)  # type: ignore[call-arg]
+    await queue.close()

@@ -21,9 +21,21 @@ def test_fixed() -> None:
 def test_exponential() -> None:
     b = Backoff.exponential(2)
     assert [b.delay(n) for n in (1, 2, 3, 4)] == [2, 4, 8, 16]
-    assert Backoff.exponential(3).delay(2) == 9
+    assert Backoff.exponential(3).delay(2) == 6  # delay * factor**(n-1), never delay^n
     assert Backoff.exponential(timedelta(seconds=2)).delay(3) == 8
     assert b.delay(0) == 2 and b.delay(-5) == 2  # never below the first attempt's wait
+
+
+def test_exponential_is_delay_times_factor_to_the_attempt_before() -> None:
+    """DESIGN.md: ``exponential(60)`` is 60 s, 120 s, 240 s (the Bull, Sidekiq and
+    dataqueue meaning), never 60, 3,600, 216,000 s."""
+    assert [Backoff.exponential(60).delay(n) for n in (1, 2, 3)] == [60, 120, 240]
+    assert [Backoff.exponential(0.5, factor=3).delay(n) for n in (1, 2, 3)] == [0.5, 1.5, 4.5]
+    assert [Backoff.exponential(5, factor=1).delay(n) for n in (1, 4)] == [5, 5]
+    stored = Backoff.exponential(60, factor=3, max=500).to_dict()
+    assert Backoff.from_dict(stored).delay(3) == 500
+    # a backoff stored before factor existed decodes with the default factor 2
+    assert Backoff.from_dict({"kind": "exponential", "base": 60.0}).delay(2) == 120
 
 
 def test_exponential_max() -> None:
@@ -61,6 +73,8 @@ def test_jitter_is_reproducible_with_a_seeded_rng() -> None:
         lambda: Backoff.fixed(timedelta(seconds=-1)),
         lambda: Backoff.exponential(-2),
         lambda: Backoff.exponential(2, max=-1),
+        lambda: Backoff.exponential(2, factor=0.5),
+        lambda: Backoff.exponential(2, factor=True),
         lambda: Backoff.fixed("soon"),
     ],
 )

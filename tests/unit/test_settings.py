@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import pytest
@@ -150,3 +151,36 @@ def test_identifier_and_name_validation() -> None:
         with pytest.raises(conveyor.ValidationError):
             validate_name(bad, "tag")
     assert len(validate_name("k" * 512, "idempotency_key", max_len=512)) == 512
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [("90", 90.0), ("500ms", 0.5), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0),
+     ("7d", 604800.0), ("2w", 1209600.0), (" 1.5h ", 5400.0), (timedelta(minutes=2), 120.0)],
+)  # fmt: skip
+def test_durations_take_units(given: object, seconds: float) -> None:
+    assert Settings.resolve(env={}, keep_completed=given).keep_completed == seconds
+
+
+def test_retention_can_be_forever_and_durations_come_from_the_environment() -> None:
+    env = {"CONVEYOR_KEEP_FAILED": "forever", "CONVEYOR_KEEP_COMPLETED": "12h"}
+    s = Settings.resolve(env=env)
+    assert s.keep_failed == math.inf and s.keep_completed == 43200.0
+    assert Settings.resolve(env={"CONVEYOR_LEASE": "2m"}).lease == 120.0
+    assert conveyor.Queue("sqlite:///:memory:", keep_failed=None).settings.keep_failed == math.inf
+    default = conveyor.Queue("sqlite:///:memory:").settings
+    assert default.keep_failed == 7 * 86400 and default.keep_completed == 86400
+
+
+@pytest.mark.parametrize("bad", ["7 days", "-1s", "1y", "forever", "", "ms", "inf"])
+def test_bad_durations_are_refused_naming_the_setting(bad: str) -> None:
+    with pytest.raises(conveyor.ValidationError, match="lease"):
+        Settings.resolve(env={}, lease=bad)
+
+
+def test_flags_parse_from_the_environment() -> None:
+    s = Settings.resolve(env={"CONVEYOR_STRICT_NAMES": "no", "CONVEYOR_REQUIRE_TENANT": "1"})
+    assert s.strict_names is False and s.require_tenant is True
+    assert Settings.resolve(env={}).strict_names is True
+    with pytest.raises(conveyor.ValidationError, match="require_tenant"):
+        Settings.resolve(env={"CONVEYOR_REQUIRE_TENANT": "maybe"})

@@ -47,6 +47,8 @@ __all__ = [
     "PromoteParams",
     "PromoteResult",
     "PruneParams",
+    "PruneResult",
+    "RemovedJob",
     "RetryOutcome",
     "RetryResult",
 ]
@@ -69,6 +71,11 @@ class NewJob:
     tags: tuple[str, ...]
     group: str | None
     tenant: str | None
+    max_stalls: int = 1  # rescues that requeue it (the core's rule); one more fails it
+    #: Deleted when it finally fails. The core reads this from ``options`` (where the
+    #: core put it); a backend needs it only where a job's row stands for its
+    #: ``enqueued`` event: as for ``remove_on_complete``, that event must outlive the row.
+    remove_on_fail: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +95,15 @@ class EnqueueResult:
 class ClaimParams:
     """Claim up to ``limit`` due jobs: state queued, ``run_at <= now``, channel/name
     filters, channel not paused (nor everything paused), no other job of the same group running (and at most one
-    per group in the batch). Claimed rows become running with ``attempts + 1``,
-    ``lease_token = token``, ``lease_expires_at``, ``started_at = now``; a ``started``
-    event is stored for each. Order: priority, run_at, id."""
+    per group in the batch). Claimed rows become running with ``attempts + 1`` (``stalls``
+    unchanged), ``lease_token = token``, ``lease_expires_at``, ``started_at = now``; a
+    ``started`` event is stored for each. Order: priority, run_at, id.
+
+    ``ordered=False`` (``queue.worker(ordered=False)``, for throughput): any due jobs the
+    filters allow, in no particular order; a backend may keep its order where that
+    costs nothing. All three do today: SQLite and Redis walk their claim index in order
+    anyway, and PostgreSQL's ordered claim is an index walk that stops after the batch
+    (a claim without ``ORDER BY`` measured slower, not faster)."""
 
     worker_id: str
     token: str
@@ -100,6 +113,7 @@ class ClaimParams:
     channels: tuple[str, ...] | None = None
     include: tuple[str, ...] | None = None
     exclude: tuple[str, ...] | None = None
+    ordered: bool = True
 
 
 @dataclass(slots=True)  # not frozen: built per job (4x cheaper); never mutated
@@ -119,6 +133,8 @@ class ClaimedJob:
     created_at: float
     token: str
     remove_on_complete: bool
+    stalls: int  # earlier runs of this job whose worker died (rescued: Outcome.stall)
+    max_stalls: int
 
 
 @dataclass(slots=True)  # not frozen: built per job (4x cheaper); never mutated
@@ -128,6 +144,11 @@ class Outcome:
     Applied only if the job is still ``running`` with ``lease_token == token`` (and, when
     ``expired_before`` is set, ``lease_expires_at <= expired_before``: a rescue). Else
     it changes nothing and reports False.
+
+    Part of every transition, in the same statement or script: the lease is cleared
+    (``lease_token``, ``lease_expires_at``, ``worker_id``); ``progress`` becomes 100 on
+    ``completed`` and 0 on ``queued`` / ``scheduled`` (the job runs again from the top: a
+    drained requeue, a retry, a snooze, a rescue), and is kept otherwise.
     """
 
     job_id: int
@@ -139,9 +160,18 @@ class Outcome:
     result: str | None = None  # JSON text, for completed
     error: str | None = None  # JSON text of one error record, appended to errors
     refund_attempt: bool = False  # drained requeue: attempts - 1
-    remove: bool = False  # delete the row (remove_on_complete) instead of keeping it
+    #: A rescue of a run whose worker died (maintenance, with ``expired_before``):
+    #: ``stalls + 1``, applied atomically with the transition and only if it applies.
+    #: ``attempts`` is left as it is (it counts runs started); the core refunds the run
+    #: by bounding retries with ``attempts - stalls``.
+    stall: bool = False
+    #: Delete the row instead of keeping it (``remove_on_complete`` on completion,
+    #: ``remove_on_fail`` on a final failure): its logs go with it; its events stay
+    #: readable by ``get_events`` and ``read_events`` until pruned.
+    remove: bool = False
     expired_before: float | None = None
     event_data: str | None = None  # JSON text
+    attempt: int | None = None  # the attempt this ends (for the core's messages; not stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +197,8 @@ class ExpiredLease:
     max_attempts: int
     options: str | None
     cancel_requested: bool
+    stalls: int  # earlier runs whose worker died (this one not counted yet)
+    max_stalls: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +215,11 @@ class JobFilter:
 
 @dataclass(frozen=True, slots=True)
 class LogEntry:
+    """A line a handler wrote, fenced by its attempt's lease token: stored only while the
+    job is still ``running`` under ``token`` (see :meth:`Backend.append_logs`)."""
+
     job_id: int
+    token: str  # the lease token of the attempt that wrote it
     at: float
     level: str
     message: str
@@ -257,6 +293,28 @@ class PruneParams:
     state: JobState
     finished_before: float
     limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedJob:
+    """A job :meth:`Backend.prune` deleted: what its ``removed`` event names."""
+
+    id: int
+    name: str
+    tenant: str | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What :meth:`Backend.prune` deleted, read in the same statement or script that
+    deleted it (``RETURNING`` on SQL), so the core can emit a ``removed`` event each."""
+
+    removed: Sequence[RemovedJob] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.removed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +480,13 @@ class Backend(Protocol):
         """False (and nothing changed) when the job is not running under that token."""
         ...
 
-    async def append_logs(self, entries: Sequence[LogEntry]) -> None: ...
+    async def append_logs(self, entries: Sequence[LogEntry]) -> None:
+        """Store handler log lines, in order, each fenced like an :class:`Outcome`: a
+        line is stored only while its job is ``running`` with ``lease_token ==
+        entry.token``; the others (a stale worker's, a finished or removed job's, an
+        unknown job's) are dropped silently. One statement or script for the batch."""
+        ...
+
     async def wait_for_work(
         self, timeout: float, claim: ClaimParams | None = None
     ) -> list[ClaimedJob]:
@@ -441,10 +505,13 @@ class Backend(Protocol):
         ``hands_off`` return ``[]``.
 
         Jobs are never lost in a hand-off: they are stored as running, with their lease,
-        before they are handed over. If the caller cannot receive them (the wait was
-        cancelled, the connection dropped), a later ``wait_for_work`` of this backend
-        returns them while their lease holds; otherwise they are rescued when it
-        expires, like the jobs of a lost claim reply or of a crashed worker."""
+        before they are handed over. A standing claim lasts at most the wait and half
+        the lease it hands out. If the caller cannot receive them (the wait was
+        cancelled, the connection dropped), the end of its wait (or a later
+        ``wait_for_work``) collects every job still running under its token, with the
+        lease renewed; ``close()`` gives back (queued, attempt refunded) what it never
+        received; otherwise they are rescued when the lease expires, like the jobs of a
+        lost claim reply or of a crashed worker."""
         ...
 
     def wake(self) -> None:
@@ -459,8 +526,9 @@ class Backend(Protocol):
         ...
 
     async def promote_due(self, params: PromoteParams) -> PromoteResult: ...
-    async def prune(self, params: PruneParams) -> int:
-        """How many jobs were deleted."""
+    async def prune(self, params: PruneParams) -> PruneResult:
+        """Delete as :class:`PruneParams` says, in one statement or script; the jobs
+        deleted (their events go with them, so the core emits ``removed`` in-process)."""
         ...
 
     async def acquire_lock(self, params: LockParams) -> bool:
@@ -468,7 +536,11 @@ class Backend(Protocol):
         ...
 
     # -- inspection and management ------------------------------------------------------
-    async def get_job(self, job_id: int) -> Job | None: ...
+    async def get_job(self, job_id: int, tenant: str | None = None) -> Job | None:
+        """The job, or None. With ``tenant``, None also when the job is another tenant's
+        (or has none), decided without loading its payload."""
+        ...
+
     async def list_jobs(self, flt: JobFilter) -> list[Job]: ...
     async def counts(self, channel: str | None) -> dict[str, int]:
         """Jobs per state value, every state present (zero included)."""

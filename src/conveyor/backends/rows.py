@@ -33,11 +33,11 @@ def _ts(value: Any) -> float | None:
 def job_from_row(row: Mapping[str, Any]) -> Job:
     """Build a Job from a mapping with the column names of the SQL schema.
 
-    Expects: id, name, payload (JSON text), state, attempts, max_attempts, progress,
-    result (JSON text|None), errors (JSON text of a list|None), tags (JSON text of a
-    list, or a list), group_key, tenant, channel, priority, run_at, created_at,
-    started_at, finished_at (epoch seconds or datetimes), options (JSON text|None),
-    idempotency_key.
+    Expects: id, name, payload (JSON text), state, attempts, stalls (absent: 0),
+    max_attempts, progress, result (JSON text|None), errors (JSON text of a list|None),
+    tags (JSON text of a list, or a list), group_key, tenant, channel, priority, run_at,
+    created_at, started_at, finished_at (epoch seconds or datetimes), options (JSON
+    text|None), idempotency_key.
     """
     errors_raw = row.get("errors")
     errors = loads_or_raw(errors_raw) if isinstance(errors_raw, str | bytes) else errors_raw
@@ -53,6 +53,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         payload=loads_or_raw(row.get("payload")),
         state=JobState(row["state"]),
         attempts=int(row["attempts"]),
+        stalls=int(row.get("stalls") or 0),
         max_attempts=int(row["max_attempts"]),
         progress=int(row.get("progress") or 0),
         result=loads_or_raw(row.get("result")),

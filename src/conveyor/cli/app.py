@@ -1,5 +1,10 @@
 """The ``conveyor`` group and what every command shares: the global options, loading
-the queue, running a coroutine on it, and console output."""
+the queue, running a coroutine on it, and console output.
+
+Every value the CLI prints through rich goes in as a :class:`rich.text.Text` (see
+:func:`text`), never as markup: a job named ``reindex[users]`` or a payload holding
+``[bold]`` or ``:smile:`` is shown as it is.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +17,51 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
+from rich.highlighter import ReprHighlighter
+from rich.text import Text
 
+from conveyor.cli import logs
+from conveyor.definitions import JobDefinition
 from conveyor.errors import ConveyorError
 from conveyor.queue import Queue
 
-__all__ = ["Ctx", "console", "err_console", "fail", "load_app", "main", "pass_ctx", "run"]
+__all__ = [
+    "Ctx",
+    "console",
+    "err_console",
+    "fail",
+    "load_app",
+    "main",
+    "missing_store",
+    "pass_ctx",
+    "run",
+    "text",
+]
 
 T = TypeVar("T")
 # Piped output (grep, less) keeps whole values instead of rich's 80-column truncation.
 console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
+# Messages are never wrapped: an error stays one line, whatever the terminal width.
+err_console = Console(stderr=True, soft_wrap=True)
+_highlight = ReprHighlighter()
 
 
-def fail(message: str, *, highlight: bool = False) -> NoReturn:
-    """Print ``error: message`` on stderr and exit 1."""
-    err_console.print(f"[red]error:[/red] {message}", highlight=highlight)
-    sys.exit(1)
+def text(value: object) -> Text:
+    """``value`` as plain text for rich: no markup, no emoji codes, nothing rewritten."""
+    return Text(value if isinstance(value, str) else str(value))
+
+
+def fail(message: str, *, highlight: bool = False, code: int = 1) -> NoReturn:
+    """Print ``error: message`` on stderr as one line (``message`` shown as it is, its
+    line breaks folded) and exit ``code`` (1; 2 for bad usage). Under ``--log-format
+    json`` it is a JSON log line."""
+    line = " ".join(message.split())
+    if logs.json_enabled():
+        logs.log_error(line)
+    else:
+        body = _highlight(text(line)) if highlight else text(line)
+        err_console.print(Text.assemble(("error:", "red"), " ", body))
+    sys.exit(code)
 
 
 def load_app(spec: str) -> Queue:
@@ -52,11 +86,35 @@ def load_app(spec: str) -> Queue:
         obj = getattr(obj, part, None)
         if obj is None:
             raise click.BadParameter(f"{module_name!r} has no attribute {attr!r}")
+    if isinstance(obj, JobDefinition):
+        raise click.BadParameter(_not_a_queue(spec, obj, module))
     if callable(obj) and not isinstance(obj, Queue):
         obj = obj()
     if not isinstance(obj, Queue):
         raise click.BadParameter(f"{spec} is a {type(obj).__name__}, not a conveyor.Queue")
     return obj
+
+
+def _not_a_queue(spec: str, job: JobDefinition, module: Any) -> str:
+    """Why a job definition is not the APP, and which attribute of its module is."""
+    module_name = spec.split(":", 1)[0]
+    queues = [name for name, value in vars(module).items() if isinstance(value, Queue)]
+    queues.sort(key=lambda name: getattr(module, name) is not job.queue)  # its own first
+    hint = f": use {module_name}:{queues[0]}" if queues else ""
+    return f"{spec} is the job {job.name!r}, not a conveyor.Queue{hint}"
+
+
+def missing_store(queue: Queue) -> str | None:
+    """The absolute path of the SQLite file ``queue`` names when that file does not
+    exist (None for an existing file, ``:memory:`` and the other stores). Read from the
+    queue's settings, before anything connects: connecting would create the file."""
+    url = queue.settings.url
+    if queue.settings.store != "sqlite" or not url.startswith("sqlite://"):
+        return None
+    path = url[len("sqlite://") :].removeprefix("/").split("?", 1)[0]
+    if not path or path == ":memory:" or os.path.exists(path):
+        return None
+    return os.path.abspath(path)
 
 
 def run(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -78,19 +136,32 @@ class Ctx:
     def __init__(self, app: str | None, url: str | None, schema: str | None, prefix: str | None):
         self.app, self.url, self.schema, self.prefix = app, url, schema, prefix
 
-    def queue(self) -> Queue:
-        """The queue to act on; exit 1 when it cannot be built, 2 on a bad ``app``."""
+    def queue(self, *, must_exist: bool = False) -> Queue:
+        """The queue to act on; exit 1 when it cannot be built (or, with ``must_exist``,
+        when it names a SQLite file that does not exist), 2 on a bad ``app``."""
         try:
             if self.app:
-                return load_app(self.app)
-            return Queue(self.url, schema=self.schema, prefix=self.prefix)
+                queue = load_app(self.app)
+            else:
+                queue = Queue(self.url, schema=self.schema, prefix=self.prefix)
         except ConveyorError as exc:
             fail(str(exc))
+        except click.BadParameter as exc:
+            fail(exc.message, code=2)
+        if must_exist:
+            path = missing_store(queue)
+            if path is not None:
+                fail(
+                    f"no store at {path}: that SQLite file does not exist (check --url / "
+                    "CONVEYOR_URL and the current directory; `conveyor migrate` creates it)"
+                )
+        return queue
 
-    def run(self, work: Callable[[Queue], Awaitable[T]]) -> T:
+    def run(self, work: Callable[[Queue], Awaitable[T]], *, create: bool = False) -> T:
         """Build the queue, ``await work(queue)`` then close it, and return the result
-        (a ConveyorError exits 1, see :func:`run`)."""
-        queue = self.queue()
+        (a ConveyorError exits 1, see :func:`run`). Only with ``create`` (``migrate``,
+        ``worker``) may a missing SQLite file be created; otherwise it is an error."""
+        queue = self.queue(must_exist=not create)
 
         async def go() -> T:
             try:

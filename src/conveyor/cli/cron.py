@@ -7,7 +7,7 @@ import json
 import click
 from rich.table import Table
 
-from conveyor.cli.app import Ctx, console, fail, pass_ctx
+from conveyor.cli.app import Ctx, console, fail, pass_ctx, text
 from conveyor.serialize import schedule_dict
 
 __all__ = ["cron"]
@@ -30,13 +30,18 @@ def cron_list(obj: Ctx, as_json: bool) -> None:
     table = Table("name", "expression", "job", "timezone", "paused", "next run", "last run")
     for r in rows:
         table.add_row(
-            r["name"],
-            r["expression"],
-            r["job"],
-            r["timezone"],
-            str(r["paused"]).lower(),
-            r["next_run_at"] or "-",
-            r["last_run_at"] or "-",
+            *map(
+                text,
+                (
+                    r["name"],
+                    r["expression"],
+                    r["job"],
+                    r["timezone"],
+                    str(r["paused"]).lower(),
+                    r["next_run_at"] or "-",
+                    r["last_run_at"] or "-",
+                ),
+            )
         )
     console.print(table)
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
-from conveyor.cli.app import Ctx, console, fail, pass_ctx
+from conveyor.cli.app import Ctx, console, fail, pass_ctx, text
 from conveyor.models import Job, JobState
 from conveyor.queue import Queue
 from conveyor.serialize import job_detail, job_dict
@@ -21,6 +22,7 @@ _SHOWN = (
     "name",
     "state",
     "attempts",
+    "stalls",
     "max_attempts",
     "progress",
     "channel",
@@ -93,17 +95,29 @@ def jobs_list(
     for j in found:
         err = j.last_error
         table.add_row(
-            str(j.id),
-            j.name,
-            j.state.value,
-            f"{j.attempts}/{j.max_attempts}",
-            f"{j.progress}%",
-            j.channel,
-            str(j.priority),
-            j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            f"{err['type']}: {err['message']}"[:60] if err else "",
+            *map(
+                text,
+                (
+                    j.id,
+                    j.name,
+                    j.state.value,
+                    _attempts(j),
+                    f"{j.progress}%",
+                    j.channel,
+                    j.priority,
+                    j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    f"{err['type']}: {err['message']}"[:60] if err else "",
+                ),
+            )
         )
     console.print(table)
+
+
+def _attempts(job: Job) -> str:
+    """Attempts used out of ``max_attempts`` (runs that stalled use up none), then the
+    stalls: ``1/3``, ``1/1 +1 stalled``."""
+    used = f"{job.attempts - job.stalls}/{job.max_attempts}"
+    return f"{used} +{job.stalls} stalled" if job.stalls else used
 
 
 @jobs.command("show")
@@ -129,16 +143,16 @@ def jobs_show(obj: Ctx, job_id: int, as_json: bool) -> None:
         return
     table = Table(show_header=False)
     for key in _SHOWN:
-        table.add_row(key, json.dumps(data[key]) if key in _AS_JSON else str(data[key]))
+        table.add_row(key, text(json.dumps(data[key]) if key in _AS_JSON else data[key]))
     console.print(table)
     for err in job.errors:
         console.print(
-            f"[red]attempt {err['attempt']}[/red] {err['type']}: {err['message']}", highlight=False
+            Text.assemble((f"attempt {err['attempt']}", "red"), f" {err['type']}: {err['message']}")
         )
     for e in data["events"]:
-        console.print(f"  {e['at']}  {e['type']} (attempt {e['attempt']})", highlight=False)
+        console.print(text(f"  {e['at']}  {e['type']} (attempt {e['attempt']})"))
     for r in data["logs"]:
-        console.print(f"  {r['at']}  {r['level']}: {r['message']}", highlight=False)
+        console.print(text(f"  {r['at']}  {r['level']}: {r['message']}"))
 
 
 @jobs.command("retry")
@@ -172,5 +186,5 @@ def stats(obj: Ctx, channel: str | None, as_json: bool) -> None:
         return
     table = Table("state", "jobs")
     for state, n in counts.items():
-        table.add_row(state, str(n))
+        table.add_row(text(state), text(n))
     console.print(table)

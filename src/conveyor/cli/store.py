@@ -17,5 +17,5 @@ def migrate(obj: Ctx, sql: bool) -> None:
     if sql:
         click.echo(obj.queue().migration_sql())  # needs no connection
         return
-    obj.run(lambda queue: queue.migrate())
+    obj.run(lambda queue: queue.migrate(), create=True)
     err_console.print("migrated")

@@ -9,10 +9,13 @@ import threading
 
 import click
 
-from conveyor.cli.app import Ctx, err_console, pass_ctx
+from conveyor.cli import logs
+from conveyor.cli.app import Ctx, pass_ctx
 from conveyor.queue import Queue
 
 __all__ = ["worker"]
+
+log = logging.getLogger("conveyor")
 
 
 def _csv(value: tuple[str, ...] | str | None) -> list[str] | None:
@@ -55,6 +58,14 @@ def _csv(value: tuple[str, ...] | str | None) -> list[str] | None:
     help="Never these job names. [env CONVEYOR_EXCLUDE]",
 )
 @click.option(
+    "--ordered/--unordered",
+    default=True,
+    show_default=True,
+    envvar="CONVEYOR_ORDERED",
+    help="--unordered: claim due jobs in any order, for throughput (priority order is "
+    "not promised; a store keeps it where that costs nothing). [env CONVEYOR_ORDERED=false]",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     envvar="CONVEYOR_TIMEOUT",
@@ -69,7 +80,21 @@ def _csv(value: tuple[str, ...] | str | None) -> list[str] | None:
     help="Seconds SIGTERM waits for running jobs. [env CONVEYOR_DRAIN_TIMEOUT]",
 )
 @click.option("--once", is_flag=True, help="Process what is due now, then exit.")
-@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More logging: -v conveyor's debug lines, -vv every library's too.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors (no line per job).")
+@click.option(
+    "--log-format",
+    type=click.Choice(logs.FORMATS),
+    default="text",
+    show_default=True,
+    envvar="CONVEYOR_LOG_FORMAT",
+    help="Log lines on stderr: text, or one JSON object per line. [env CONVEYOR_LOG_FORMAT]",
+)
 @pass_ctx
 def worker(
     obj: Ctx,
@@ -78,16 +103,21 @@ def worker(
     channels: tuple[str, ...],
     include: tuple[str, ...],
     exclude: tuple[str, ...],
+    ordered: bool,
     timeout: float | None,
     drain_timeout: float,
     once: bool,
     verbose: int,
+    quiet: bool,
+    log_format: str,
 ) -> None:
-    """Run a worker for APP (module:queue). SIGTERM/SIGINT drain; a second one stops at once."""
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(verbose, 2),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Run a worker for APP (module:queue). SIGTERM/SIGINT drain; a second one stops at once.
+
+    Logs one line per job outcome (INFO) and the store it uses at start, on stderr.
+    """
+    if quiet and verbose:
+        raise click.UsageError("-q/--quiet and -v/--verbose contradict each other")
+    logs.configure(log_format, verbose=verbose, quiet=quiet)
     if app:
         obj.app = app
     if not obj.app:
@@ -99,17 +129,18 @@ def worker(
             concurrency=concurrency,
             include=_csv(include),
             exclude=_csv(exclude),
+            ordered=ordered,
             timeout=timeout,
             drain_timeout=drain_timeout,
             handle_signals=True,
         )
         if once:
             n = await w.run_once()
-            err_console.print(f"processed {n} job(s)")
+            log.info("processed %d job(s)", n, extra={"event": "processed", "processed": n})
         else:
             await w.run()
 
-    obj.run(work)
+    obj.run(work, create=True)
     _exit_past_stuck_threads()
 
 
@@ -118,7 +149,7 @@ def _exit_past_stuck_threads() -> None:
     requeued, so exit instead of waiting for it (the interpreter would join it)."""
     stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
     if stuck:
-        err_console.print(f"{len(stuck)} handler thread(s) still running; exiting without them")
+        log.warning("%d handler thread(s) still running; exiting without them", len(stuck))
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

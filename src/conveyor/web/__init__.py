@@ -18,11 +18,14 @@ public :class:`conveyor.Queue` API.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from conveyor.web.principal import Authenticate, Principal
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from starlette.applications import Starlette
 
     from conveyor.queue import Queue
@@ -34,10 +37,11 @@ def create_app(
     queue: Queue,
     *,
     authenticate: Authenticate,
-    status_path: str = "/api/jobs",
+    status_path: str | None = None,
     dashboard_path: str = "/dashboard",
     metrics_path: str = "/metrics",
     metrics_public: bool = False,
+    allowed_hosts: Iterable[str] | None = None,
 ) -> Starlette:
     """An ASGI app (Starlette) serving job status, the dashboard and metrics.
 
@@ -51,10 +55,14 @@ def create_app(
       ``jobs/{id}/retry|cancel``): admin only.
     - ``GET {metrics_path}``: Prometheus text; admin only unless ``metrics_public``.
 
-    No or bad credentials give 401, an authenticated non-admin on an admin route 403.
-    A state-changing request whose ``Sec-Fetch-Site`` is ``cross-site`` or ``same-site``,
-    or whose ``Origin`` does not match its ``Host``, gets 403 and changes nothing. Every
-    error body is ``{"error": {"code": …, "message": …}}``. On a dormant queue
+    With ``allowed_hosts``, a request whose ``Host`` header names another host gets 400
+    before anything else (DNS rebinding). No or bad credentials give 401, an
+    authenticated non-admin on an admin route 403. A state-changing request whose
+    ``Sec-Fetch-Site`` is ``cross-site`` or ``same-site``, or whose ``Origin`` is not the
+    request's own (scheme, ``Host`` and port), gets 403 and changes nothing. Every error
+    body is ``{"error": {"code": …, "message": …}}``, and every response carries
+    ``X-Content-Type-Options: nosniff``. A stored value nested too deeply for the JSON
+    encoder is answered as a placeholder string rather than failing the response. On a dormant queue
     (``Queue.from_env()`` without ``CONVEYOR_URL``) no status route is mounted, and the
     dashboard and metrics answer 503.
 
@@ -62,18 +70,23 @@ def create_app(
         queue: the queue to serve.
         authenticate: ``authenticate(request)``, sync or async, returning a
             :class:`Principal` or None.
-        status_path: prefix of the status API. Defaults to ``/api/jobs``.
+        status_path: prefix of the status API. Defaults to ``CONVEYOR_STATUS_PATH``, else
+            ``/api/jobs``.
         dashboard_path: where the dashboard lives. Defaults to ``/dashboard``.
         metrics_path: where metrics are served. Defaults to ``/metrics``.
         metrics_public: serve metrics without authentication. Defaults to False.
+        allowed_hosts: the host names the app answers to (any port): names, IP
+            addresses (``[::1]``), ``*.example.com`` for subdomains, ``*`` for any. None
+            answers any ``Host``, for an app behind your own proxy or host check.
+            Defaults to None.
 
     Returns:
         A Starlette application, mountable in FastAPI or Starlette.
 
     Raises:
         ImportError: Starlette is not installed (``pip install conveyor[web]``).
-        ValidationError: a path does not start with ``/``, or ``authenticate`` is not
-            callable.
+        ValidationError: a path does not start with ``/``, ``authenticate`` is not
+            callable, or ``allowed_hosts`` is not a list of host names.
     """
     try:
         from conveyor.web.app import build_app
@@ -81,6 +94,8 @@ def create_app(
         raise ImportError(
             f"conveyor.web needs Starlette: pip install 'conveyor[web]' ({exc})"
         ) from exc
+    if status_path is None:
+        status_path = os.environ.get("CONVEYOR_STATUS_PATH", "/api/jobs")
     return build_app(
         queue,
         authenticate=authenticate,
@@ -88,4 +103,5 @@ def create_app(
         dashboard_path=dashboard_path,
         metrics_path=metrics_path,
         metrics_public=metrics_public,
+        allowed_hosts=allowed_hosts,
     )

@@ -1,9 +1,10 @@
 """The Starlette application behind :func:`conveyor.web.create_app`.
 
-Every route goes through the same guards, in this order: the cross-site check (for
-state-changing requests), authentication (401), the admin check (403), the dormant
-check (503), then the job lookup (404). Only the public :class:`conveyor.Queue` API is
-used, never a backend.
+Every request first meets :class:`_Guard` (the ``Host`` check, when the app has
+``allowed_hosts``: 400), then every route the same guards, in this order: the cross-site
+check (for state-changing requests), authentication (401), the admin check (403), the
+dormant check (503), then the job lookup (404). Only the public :class:`conveyor.Queue`
+API is used, never a backend. Every response says ``X-Content-Type-Options: nosniff``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -30,10 +33,15 @@ from conveyor.errors import (
 from conveyor.models import Job
 from conveyor.serialize import job_detail
 from conveyor.web import dashboard, metrics
+from conveyor.web.hosts import AllowedHosts, split_host
 from conveyor.web.principal import Authenticate, Principal
-from conveyor.web.serialize import job_status, job_summary
+from conveyor.web.serialize import MAX_RENDER_NESTING, job_status, job_summary, renderable
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
     from conveyor.queue import Queue
 
 __all__ = ["ApiError", "build_app", "check_same_origin", "error_response"]
@@ -66,8 +74,31 @@ class ApiError(Exception):
         self.message = message
 
 
+_NOSNIFF = ("X-Content-Type-Options", "nosniff")
+
+
+class _JSONResponse(JSONResponse):
+    """JSON that every stored job renders to: a payload, result or event data nested
+    more than ``MAX_RENDER_NESTING`` levels (a handler's result, or a payload stored
+    before enqueue refused such depths) is answered as a placeholder string, never as a
+    500 from the recursing encoder."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            body = super().render(content)
+        except RecursionError:
+            return super().render(renderable(content))
+        # Fewer brackets than levels allowed: nothing can be too deep, skip the walk.
+        if body.count(b"[") + body.count(b"{") <= MAX_RENDER_NESTING:
+            return body
+        safe = renderable(content)
+        return body if safe is content else super().render(safe)
+
+
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(data, status, headers={"Cache-Control": "no-store", **(headers or {})})
+    # nosniff here too: a 500 is answered outside _Guard (by Starlette's error middleware).
+    base = {"Cache-Control": "no-store", _NOSNIFF[0]: _NOSNIFF[1]}
+    return _JSONResponse(data, status, headers={**base, **(headers or {})})
 
 
 def error_response(
@@ -82,20 +113,19 @@ def _not_found() -> ApiError:
     return ApiError(404, "not_found", "job not found")
 
 
-def _origin_matches(origin: str, host: str | None) -> bool:
-    """Whether the ``Origin`` header names the same host and port as the ``Host`` header."""
+def _origin_matches(origin: str, scheme: str, host: str | None) -> bool:
+    """Whether the ``Origin`` header names this request's origin: its scheme, and the host
+    and port of its ``Host`` header."""
+    h = split_host(host)
+    if scheme not in _DEFAULT_PORTS or h is None:
+        return False
     try:
         o = urlsplit(origin)
-        if o.scheme not in _DEFAULT_PORTS or not o.hostname or host is None:
-            return False
-        h = urlsplit(f"//{host}")
-        default = _DEFAULT_PORTS[o.scheme]
-        return bool(h.hostname) and (o.hostname, o.port or default) == (
-            h.hostname,
-            h.port or default,
-        )
-    except ValueError:  # a malformed port or IPv6 literal
+    except ValueError:  # a malformed IPv6 literal
         return False
+    theirs = split_host(o.netloc) if o.scheme == scheme and o.path == "" else None
+    default = _DEFAULT_PORTS[scheme]
+    return theirs is not None and (theirs[0], theirs[1] or default) == (h[0], h[1] or default)
 
 
 def check_same_origin(request: Request) -> None:
@@ -103,8 +133,9 @@ def check_same_origin(request: Request) -> None:
 
     ``Sec-Fetch-Site: cross-site`` (and ``same-site``: a sibling subdomain is another
     origin) is refused, and so is an ``Origin`` (``null`` included) that is not this
-    ``Host``. Requests without either header (curl, server-to-server) pass: browsers
-    send at least one of them on every cross-origin POST.
+    request's origin: its scheme, and the host and port of its ``Host`` header. Requests
+    without either header (curl, server-to-server) pass: browsers send at least one of
+    them on every cross-origin POST.
 
     Raises:
         ApiError: 403 ``cross_site``.
@@ -112,7 +143,8 @@ def check_same_origin(request: Request) -> None:
     site = request.headers.get("sec-fetch-site", "").strip().lower()
     origin = request.headers.get("origin")
     if site in ("cross-site", "same-site") or (
-        origin is not None and not _origin_matches(origin.strip(), request.headers.get("host"))
+        origin is not None
+        and not _origin_matches(origin.strip(), request.url.scheme, request.headers.get("host"))
     ):
         raise ApiError(403, "cross_site", "cross-site request refused")
 
@@ -154,12 +186,13 @@ class _Web:
         if self.queue.dormant:
             raise ApiError(503, "dormant", "the job queue is dormant (CONVEYOR_URL is not set)")
 
-    async def job(self, request: Request) -> Job:
-        """The job named by the ``job_id`` path parameter, or a 404."""
+    async def job(self, request: Request, tenant: str | None = None) -> Job:
+        """The job named by the ``job_id`` path parameter, or a 404 (also for another
+        tenant's job when ``tenant`` is given: the store filters, no payload is loaded)."""
         raw = request.path_params["job_id"]
         if not _JOB_ID.fullmatch(raw):
             raise _not_found()
-        job = await self.queue.get_job(int(raw))
+        job = await self.queue.get_job(int(raw), tenant=tenant)
         if job is None:
             raise _not_found()
         return job
@@ -189,7 +222,9 @@ class _Web:
     # -- status API ----------------------------------------------------------------------
     async def status(self, request: Request) -> Response:
         principal = await self.principal(request, admin=False)
-        job = await self.job(request)
+        if not principal.admin and principal.tenant is None:
+            raise _not_found()  # it can read no job: nothing to load to find that out
+        job = await self.job(request, None if principal.admin else principal.tenant)
         if not principal.can_read(job.tenant):
             raise _not_found()
         return _json(job_status(job))
@@ -304,6 +339,37 @@ async def _on_crash(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal", "internal server error")
 
 
+class _Guard:
+    """ASGI middleware in front of every route: answers 400 ``invalid_host`` to a request
+    whose ``Host`` header is not allowed (DNS rebinding), and adds
+    ``X-Content-Type-Options: nosniff`` to every response (Starlette's redirects too).
+
+    Args:
+        app: the application behind it.
+        allowed: the allowed hosts, or None for any host.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: AllowedHosts | None) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.allowed is not None and not self.allowed.permits(Headers(scope=scope).get("host")):
+            refusal = error_response(400, "invalid_host", "this Host header is not allowed")
+            await refusal(scope, receive, send)
+            return
+
+        async def send_nosniff(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", []))
+                MutableHeaders(scope=message).setdefault(*_NOSNIFF)
+            await send(message)
+
+        await self.app(scope, receive, send_nosniff)
+
+
 def build_app(
     queue: Queue,
     *,
@@ -312,10 +378,12 @@ def build_app(
     dashboard_path: str,
     metrics_path: str,
     metrics_public: bool,
+    allowed_hosts: Iterable[str] | None,
 ) -> Starlette:
     """Build the application; see :func:`conveyor.web.create_app`."""
     if not callable(authenticate):
         raise ValidationError("authenticate must be a callable taking the request")
+    allowed = None if allowed_hosts is None else AllowedHosts(allowed_hosts)
     status = _prefix(status_path, "status_path")
     dash = _prefix(dashboard_path, "dashboard_path")
     metrics_at = _prefix(metrics_path, "metrics_path")
@@ -342,6 +410,7 @@ def build_app(
 
     return Starlette(
         routes=routes,
+        middleware=[Middleware(_Guard, allowed=allowed)],
         exception_handlers={
             ApiError: _on_api_error,
             HTTPException: _on_http_error,

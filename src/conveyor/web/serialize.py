@@ -1,7 +1,9 @@
 """The web-only JSON forms: the tenant-facing job status and the dashboard's list rows.
 
 The full forms (:func:`conveyor.serialize.job_dict`, ``job_detail``) are shared with the
-CLI and live in :mod:`conveyor.serialize`; these are subsets of them.
+CLI and live in :mod:`conveyor.serialize`; these are subsets of them. And
+:func:`renderable`, what an answer becomes when a stored value in it is nested too deeply
+for the JSON encoder.
 """
 
 from __future__ import annotations
@@ -11,13 +13,28 @@ from typing import Any
 from conveyor.models import Job
 from conveyor.serialize import job_dict
 
-__all__ = ["job_status", "job_summary"]
+__all__ = ["MAX_RENDER_NESTING", "TOO_DEEP", "job_status", "job_summary", "renderable"]
+
+#: The most levels of lists and objects a payload, result or event ``data`` is answered
+#: with: the most enqueue accepts in a payload. The JSON encoder recurses, so a value
+#: nested about as deep as the interpreter's recursion limit would fail the whole answer,
+#: and how deep that is depends on the server's own stack; a fixed limit answers the same
+#: wherever the app is mounted.
+MAX_RENDER_NESTING = 100
+#: What a value nested deeper is answered as, in its place.
+TOO_DEEP = f"(not shown: nested more than {MAX_RENDER_NESTING} levels deep)"
+# The keys whose values are users' data: replaced whole, never descended into.
+_USER_DATA = frozenset({"payload", "result", "data"})
+# How deep our own envelope goes (detail → events → event → data) before a value counts
+# as data anyway.
+_ENVELOPE = 4
 
 STATUS_FIELDS = (
     "id",
     "name",
     "state",
     "attempts",
+    "stalls",
     "max_attempts",
     "progress",
     "result",
@@ -32,6 +49,7 @@ SUMMARY_FIELDS = (
     "name",
     "state",
     "attempts",
+    "stalls",
     "max_attempts",
     "progress",
     "tenant",
@@ -65,3 +83,36 @@ def job_summary(job: Job) -> dict[str, Any]:
     last = job.last_error
     out["error"] = None if last is None else f"{last.get('type', '')}: {last.get('message', '')}"
     return out
+
+
+def _nesting(value: Any, limit: int) -> int:
+    """Levels of lists and objects in ``value``, counted up to ``limit + 1`` (an
+    iterative walk: a deep value cannot exhaust the stack)."""
+    if not isinstance(value, dict | list | tuple):
+        return 0
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list | tuple))
+    return deepest
+
+
+def renderable(answer: Any, key: str | None = None, level: int = 0) -> Any:
+    """``answer`` with every value of users' data (a ``payload``, ``result`` or event
+    ``data``) nested more than :data:`MAX_RENDER_NESTING` levels replaced by
+    :data:`TOO_DEEP`; ``answer`` itself (the same object) when there is none.
+    """
+    if key in _USER_DATA or level >= _ENVELOPE:
+        return TOO_DEEP if _nesting(answer, MAX_RENDER_NESTING) > MAX_RENDER_NESTING else answer
+    if isinstance(answer, dict):
+        new = {k: renderable(v, k, level + 1) for k, v in answer.items()}
+        return answer if all(new[k] is v for k, v in answer.items()) else new
+    if isinstance(answer, list | tuple):
+        items = [renderable(v, key, level + 1) for v in answer]
+        return answer if all(a is b for a, b in zip(items, answer, strict=True)) else items
+    return answer

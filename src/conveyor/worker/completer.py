@@ -13,25 +13,62 @@ write goes through :meth:`Completer._write`, by one of two callers:
 While the fetcher is claiming it *holds* the outcomes (:meth:`Completer.hold`), so the
 loop leaves them to the exchange. An outcome is taken out of the pending list before it
 is written and put back only when the write failed, so it is never written twice.
+
+A write that fails for a reason that may pass (the store is unreachable: a transient
+:class:`BackendError`) is retried, with backoff, until it lands. One that the store
+refuses (any other error: it would fail again) is never retried as it is: the batch is
+written outcome by outcome, so the good ones land, and an outcome the store still refuses
+is replaced by a ``failed`` outcome that says why (``OutcomeNotStored``). One bad outcome
+never holds up the others, nor the jobs queued behind them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Callable
 
 from conveyor.backends.base import Backend, ClaimedJob, ClaimParams, LogEntry, Outcome
 from conveyor.errors import BackendError
+from conveyor.models import JobState
+from conveyor.worker.outcome import error_record
 
-__all__ = ["Batch", "Completer", "Done"]
+__all__ = ["Batch", "Completer", "Done", "not_stored", "transient"]
 
 log = logging.getLogger("conveyor")
 
 MAX_BATCH = 1000
 Done = Callable[[Outcome, bool], None]
 Batch = list[tuple[Outcome, list[LogEntry], Done]]
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a failed write may succeed if tried again (a transient BackendError)."""
+    return isinstance(exc, BackendError) and exc.transient
+
+
+def not_stored(outcome: Outcome, exc: Exception) -> Outcome:
+    """What to store instead of an outcome the store refused: the attempt fails, saying
+    why; it is not retried (the same outcome would be refused again)."""
+    record = error_record(
+        outcome.attempt or 0,
+        None,
+        outcome.at,
+        type_="OutcomeNotStored",
+        message=f"the store refused this attempt's {outcome.event} outcome: "
+        f"{type(exc).__name__}: {exc}",
+    )
+    return Outcome(
+        job_id=outcome.job_id,
+        token=outcome.token,
+        state=JobState.FAILED,
+        at=outcome.at,
+        event="failed",
+        error=json.dumps(record),
+        expired_before=outcome.expired_before,
+    )
 
 
 class Completer:
@@ -77,11 +114,7 @@ class Completer:
         jobs: list[ClaimedJob] = []
         try:
             if batch:
-                logs = [entry for _, entries, _ in batch for entry in entries]
-                if logs:
-                    await self.backend.append_logs(logs)
-                    for _, entries, _ in batch:
-                        entries.clear()  # stored: a retried write does not repeat them
+                await self._write_logs(batch)
             outcomes = [o for o, _, _ in batch]
             if claim is None:
                 applied = await self.backend.complete_many(outcomes)
@@ -89,12 +122,85 @@ class Completer:
                 applied, jobs = await self.backend.complete_and_claim(outcomes, claim)
             else:
                 return await self.backend.claim(claim)
+        except Exception as exc:
+            if not batch or transient(exc):
+                if batch:
+                    self._put_back(batch)
+                raise
+            await self._isolate(batch, exc)
+            return await self.backend.claim(claim) if claim is not None else []
         except BaseException:
             if batch:
                 self._put_back(batch)
             raise
         self._settle(batch, applied)
         return jobs
+
+    async def _write_logs(self, batch: Batch) -> None:
+        logs = [entry for _, entries, _ in batch for entry in entries]
+        if logs:
+            await self.backend.append_logs(logs)
+            for _, entries, _ in batch:
+                entries.clear()  # stored: a retried write does not repeat them
+
+    async def _isolate(self, batch: Batch, exc: Exception) -> None:
+        """The store refused ``batch``: write it outcome by outcome, so one bad outcome
+        cannot hold back the rest. A transient failure meanwhile puts back what is left
+        and raises (it is retried like any write)."""
+        log.warning(
+            "the store refused a batch of %d outcome(s) (%s: %s); writing them one by one",
+            len(batch),
+            type(exc).__name__,
+            exc,
+        )
+        for i, item in enumerate(batch):
+            try:
+                written, applied = await self._write_alone(item)
+            except BaseException:
+                self._put_back(batch[i:])
+                raise
+            # report what was written: a refused outcome's replacement, not the outcome
+            self._settle([(written, item[1], item[2])], [applied])
+
+    async def _write_alone(
+        self, item: tuple[Outcome, list[LogEntry], Done]
+    ) -> tuple[Outcome, bool]:
+        """Write one outcome (and its logs); returns what was written and whether it
+        applied: the outcome itself, or the failure that replaces a refused one."""
+        outcome, logs, _ = item
+        if logs:
+            try:
+                await self._write_logs([item])
+            except Exception as exc:
+                if transient(exc):
+                    raise
+                log.error("job %s: its log lines could not be stored: %s", outcome.job_id, exc)
+                logs.clear()
+        try:
+            return outcome, (await self.backend.complete_many([outcome]))[0]
+        except Exception as exc:
+            if transient(exc):
+                raise
+            refused = exc
+        log.error(
+            "job %s: the store refused its outcome %r (%s); failing the job instead",
+            outcome.job_id,
+            outcome.event,
+            refused,
+        )
+        failure = not_stored(outcome, refused)
+        try:
+            return failure, (await self.backend.complete_many([failure]))[0]
+        except Exception as exc:
+            if transient(exc):
+                raise
+            log.error(
+                "job %s: not even its failure could be stored (%s); its lease will expire "
+                "and it will be rescued",
+                outcome.job_id,
+                exc,
+            )
+            return failure, False
 
     def _take(self) -> Batch:
         batch = self._pending[:MAX_BATCH]

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from conveyor._json import ENCODER
+from conveyor._json import ENCODER, clean_text
 from conveyor.backends.base import Backend, ClaimedJob, LogEntry, Outcome, ProgressUpdate
 from conveyor.clock import from_ts
 from conveyor.context import Context, Control
@@ -42,15 +43,19 @@ _SILENT = ("lost", "abort")
 
 
 class Running:
-    """A claimed job this worker holds: its task, its context's control and its timer."""
+    """A claimed job this worker holds: its task, its context's control and its timer
+    (and, for its log line, when it started, how long it ran and what it raised)."""
 
-    __slots__ = ("control", "job", "task", "timer")
+    __slots__ = ("control", "elapsed", "error", "job", "started", "task", "timer")
 
     def __init__(self, job: ClaimedJob):
         self.job = job
         self.control = Control()
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.started = time.monotonic()
+        self.elapsed = 0.0
+        self.error: BaseException | None = None
 
     @property
     def live(self) -> bool:
@@ -124,7 +129,8 @@ class Executor:
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` for running jobs; stop the rest (they go back to queued
-        without using up an attempt), then wait until every outcome is written."""
+        without using up an attempt). Their outcomes are then with the completer: the
+        caller decides how long to wait for them to be written."""
         tasks = [r.task for r in self.running.values() if r.task is not None and r.live]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
@@ -133,8 +139,6 @@ class Executor:
                     running.stop("drain")
             if pending:
                 await asyncio.wait(pending)
-        if self._completer is not None:
-            await self._completer.drain()
 
     # -- the pipeline -----------------------------------------------------------------------
     def launch(self, job: ClaimedJob) -> None:
@@ -170,6 +174,7 @@ class Executor:
             if task is not None:
                 task.uncancel()
             run = RunResult("drained")
+        r.elapsed, r.error = time.monotonic() - r.started, run.exc
         reason = r.control.cancel_reason
         if r.timer is not None:
             r.timer.cancel()
@@ -181,7 +186,10 @@ class Executor:
         if reason == "cancel" and run.status in ("ok", "error", "timeout"):
             run = RunResult("cancelled")
         outcome = classify(job, run, self.engine.clock.now(), backoff)
-        logs = [LogEntry(job.id, at, level, msg, job.attempts) for at, level, msg in r.control.logs]
+        logs = [
+            LogEntry(job.id, job.token, at, level, clean_text(msg), job.attempts)
+            for at, level, msg in r.control.logs
+        ]
         assert self._completer is not None
         self._completer.submit(outcome, logs, self._recorded)
 
@@ -202,12 +210,13 @@ class Executor:
         control = r.control
         control.loop = loop
         control.deadline = loop.time() + timeout if timeout else None
+        control.timeout = float(timeout) if timeout else None
         cron = options.get("cron") or _NO_OPTIONS
         ctx = Context(
             job_id=job.id,
             name=job.name,
-            attempt=job.attempts,
-            max_attempts=job.max_attempts,
+            attempt=job.attempts,  # runs started, stalled ones included, so the bound
+            max_attempts=job.max_attempts + job.stalls,  # is one more per stalled run
             tenant=job.tenant,
             channel=job.channel,
             tags=job.tags,
@@ -243,7 +252,7 @@ class Executor:
                     task.uncancel()
                 return RunResult(_CANCEL_STATUS.get(control.cancel_reason, "drained")), backoff
             try:
-                result = "null" if value is None else ENCODER.encode(value)
+                result = "null" if value is None else clean_text(ENCODER.encode(value))
             except (TypeError, ValueError) as exc:
                 return RunResult(
                     "error", exc=TypeError(f"handler result is not JSON-serialisable: {exc}")
@@ -276,6 +285,11 @@ class Executor:
         if loop.time() < deadline:
             r.timer = loop.call_at(deadline, self._check_deadline, r)
             return
+        extra = r.control.extension()  # ctx.on_timeout may buy more time
+        if extra is not None:
+            r.control.deadline = loop.time() + extra
+            r.timer = loop.call_at(r.control.deadline, self._check_deadline, r)
+            return
         r.stop("timeout")
 
     async def _progress(self, job: ClaimedJob, value: int) -> None:
@@ -307,5 +321,42 @@ class Executor:
             if outcome.result is not None:
                 data["result"] = json.loads(outcome.result)
             engine.emit(outcome.event, job.id, job.name, job.tenant, attempt, data)
-        if outcome.state is JobState.COMPLETED and outcome.remove:
+        if log.isEnabledFor(logging.INFO):
+            _log_outcome(r, outcome)
+        if outcome.remove and outcome.state in (JobState.COMPLETED, JobState.FAILED):
+            # remove_on_complete, or remove_on_fail on a final failure
             engine.emit("removed", job.id, job.name, job.tenant, attempt)
+
+
+def _log_outcome(r: Running, outcome: Outcome) -> None:
+    """One INFO line for a recorded outcome: the job's name, id, attempt and duration;
+    on a failure the error, with its traceback when the handler raised one. Structured
+    fields ride along as ``extra`` (``job_id``, ``job_name``, ``attempt``, ``duration``,
+    ``event``, and ``error`` / ``retry_in``)."""
+    job = r.job
+    fields: dict[str, Any] = {
+        "event": outcome.event,
+        "job_id": job.id,
+        "job_name": job.name,
+        "attempt": job.attempts,
+        "duration": round(r.elapsed, 6),
+    }
+    head = "job %s #%s attempt %d/%d"
+    args: list[Any] = [job.name, job.id, job.attempts, job.max_attempts]
+    took = f"{r.elapsed * 1000:.1f}ms" if r.elapsed < 1 else f"{r.elapsed:.2f}s"
+    if outcome.refund_attempt:  # drained: back to queued, the attempt not used up
+        log.info(head + " requeued after %s (worker stopping)", *args, took, extra=fields)
+        return
+    if outcome.error is None:  # completed, cancelled
+        log.info(head + " %s in %s", *args, outcome.event, took, extra=fields)
+        return
+    record = json.loads(outcome.error)
+    fields["error"] = error = f"{record.get('type')}: {record.get('message')}"
+    exc_info = r.error  # None when nothing was raised (a timeout, no handler)
+    if outcome.event == "retrying" and outcome.run_at is not None:
+        fields["retry_in"] = delay = round(max(0.0, outcome.run_at - outcome.at), 3)
+        msg = head + " failed in %s, retrying in %.1fs: %s"
+        log.info(msg, *args, took, delay, error, exc_info=exc_info, extra=fields)
+    else:  # failed, orphaned
+        msg = head + " %s in %s: %s"
+        log.info(msg, *args, outcome.event, took, error, exc_info=exc_info, extra=fields)

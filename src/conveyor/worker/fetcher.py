@@ -25,17 +25,20 @@ log = logging.getLogger("conveyor")
 
 
 class JobSelector:
-    """Which jobs a worker takes: its channels (None: all) and job names."""
+    """Which jobs a worker takes: its channels (None: all) and job names, and whether
+    in claim order (``ordered=False``: any due ones, for throughput)."""
 
-    __slots__ = ("channels", "exclude", "include")
+    __slots__ = ("channels", "exclude", "include", "ordered")
 
     def __init__(
         self,
         channels: tuple[str, ...] | None,
         include: tuple[str, ...] | None,
         exclude: tuple[str, ...] | None,
+        ordered: bool = True,
     ):
         self.channels, self.include, self.exclude = channels, include, exclude
+        self.ordered = ordered
 
 
 class Fetcher:
@@ -67,6 +70,7 @@ class Fetcher:
             channels=self.selector.channels,
             include=self.selector.include,
             exclude=self.selector.exclude,
+            ordered=self.selector.ordered,
         )
 
     async def run(self, backend: Backend) -> None:

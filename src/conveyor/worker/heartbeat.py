@@ -61,7 +61,11 @@ class Heartbeat:
             )
         )
         for job_id in result.lost:
-            if job_id in self.executor.running:
+            running = self.executor.running.get(job_id)
+            # A handler that already returned has its outcome in flight: a lease found
+            # gone then is (most likely) that outcome landing first, not a rescue; the
+            # fenced write tells which, and says so if it was refused.
+            if running is not None and running.live:
                 log.warning("job %s: lease lost (rescued elsewhere); abandoning this run", job_id)
                 self.executor.stop(job_id, "lost")
         for job_id in result.cancel_requested:

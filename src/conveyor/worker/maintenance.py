@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 from collections.abc import Callable
 
@@ -20,7 +21,7 @@ from conveyor.backends.base import LockParams, Outcome, PromoteParams, PrunePara
 from conveyor.engine import Engine
 from conveyor.errors import BackendError
 from conveyor.models import JobState
-from conveyor.worker.outcome import error_record
+from conveyor.worker.outcome import error_record, removes_on_fail
 
 __all__ = ["Maintenance"]
 
@@ -29,7 +30,7 @@ log = logging.getLogger("conveyor")
 RESCUE_BATCH = 500
 PROMOTE_BATCH = 5000
 PRUNE_BATCH = 1000
-PRUNE_EVERY = 30.0  # seconds between pruning passes (under the "prune" lease)
+PRUNE_EVERY = 30.0  # at most this long between pruning passes (under the "prune" lease)
 
 
 class Maintenance:
@@ -42,6 +43,11 @@ class Maintenance:
         # when it fires (they all fire within one sweep interval).
         self._wakes: dict[float, asyncio.TimerHandle] = {}
         self._last_prune = float("-inf")
+        # Prune about as often as the shortest retention asks (a 1 s keep_completed is
+        # honoured within a sweep or two), never more often than a sweep, at most every 30 s.
+        settings = engine.settings
+        shortest = min(settings.keep_completed, settings.keep_failed)
+        self.prune_every = min(PRUNE_EVERY, max(settings.sweep_interval, shortest))
 
     async def run(self, done: asyncio.Event) -> None:
         """A pass every ``sweep_interval`` (jittered) until ``done`` is set; a failed pass
@@ -70,36 +76,46 @@ class Maintenance:
         await self.promote(now)
         await cron.fire_due(self.engine, backend, now)
         await self.expire_tokens(now)
-        due = now - self._last_prune >= PRUNE_EVERY
+        due = now - self._last_prune >= self.prune_every
         if force or (
-            due and await backend.acquire_lock(LockParams("prune", self.owner, PRUNE_EVERY, now))
+            due
+            and await backend.acquire_lock(LockParams("prune", self.owner, self.prune_every, now))
         ):
             self._last_prune = now
             await self.prune(now)
 
     async def rescue(self, now: float) -> int:
-        """Expired leases: the worker died or lost the store. Run again (the attempt
-        counts) or fail when no attempts remain; a requested cancel ends cancelled."""
+        """Expired leases: the worker died or lost the store, which is not the job's fault.
+        Every rescue counts a stall (``stalls + 1``); ``attempts`` keeps counting the run
+        (runs started), and as retries are bounded by ``attempts - stalls``
+        (``outcome.classify``), the run uses up no attempt. A requested cancel ends
+        cancelled; up to ``max_stalls`` rescues go back to queued; one more fails the job
+        with error type ``Stalled``."""
         backend = await self.engine.ready()
         expired = await backend.expired_leases(now, RESCUE_BATCH)
         if not expired:
             return 0
         outcomes = []
         for lease in expired:
-            record = error_record(
-                lease.attempts,
-                None,
-                now,
-                type_="LeaseExpired",
-                message="the worker stopped renewing its lease (crashed, killed or "
-                "cut off from the store); the job was rescued",
+            stalls = lease.stalls + 1  # with this one
+            type_, message = (
+                "LeaseExpired",
+                "the worker stopped renewing its lease (crashed, killed or cut off from "
+                "the store); the job was rescued",
             )
             if lease.cancel_requested:
                 state, event = JobState.CANCELLED, "cancelled"
-            elif lease.attempts < lease.max_attempts:
+            elif lease.stalls < lease.max_stalls:
                 state, event = JobState.QUEUED, "stalled"
             else:
                 state, event = JobState.FAILED, "stalled"
+                type_, message = (
+                    "Stalled",
+                    f"its worker died {stalls} time{'s' * (stalls != 1)} while running it, "
+                    f"one more than max_stalls={lease.max_stalls} allows (crashed, killed "
+                    "or cut off from the store: its lease expired)",
+                )
+            record = error_record(lease.attempts, None, now, type_=type_, message=message)
             outcomes.append(
                 Outcome(
                     job_id=lease.id,
@@ -109,8 +125,11 @@ class Maintenance:
                     event=event,
                     run_at=now,
                     error=json.dumps(record),
+                    stall=True,
                     expired_before=now,
-                    event_data=json.dumps({"final_state": state.value}),
+                    remove=state is JobState.FAILED and removes_on_fail(lease.options),
+                    event_data=json.dumps({"final_state": state.value, "stalls": stalls}),
+                    attempt=lease.attempts,
                 )
             )
         applied = await backend.complete_many(outcomes)
@@ -120,10 +139,12 @@ class Maintenance:
                 continue
             count += 1
             log.warning(
-                "job %s (%s) attempt %d: lease expired; now %s",
+                "job %s (%s) attempt %d: lease expired (stall %d, max_stalls %d); now %s",
                 lease.id,
                 lease.name,
                 lease.attempts,
+                lease.stalls + 1,
+                lease.max_stalls,
                 outcome.state.value,
             )
             data = {"error": json.loads(outcome.error)} if outcome.error else {}
@@ -132,6 +153,8 @@ class Maintenance:
             )
             if outcome.state is JobState.FAILED:
                 self.engine.emit("failed", lease.id, lease.name, lease.tenant, lease.attempts, data)
+                if outcome.remove:
+                    self.engine.emit("removed", lease.id, lease.name, lease.tenant, lease.attempts)
         return count
 
     async def promote(self, now: float) -> int:
@@ -169,8 +192,11 @@ class Maintenance:
             (JobState.FAILED, settings.keep_failed),
             (JobState.CANCELLED, settings.keep_failed),
         ):
+            if keep == math.inf:
+                continue  # kept until clean() removes them
             for _ in range(10):  # at most 10 batches per state per pass
-                n = await backend.prune(PruneParams(state, now - keep, PRUNE_BATCH))
+                result = await backend.prune(PruneParams(state, now - keep, PRUNE_BATCH))
+                n = self.engine.announce_removed(result, "retention")
                 total += n
                 if n < PRUNE_BATCH:
                     break

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from conveyor._json import clean_text
 from conveyor.backends.base import ClaimedJob, Outcome
 from conveyor.models import JobState
 from conveyor.retry import Backoff, Fatal, Retry
 
-__all__ = ["RunResult", "classify", "error_record"]
+__all__ = ["RunResult", "classify", "error_record", "removes_on_fail"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,18 +39,31 @@ def error_record(
 ) -> dict[str, Any]:
     """One entry of ``job.errors``."""
     if exc is not None:
-        trace = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
+        trace: str | None = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
         type_ = type_ or type(exc).__name__
         message = message or str(exc)
     else:
         trace = None
-    return {
+    return {  # text a handler made may hold lone surrogates: stored visibly replaced
         "attempt": attempt,
-        "type": type_ or "Error",
-        "message": message or "",
-        "traceback": trace,
+        "type": clean_text(type_ or "Error"),
+        "message": clean_text(message or ""),
+        "traceback": clean_text(trace) if trace is not None else None,
         "at": datetime.fromtimestamp(at, UTC).isoformat(),
     }
+
+
+def removes_on_fail(options: str | None) -> bool:
+    """Whether a job whose stored options (JSON text) are ``options`` is deleted when it
+    finally fails (``remove_on_fail``, see ``validation.JobBuilder``). Options that cannot
+    be decoded keep the job: its row is then the only trace of what went wrong."""
+    if not options or '"remove_on_fail"' not in options:
+        return False  # the common case, without decoding
+    try:
+        decoded = json.loads(options)
+    except ValueError:
+        return False
+    return isinstance(decoded, dict) and decoded.get("remove_on_fail") is True
 
 
 def classify(job: ClaimedJob, run: RunResult, now: float, backoff: Backoff) -> Outcome:
@@ -57,7 +71,10 @@ def classify(job: ClaimedJob, run: RunResult, now: float, backoff: Backoff) -> O
     or back to queued (drained without using up the attempt)."""
 
     def out(state: JobState, event: str, **kw: Any) -> Outcome:
-        return Outcome(job_id=job.id, token=job.token, at=now, state=state, event=event, **kw)
+        return Outcome(
+            job_id=job.id, token=job.token, at=now, state=state, event=event,
+            attempt=job.attempts, **kw,
+        )  # fmt: skip
 
     if run.status == "ok":
         return out(
@@ -78,16 +95,22 @@ def classify(job: ClaimedJob, run: RunResult, now: float, backoff: Backoff) -> O
         )
     elif run.status == "orphaned":
         record = error_record(job.attempts, None, now, type_="UnknownJob", message=run.message)
-        return out(JobState.FAILED, "orphaned", error=json.dumps(record))
+        remove = removes_on_fail(job.options)
+        return out(JobState.FAILED, "orphaned", error=json.dumps(record), remove=remove)
     else:
         record = error_record(job.attempts, run.exc, now, message=run.message)
     retryable = not isinstance(run.exc, Fatal)
-    if retryable and job.attempts < job.max_attempts:
+    # A run whose worker died (a stall) is not the job's fault: max_attempts and the
+    # backoff count only the runs that did not stall (job.attempts counts every run).
+    counted = job.attempts - job.stalls
+    if retryable and counted < job.max_attempts:
         delay = run.exc.delay if isinstance(run.exc, Retry) and run.exc.delay is not None else None
         if delay is None:
-            delay = backoff.delay(job.attempts)
+            delay = backoff.delay(counted)
         run_at = now + delay
         data = json.dumps({"retry_at": run_at, "delay": delay})
         state = JobState.SCHEDULED if delay > 0 else JobState.QUEUED
         return out(state, "retrying", run_at=run_at, error=json.dumps(record), event_data=data)
-    return out(JobState.FAILED, "failed", error=json.dumps(record))
+    return out(
+        JobState.FAILED, "failed", error=json.dumps(record), remove=removes_on_fail(job.options)
+    )

@@ -36,9 +36,29 @@ from conveyor.worker.fetcher import Fetcher, JobSelector
 from conveyor.worker.heartbeat import Heartbeat
 from conveyor.worker.maintenance import Maintenance
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "public_url"]
 
 log = logging.getLogger("conveyor")
+
+_SECRET_PARAMS = ("pass", "secret", "token", "key")  # query parameters never logged
+
+
+def public_url(url: str) -> str:
+    """``url`` without credentials, for logs: no user or password, and no query
+    parameter that looks like a secret (``password=``, ``sslpassword=``, …)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    rest, _, query = rest.partition("?")
+    rest = rest.partition("#")[0]
+    if not rest.startswith("/"):  # a host: drop everything up to the last "@"
+        rest = rest.rpartition("@")[2]
+    kept = [
+        part
+        for part in query.split("&")
+        if part and not any(w in part.partition("=")[0].lower() for w in _SECRET_PARAMS)
+    ]
+    return f"{scheme}://{rest}" + ("?" + "&".join(kept) if kept else "")
 
 
 class Worker:
@@ -52,6 +72,7 @@ class Worker:
         concurrency: int = 10,
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
+        ordered: bool = True,
         timeout: float | None = None,
         drain_timeout: float = 30.0,
         handle_signals: bool = False,
@@ -66,6 +87,8 @@ class Worker:
             )
         if isinstance(channels, str) or isinstance(include, str) or isinstance(exclude, str):
             raise ValidationError("channels, include and exclude take lists of names, not a string")
+        if not isinstance(ordered, bool):
+            raise ValidationError(f"ordered must be True or False, got {ordered!r}")
         if timeout is not None and not timeout > 0:
             raise ValidationError(f"timeout must be > 0 seconds, got {timeout!r}")
         if drain_timeout < 0:
@@ -74,6 +97,7 @@ class Worker:
         self.channels = validate_names(channels, "channel")
         self.include = validate_names(include, "job name")
         self.exclude = validate_names(exclude, "job name")
+        self.ordered = ordered
         self.concurrency = concurrency
         self.timeout = timeout
         self.drain_timeout = drain_timeout
@@ -101,17 +125,39 @@ class Worker:
         return self.executor.processed
 
     # -- lifecycle ---------------------------------------------------------------------------
-    async def _start(self) -> tuple[Backend, Completer, Fetcher]:
+    async def _start(self, *, once: bool = False) -> tuple[Backend, Completer, Fetcher]:
         if self._running:
             raise RuntimeError("this worker is already running")
         self._running = True
         self._finished.clear()  # _stopping is kept: stop() may come before run() starts
-        backend = await self.engine.ready()
-        await cron.sync_definition_schedules(self.engine)
+        try:
+            backend = await self.engine.ready()
+            await cron.sync_definition_schedules(self.engine)
+        except BaseException:
+            self._finish()  # not running: stop() and queue.close() must not wait for it
+            raise
+        if log.isEnabledFor(logging.INFO):
+            store = public_url(self.engine.settings.url)
+            channels = ",".join(self.channels) if self.channels else "all"
+            log.info(
+                "worker %s started%s on %s (concurrency %d, channels %s)",
+                self.id,
+                " for one pass" if once else "",
+                store,
+                self.concurrency,
+                channels,
+                extra={
+                    "event": "worker_started",
+                    "worker_id": self.id,
+                    "store": store,
+                    "concurrency": self.concurrency,
+                    "channels": channels,
+                },
+            )
         self.backend = backend
         completer = Completer(backend)
         self.executor.start(backend, completer)
-        selector = JobSelector(self.channels, self.include, self.exclude)
+        selector = JobSelector(self.channels, self.include, self.exclude, self.ordered)
         fetcher = Fetcher(self.engine, self.id, selector, self.executor, completer, self._stopping)
         return backend, completer, fetcher
 
@@ -130,12 +176,6 @@ class Worker:
         if self.handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.interrupt, sig)
-        log.info(
-            "worker %s started (concurrency %d, channels %s)",
-            self.id,
-            self.concurrency,
-            ",".join(self.channels) if self.channels else "all",
-        )
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(completer.run(), name="conveyor-completer")
@@ -158,7 +198,11 @@ class Worker:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             self._finish()
-            log.info("worker %s stopped", self.id)
+            log.info(
+                "worker %s stopped",
+                self.id,
+                extra={"event": "worker_stopped", "worker_id": self.id},
+            )
 
     async def run_once(self) -> int:
         """Process what is due now, then return (for cron-triggered or serverless runs).
@@ -167,7 +211,7 @@ class Worker:
         meanwhile); jobs enqueued while it runs are left for the next run, so a job that
         enqueues more work cannot keep it going forever. Returns how many attempts ran.
         """
-        backend, completer, fetcher = await self._start()
+        backend, completer, fetcher = await self._start(once=True)
         start = self.processed
         born_after = self.engine.clock.now()
         try:
@@ -178,6 +222,7 @@ class Worker:
                 await Maintenance(self.engine, self.id).run_once(force=True)
                 await fetcher.run_due(born_after)
                 await self.executor.drain(self.drain_timeout)
+                await completer.drain()
                 completer.stop()
                 self._done.set()
         finally:
@@ -201,7 +246,8 @@ class Worker:
 
     def abort(self) -> None:
         """Stop at once: running jobs are abandoned without writing anything; their
-        leases expire and they are rescued (the attempt counts)."""
+        leases expire and they are rescued (a stall: no attempt used up, up to
+        ``max_stalls``)."""
         self._aborted = True
         self._stopping.set()
         self.executor.stop_all("abort")

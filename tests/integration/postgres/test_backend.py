@@ -154,7 +154,7 @@ async def test_outcomes_errors_refund_requeue_and_remove(backend: PostgresBacken
     # a removed job's events stay readable by the stream until pruned
     events, _ = await read_events(backend, "0", 100)
     assert ("completed", ids[3]) in [(e.type, e.job_id) for e in events]
-    assert await backend.prune(PruneParams(JobState.COMPLETED, NOW + 1, 100)) == 0
+    assert (await backend.prune(PruneParams(JobState.COMPLETED, NOW + 1, 100))).count == 0
     assert ids[3] not in [e.job_id for e in (await read_events(backend, "0", 100))[0]]
 
 
@@ -329,7 +329,10 @@ async def test_logs_progress_counts_and_stats(backend: PostgresBackend) -> None:
     await backend.claim(claim_params(token="t", channels=("m",)))
     assert await backend.set_progress(ProgressUpdate(job_id, "t", 40, NOW))
     await backend.append_logs(
-        [LogEntry(job_id, NOW, "info", "one\x00", 1), LogEntry(job_id, NOW, "warning", "two", 1)]
+        [
+            LogEntry(job_id, "t", NOW, "info", "one\x00", 1),
+            LogEntry(job_id, "t", NOW, "warning", "two", 1),
+        ]
     )
     assert [(r.level, r.message) for r in await backend.get_logs(job_id)] == [
         ("info", "one\ufffd"),
@@ -345,11 +348,11 @@ async def test_logs_progress_counts_and_stats(backend: PostgresBackend) -> None:
 async def test_prune_deletes_jobs_with_events_and_logs(backend: PostgresBackend) -> None:
     ids = await enqueue(backend, *(new_job() for _ in range(5)))
     await backend.claim(claim_params(token="t"))
-    await backend.append_logs([LogEntry(ids[0], NOW, "info", "x", 1)])
+    await backend.append_logs([LogEntry(ids[0], "t", NOW, "info", "x", 1)])
     await backend.complete_many([done(i, "t", at=NOW + n) for n, i in enumerate(ids)])
-    assert await backend.prune(PruneParams(JobState.FAILED, NOW + 100, 10)) == 0
-    assert await backend.prune(PruneParams(JobState.COMPLETED, NOW + 2.5, 2)) == 2
-    assert await backend.prune(PruneParams(JobState.COMPLETED, NOW + 2.5, 2)) == 1
+    assert (await backend.prune(PruneParams(JobState.FAILED, NOW + 100, 10))).count == 0
+    assert (await backend.prune(PruneParams(JobState.COMPLETED, NOW + 2.5, 2))).count == 2
+    assert (await backend.prune(PruneParams(JobState.COMPLETED, NOW + 2.5, 2))).count == 1
     assert await backend.get_job(ids[0]) is None and await backend.get_logs(ids[0]) == []
     assert await backend.get_events(ids[0]) == []
     assert await backend.get_job(ids[3]) is not None

@@ -360,7 +360,7 @@ async def test_idempotency_keys_are_scoped_by_tenant(backend: RedisBackend) -> N
     # cleaned: the key is free again
     await backend.claim(claim_params(limit=10))
     await backend.complete_many([done(r.id) for r in results if r.created])
-    assert await backend.prune(prune(JobState.COMPLETED, NOW + 2)) == 3
+    assert (await backend.prune(prune(JobState.COMPLETED, NOW + 2))).count == 3
     fresh = await backend.enqueue_many(EnqueueParams([new_job(idempotency_key="k")], NOW))
     assert fresh[0].created and fresh[0].id not in {r.id for r in results}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -356,27 +357,57 @@ async def test_the_release_returns_a_hand_off_that_raced_the_end_of_the_wait(
     raw.client.hset(raw.keys.waiters, hand.id, codec.registration(standing(), NOW + 30))
     [job_id] = await enqueue(backend, new_job())  # handed over while nobody pops
     assert raw.state(job_id) == "running" and raw.client.zcard(raw.keys.hand(hand.id)) == 1
-    [job] = await hand.release(NOW)
+    [job] = await hand.release(NOW + 5, NOW + 5 + LEASE)
     assert (job.id, job.token, job.attempts) == (job_id, "stand", 1)
+    assert float(raw.job(job_id)["lease_expires_at"]) == NOW + 5 + LEASE  # renewed
+    assert raw.client.zscore(raw.keys.fixed("leases"), str(job_id)) == NOW + 5 + LEASE
     assert not raw.registered(backend) and not raw.client.exists(raw.keys.hand(hand.id))
-    assert await hand.release(NOW) == []
+    assert await hand.release(NOW, NOW + LEASE) == []
 
 
-@pytest.mark.parametrize("lost_by", ["completed elsewhere", "lease expired"])
+@pytest.mark.parametrize("lost_by", ["completed elsewhere", "rescued"])
 async def test_the_release_drops_jobs_no_longer_held(
     backend: RedisBackend, raw: Raw, lost_by: str
 ) -> None:
     hand: Any = backend._waker._hand  # type: ignore[union-attr]
     raw.client.hset(raw.keys.waiters, hand.id, codec.registration(standing(), NOW + 30))
     kept, lost = await enqueue(backend, new_job("kept"), new_job("lost"))
-    now = NOW
     if lost_by == "completed elsewhere":  # e.g. rescued and run by another worker
         await backend.complete_many([Outcome(lost, "stand", JobState.COMPLETED, NOW, "completed")])
-    else:  # the lease ran out: the rescue will have it, not this worker
-        for job_id, until in ((lost, NOW + 1), (kept, NOW + 60)):
-            await backend.heartbeat(HeartbeatParams([(job_id, "stand")], NOW, until))
-        now = NOW + 2
-    assert ids(await hand.release(now)) == [kept]
+    else:  # its lease ran out and the rescue took it back
+        await backend.heartbeat(HeartbeatParams([(lost, "stand")], NOW, NOW + 1))
+        rescue = Outcome(
+            lost,
+            "stand",
+            JobState.QUEUED,
+            NOW + 2,
+            "stalled",
+            run_at=NOW + 2,
+            expired_before=NOW + 2,
+        )
+        assert await backend.complete_many([rescue]) == [True]
+    assert ids(await hand.release(NOW + 3, NOW + 3 + LEASE)) == [kept]
+    assert raw.state(lost) != "running" or raw.job(lost)["lease_token"] != "stand"
+
+
+async def test_the_release_takes_a_hand_off_whose_lease_ran_out_unrescued(
+    backend: RedisBackend, raw: Raw
+) -> None:
+    """Its waiter is back to run it: it takes it under a fresh lease, and the rescue that
+    read the old lease then changes nothing."""
+    hand: Any = backend._waker._hand  # type: ignore[union-attr]
+    raw.client.hset(raw.keys.waiters, hand.id, codec.registration(standing(), NOW + 30))
+    [job_id] = await enqueue(backend, new_job())
+    await backend.heartbeat(HeartbeatParams([(job_id, "stand")], NOW, NOW + 1))
+    [expired] = await backend.expired_leases(NOW + 2, 10)  # a rescue is on its way
+    [job] = await hand.release(NOW + 2, NOW + 2 + LEASE)
+    assert (job.id, job.token) == (job_id, "stand")
+    assert float(raw.job(job_id)["lease_expires_at"]) == NOW + 2 + LEASE
+    rescue = Outcome(
+        expired.id, expired.token, JobState.QUEUED, NOW + 2, "stalled", expired_before=NOW + 2
+    )
+    assert await backend.complete_many([rescue]) == [False]
+    assert raw.state(job_id) == "running" and await backend.expired_leases(NOW + 3, 10) == []
 
 
 async def test_wake_ends_a_standing_wait_and_releases_it(make_backend: Any, raw: Raw) -> None:
@@ -419,9 +450,11 @@ async def test_a_cancelled_wait_leaves_its_jobs_to_the_next_wait(
     assert not raw.registered(worker)
 
 
-async def test_closing_with_a_claim_left_behind_leaves_its_jobs_to_the_rescue(
+async def test_closing_with_a_claim_left_behind_gives_its_jobs_back(
     make_backend: Any, raw: Raw, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """They never ran: queued again where they were, their attempt refunded (not left to
+    a rescue that would count a stalled run), the group they locked freed."""
     worker: RedisBackend = await make_backend()
     producer: RedisBackend = await make_backend()
     await worker.wait_for_work(0.01)
@@ -430,14 +463,23 @@ async def test_closing_with_a_claim_left_behind_leaves_its_jobs_to_the_rescue(
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    [job_id] = await enqueue(producer, new_job())
+    [job_id] = await enqueue(producer, new_job(group="g"))
+    assert raw.state(job_id) == "running"
     waiter = hand_id(worker)
-    await worker.close()
-    assert "will be rescued" in caplog.text
+    with caplog.at_level(logging.INFO, logger="conveyor"):
+        await worker.close()
+    assert "went back to the queue" in caplog.text
     assert not raw.client.hexists(raw.keys.waiters, waiter)
     assert not raw.client.exists(raw.keys.hand(waiter))
-    [expired] = await producer.expired_leases(NOW + LEASE, 10)
-    assert (expired.id, expired.token) == (job_id, "stand")
+    assert await producer.expired_leases(NOW + LEASE, 10) == []
+    row = raw.job(job_id)
+    assert (row["state"], row["attempts"], row["lease_token"]) == ("queued", "0", "")
+    assert (await producer.counts(None))["running"] == 0
+    events = await producer.get_events(job_id)
+    assert [e.type for e in events] == ["enqueued", "started", "retrying"]
+    assert events[-1].at >= events[-2].at
+    [again] = await producer.claim(claim_params(token="next"))  # the group is free again
+    assert (again.id, again.attempts) == (job_id, 1)
 
 
 async def test_an_undecodable_hand_off_is_logged_not_raised(

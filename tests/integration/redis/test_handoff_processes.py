@@ -39,8 +39,11 @@ async def test_a_worker_killed_while_registered_loses_nothing(store: Store, tmp_
     await q.migrate()
     workers = Workers(store, tmp_path)
     try:
-        # the victim waits 30 s at a time, so its standing claim outlives it for a while
-        victim = workers.start(concurrency=3, env={"CONVEYOR_POLL_INTERVAL": "30"})
+        # the victim waits 30 s at a time, and its standing claim stands for half its
+        # lease (2 s), so it outlives the victim for a while
+        victim = workers.start(
+            concurrency=3, env={"CONVEYOR_POLL_INTERVAL": "30", "CONVEYOR_LEASE": "4"}
+        )
         await wait_for(lambda: len(_registrations(store)) == 1, timeout=30)
         [registration] = _registrations(store).values()
         assert registration["n"] == 3 and str(victim.pid) in str(registration["w"])

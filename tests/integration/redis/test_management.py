@@ -195,7 +195,7 @@ async def test_retry(backend: RedisBackend) -> None:
 async def test_prune_deletes_jobs_with_events_and_logs(backend: RedisBackend) -> None:
     old, new = await enqueue(backend, new_job("old"), new_job("new"))
     await backend.claim(claim_params(limit=2))
-    await backend.append_logs([LogEntry(old, NOW, "INFO", "hello", 1)])
+    await backend.append_logs([LogEntry(old, "tok", NOW, "INFO", "hello", 1)])
     await backend.complete_many([done(old)])
     await backend.complete_many(
         [
@@ -204,9 +204,9 @@ async def test_prune_deletes_jobs_with_events_and_logs(backend: RedisBackend) ->
             )
         ]
     )
-    assert await backend.prune(prune(JobState.COMPLETED, NOW + 1)) == 0  # strictly before
-    assert await backend.prune(prune(JobState.FAILED, NOW + 200)) == 0  # another state
-    assert await backend.prune(prune(JobState.COMPLETED, NOW + 50)) == 1
+    assert (await backend.prune(prune(JobState.COMPLETED, NOW + 1))).count == 0  # strictly before
+    assert (await backend.prune(prune(JobState.FAILED, NOW + 200))).count == 0  # another state
+    assert (await backend.prune(prune(JobState.COMPLETED, NOW + 50))).count == 1
     assert await backend.get_job(old) is None
     assert await backend.get_events(old) == [] and await backend.get_logs(old) == []
     assert await backend.get_job(new) is not None
@@ -218,9 +218,12 @@ async def test_logs_and_progress(backend: RedisBackend) -> None:
     await backend.claim(claim_params())
     assert await backend.set_progress(progress(job_id, "tok", 40))
     await backend.append_logs(
-        [LogEntry(job_id, NOW, "INFO", "one ü", 1), LogEntry(job_id, NOW + 1, "ERROR", "two", 1)]
+        [
+            LogEntry(job_id, "tok", NOW, "INFO", "one ü", 1),
+            LogEntry(job_id, "tok", NOW + 1, "ERROR", "two", 1),
+        ]
     )
-    await backend.append_logs([LogEntry(987654, NOW, "INFO", "lost", 1)])  # no such job
+    await backend.append_logs([LogEntry(987654, "tok", NOW, "INFO", "lost", 1)])  # no such job
     logs = await backend.get_logs(job_id)
     assert [(r.level, r.message, r.attempt) for r in logs] == [
         ("INFO", "one ü", 1),

@@ -80,6 +80,38 @@ async def test_migrate_creates_the_file_without_connect(backends: Backends) -> N
     assert (await backend.counts(None))["queued"] == 0
 
 
+async def test_migrate_adds_new_columns_to_an_existing_database(backends: Backends) -> None:
+    """A file made before ``stalls`` / ``max_stalls`` existed gets them (its jobs with the
+    defaults: no stall, one allowed); migrating again changes nothing."""
+    old = backends.url.removeprefix("sqlite:///")
+    Path(old).parent.mkdir(parents=True)
+    with sqlite3.connect(old) as conn:
+        conn.executescript(
+            """CREATE TABLE conveyor_jobs (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
+                channel TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL,
+                priority INTEGER NOT NULL, run_at REAL NOT NULL, created_at REAL NOT NULL,
+                started_at REAL, finished_at REAL, attempts INTEGER NOT NULL DEFAULT 0,
+                max_attempts INTEGER NOT NULL, progress INTEGER NOT NULL DEFAULT 0,
+                result TEXT, errors TEXT, tags TEXT, group_key TEXT, tenant TEXT,
+                idempotency_key TEXT, options TEXT,
+                remove_on_complete INTEGER NOT NULL DEFAULT 0, lease_token TEXT,
+                lease_expires_at REAL, worker_id TEXT,
+                cancel_requested INTEGER NOT NULL DEFAULT 0);
+            INSERT INTO conveyor_jobs (name, channel, payload, state, priority, run_at,
+                created_at, max_attempts)
+            VALUES ('old', 'default', '{}', 'queued', 0, 1800000000.0, 1800000000.0, 1);"""
+        )
+    conn.close()
+    backend = await backends.migrated()
+    await backend.migrate()  # idempotent
+    old_job = await backend.get_job(1)
+    assert old_job is not None and (old_job.name, old_job.stalls) == ("old", 0)
+    [new] = await backend.enqueue_many(EnqueueParams([new_job("new")], NOW))
+    claimed = await backend.claim(claim_params())
+    assert [(j.id, j.stalls, j.max_stalls) for j in claimed] == [(1, 0, 1), (new.id, 0, 1)]
+
+
 async def test_sync_enqueue_from_a_plain_thread_on_a_never_connected_instance(
     backends: Backends,
 ) -> None:

@@ -58,6 +58,8 @@ from conveyor.backends.base import (
     PromoteParams,
     PromoteResult,
     PruneParams,
+    PruneResult,
+    RemovedJob,
     RetryOutcome,
     RetryResult,
 )
@@ -125,7 +127,12 @@ class PostgresBackend:
     async def connect(self) -> None:
         """Open the pool (failing with BackendError when the server does not answer
         within ``pool_timeout``). The LISTEN connection waits for its first use
-        (:meth:`_listen`)."""
+        (:meth:`_listen`).
+
+        One connection is made first, outside the pool: a server that refuses us (down,
+        no such database, bad password) fails it at once with psycopg's reason, where
+        the pool would retry in the background until ``pool_timeout`` and then say only
+        that it timed out."""
         if self._pool is not None:
             return
         loop = asyncio.get_running_loop()
@@ -143,6 +150,8 @@ class PostgresBackend:
         )
         try:
             with backend_errors("connect"):
+                probe = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+                await probe.close()
                 await pool.open(wait=True, timeout=opts.timeout)
         except BaseException:
             await pool.close()
@@ -392,7 +401,7 @@ class PostgresBackend:
             self._work.fire()
         return PromoteResult(int(count), earliest)
 
-    async def prune(self, params: PruneParams) -> int:
+    async def prune(self, params: PruneParams) -> PruneResult:
         rows = await self._fetch(
             "prune",
             self.queries["prune"],
@@ -402,7 +411,7 @@ class PostgresBackend:
                 "limit": params.limit,
             },
         )
-        return int(rows[0][0])
+        return PruneResult([RemovedJob(r[0], r[1], r[2], r[3]) for r in rows])
 
     async def acquire_lock(self, params: LockParams) -> bool:
         now = params.now
@@ -419,8 +428,9 @@ class PostgresBackend:
         return bool(rows)
 
     # -- inspection and management ------------------------------------------------------
-    async def get_job(self, job_id: int) -> Job | None:
-        rows = await self._fetch_dicts("get_job", self.queries["get_job"], {"id": job_id})
+    async def get_job(self, job_id: int, tenant: str | None = None) -> Job | None:
+        args = {"id": job_id, "tenant": tenant}
+        rows = await self._fetch_dicts("get_job", self.queries["get_job"], args)
         return job_from_row(rows[0]) if rows else None
 
     async def list_jobs(self, flt: JobFilter) -> list[Job]:
@@ -506,16 +516,8 @@ class PostgresBackend:
 
     async def read_events(self, params: EventRead) -> EventPage:
         """Events after the cursor, oldest first: the stored ones and each new job's
-        ``enqueued`` event (its row), read together with one snapshot.
-
-        The cursor (``cursor.py``) holds the last event id and the last job id read,
-        each with the state of an id gap it waits on: ids become visible at commit, so
-        a smaller one can appear after a larger one was read, and the cursor stops
-        before a gap until it is filled, or until every transaction that could fill it
-        has ended (a rolled-back id, a deleted job), or, while a long transaction holds
-        xmin back, for ``GAP_GRACE`` seconds. Reads up to ``limit`` of each kind and
-        returns at most ``limit`` in all.
-        """
+        ``enqueued`` event (its row), read with one snapshot; at most ``limit`` in all.
+        How the cursor waits on id gaps is in ``cursor.py``."""
         self._listen()
         if params.after is None:
             rows = await self._fetch("read_events", self.queries["events_head"], {})

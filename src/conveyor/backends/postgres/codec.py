@@ -100,6 +100,7 @@ def dedupe_keys(jobs: Sequence[NewJob]) -> tuple[list[int], list[int]]:
 # The defaults enqueue_batch applies to the fields a job object leaves out (queries.sql).
 _DEFAULT_CHANNEL = "default"
 _DEFAULT_ATTEMPTS = 1
+_DEFAULT_STALLS = 1
 _JSON_SPACE = frozenset(" \t\n\r")
 
 
@@ -145,6 +146,8 @@ def jobs_json(jobs: Sequence[NewJob], indexes: Sequence[int], now: float) -> str
             row += ',"channel":' + _STR(job.channel)
         if job.max_attempts != _DEFAULT_ATTEMPTS:
             row += ',"max_attempts":' + str(int(job.max_attempts))
+        if job.max_stalls != _DEFAULT_STALLS:
+            row += ',"max_stalls":' + str(int(job.max_stalls))
         if job.options is not None:
             row += ',"options":' + _STR(job.options)
         if job.remove_on_complete:
@@ -172,6 +175,7 @@ def job_args(job: NewJob, now: float) -> dict[str, Any]:
         "priority": job.priority,
         "channel": job.channel,
         "max_attempts": job.max_attempts,
+        "max_stalls": job.max_stalls,
         "options": job.options,
         "remove_on_complete": job.remove_on_complete,
         "tags": list(job.tags),
@@ -272,6 +276,7 @@ def outcomes_json(outcomes: Sequence[Outcome]) -> str:
                 "result": o.result,
                 "error": _clean_json(o.error),
                 "refund": o.refund_attempt,
+                "stall": o.stall,
                 "remove": o.remove,
                 "expired_before": o.expired_before,
                 "data": o.event_data,
@@ -287,6 +292,7 @@ def logs_json(entries: Sequence[LogEntry]) -> str:
             {
                 "i": i,
                 "job_id": e.job_id,
+                "token": e.token,
                 "at": e.at,
                 "level": _no_nul(e.level),
                 "message": _no_nul(e.message),
@@ -328,6 +334,8 @@ def claimed_job(row: Sequence[Any], token: str) -> ClaimedJob:
         created_at=row[12],
         token=token,
         remove_on_complete=row[13],
+        stalls=row[14],
+        max_stalls=row[15],
     )
 
 
@@ -342,6 +350,8 @@ def expired_lease(row: Sequence[Any]) -> ExpiredLease:
         max_attempts=row[5],
         options=row[6],
         cancel_requested=row[7],
+        stalls=row[8],
+        max_stalls=row[9],
     )
 
 

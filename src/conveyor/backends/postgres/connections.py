@@ -96,7 +96,15 @@ def backend_errors(action: str) -> Iterator[None]:
     try:
         yield
     except (psycopg.Error, OSError, UnicodeError) as exc:
-        raise BackendError(f"PostgreSQL {action} failed: {exc}") from exc
+        raise BackendError(f"PostgreSQL {action} failed: {exc}", transient=_transient(exc)) from exc
+
+
+def _transient(exc: BaseException) -> bool:
+    """A lost or busy connection may work again; refused data (DataError, a constraint,
+    bad SQL, text PostgreSQL cannot store) would fail the same way again."""
+    if isinstance(exc, UnicodeError | psycopg.DataError | psycopg.IntegrityError):
+        return False
+    return not isinstance(exc, psycopg.ProgrammingError | psycopg.NotSupportedError)
 
 
 async def configure_session(conn: psycopg.AsyncConnection[Any]) -> None:

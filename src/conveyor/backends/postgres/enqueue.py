@@ -38,9 +38,11 @@ MAX_ROUNDS = 5  # insert/lookup rounds before giving up on a key that keeps vani
 
 def needs_transaction(jobs: Sequence[NewJob]) -> bool:
     """Whether a pooled (autocommit) enqueue must run in a transaction: only a batch of
-    several jobs with an idempotency key can need a second statement, and all of it must
-    commit or roll back together."""
-    return len(jobs) > 1 and any(job.idempotency_key is not None for job in jobs)
+    several jobs with an idempotency key, or one with a ``remove_on_fail`` job, can need a
+    second statement, and all of it must commit or roll back together."""
+    return (len(jobs) > 1 and any(job.idempotency_key is not None for job in jobs)) or any(
+        job.remove_on_fail for job in jobs
+    )
 
 
 def enqueue_plan(
@@ -106,6 +108,11 @@ def enqueue_plan(
             break
     else:
         raise BackendError("enqueue: an idempotency key kept conflicting with vanishing jobs")
+    # A remove_on_fail job's row may vanish before its events (as a remove_on_complete
+    # job's does): its `enqueued` event is stored, in the same transaction (see get_events).
+    removable = [results[i].id for i in unique if jobs[i].remove_on_fail and results[i].created]
+    if removable:
+        yield (queries["store_enqueued"], {"ids": removable})
     out = []
     for i, first in enumerate(alias):
         result = results[first]

@@ -16,20 +16,21 @@
 -- remove_on_complete (the others go through enqueue_one_keyed or enqueue_batch), so
 -- its row is its `enqueued` event (see get_events) and nothing else is written.
 --   %(state)s, %(name)s, %(payload)s (JSON text), %(run_at)s, %(now)s (epoch seconds:
---   run_at, created_at), %(priority)s, %(channel)s, %(max_attempts)s, %(options)s,
---   %(tags)s (text[]), %(group_key)s, %(tenant)s
+--   run_at, created_at), %(priority)s, %(channel)s, %(max_attempts)s, %(max_stalls)s,
+--   %(options)s, %(tags)s (text[]), %(group_key)s, %(tenant)s
 --   %(notify_channel)s, %(notify)s   NOTIFY channel and payload (NULL: no NOTIFY)
 -- Returns (id, NULL). The NOTIFY is a RETURNING expression: one row, so exactly once.
 -- The WHERE clause is a one-time filter (an InitPlan) run before the row is formed: it
 -- gives the transaction its xid before the job's id is drawn from the sequence, which
 -- read_events relies on (cursor.py). Every enqueue statement has it.
 INSERT INTO {schema}.jobs (
-    state, name, payload, run_at, created_at, priority, channel, max_attempts, options,
-    tags, group_key, tenant)
+    state, name, payload, run_at, created_at, priority, channel, max_attempts, max_stalls,
+    options, tags, group_key, tenant)
 SELECT %(state)s::text, %(name)s::text, %(payload)s::text,
        to_timestamp(%(run_at)s::float8), to_timestamp(%(now)s::float8),
        %(priority)s::smallint, %(channel)s::text, %(max_attempts)s::integer,
-       %(options)s::text, %(tags)s::text[], %(group_key)s::text, %(tenant)s::text
+       %(max_stalls)s::integer, %(options)s::text, %(tags)s::text[], %(group_key)s::text,
+       %(tenant)s::text
 WHERE (SELECT pg_current_xact_id()) IS NOT NULL
 RETURNING id, CASE WHEN %(notify)s::text IS NOT NULL
                    THEN pg_notify(%(notify_channel)s, %(notify)s::text) END;
@@ -46,12 +47,12 @@ RETURNING id, CASE WHEN %(notify)s::text IS NOT NULL
 -- Returns (id, created).
 WITH ins AS (
     INSERT INTO {schema}.jobs AS j (
-        state, name, payload, run_at, created_at, priority, channel, max_attempts, options,
-        remove_on_complete, idempotency_key, tags, group_key, tenant)
+        state, name, payload, run_at, created_at, priority, channel, max_attempts,
+        max_stalls, options, remove_on_complete, idempotency_key, tags, group_key, tenant)
     SELECT %(state)s::text, %(name)s::text, %(payload)s::text,
            to_timestamp(%(run_at)s::float8), to_timestamp(%(now)s::float8),
            %(priority)s::smallint, %(channel)s::text, %(max_attempts)s::integer,
-           %(options)s::text, %(remove_on_complete)s::boolean, %(idempotency_key)s::text,
+           %(max_stalls)s::integer, %(options)s::text, %(remove_on_complete)s::boolean, %(idempotency_key)s::text,
            %(tags)s::text[], %(group_key)s::text, %(tenant)s::text
     WHERE (SELECT pg_current_xact_id()) IS NOT NULL  -- see enqueue_one
     ON CONFLICT ((coalesce(tenant, '')), idempotency_key) WHERE idempotency_key IS NOT NULL
@@ -84,7 +85,7 @@ WHERE coalesce(e.tenant, '') = coalesce(%(tenant)s::text, '')
 --   %(jobs)s  JSON array, one object per job in input order: name, payload, and only
 --             the fields that differ from the defaults applied here: state ('queued'),
 --             run_at (%(now)s), priority (0), channel ('default'), max_attempts (1),
---             remove_on_complete (false), tags (none: a JSON array otherwise), options,
+--             max_stalls (1), remove_on_complete (false), tags (none: a JSON array otherwise), options,
 --             group_key, tenant (NULL). payload is the job's JSON text embedded as a
 --             JSON value: read through a json column, whose text is the input's
 --             verbatim (json keeps it as written), so it is neither escaped by the
@@ -98,12 +99,13 @@ WHERE coalesce(e.tenant, '') = coalesce(%(tenant)s::text, '')
 -- order belong to the inputs in input order: no per-row id mapping on the server.
 WITH ins AS (
     INSERT INTO {schema}.jobs (
-        state, name, payload, run_at, created_at, priority, channel, max_attempts, options,
-        remove_on_complete, tags, group_key, tenant)
+        state, name, payload, run_at, created_at, priority, channel, max_attempts,
+        max_stalls, options, remove_on_complete, tags, group_key, tenant)
     SELECT coalesce(u.state, 'queued'), u.name, coalesce(u.payload_text, u.payload::text),
            coalesce(to_timestamp(u.run_at), to_timestamp(%(now)s::float8)),
            to_timestamp(%(now)s::float8), coalesce(u.priority, 0),
-           coalesce(u.channel, 'default'), coalesce(u.max_attempts, 1), u.options,
+           coalesce(u.channel, 'default'), coalesce(u.max_attempts, 1),
+           coalesce(u.max_stalls, 1), u.options,
            coalesce(u.remove_on_complete, false),
            CASE WHEN u.tags IS NULL THEN '{}'::text[]
                 ELSE ARRAY(SELECT json_array_elements_text(u.tags)) END,
@@ -111,11 +113,11 @@ WITH ins AS (
     FROM ROWS FROM (json_to_recordset(%(jobs)s::json) AS (
              name text, payload json, payload_text text, state text,
              run_at double precision, priority smallint, channel text,
-             max_attempts integer, options text, remove_on_complete boolean, tags json,
-             group_key text, tenant text)
+             max_attempts integer, max_stalls integer, options text,
+             remove_on_complete boolean, tags json, group_key text, tenant text)
          ) WITH ORDINALITY AS u(
              name, payload, payload_text, state, run_at, priority, channel, max_attempts,
-             options, remove_on_complete, tags, group_key, tenant, ord)
+             max_stalls, options, remove_on_complete, tags, group_key, tenant, ord)
     WHERE (SELECT pg_current_xact_id()) IS NOT NULL  -- see enqueue_one
     ORDER BY u.ord
     RETURNING id, name, tenant, remove_on_complete
@@ -152,20 +154,23 @@ WITH src AS MATERIALIZED (
     FROM ROWS FROM (json_to_recordset(%(jobs)s::json) AS (
              name text, payload json, payload_text text, state text,
              run_at double precision, priority smallint, channel text,
-             max_attempts integer, options text, remove_on_complete boolean,
-             idempotency_key text, tags json, group_key text, tenant text)
+             max_attempts integer, max_stalls integer, options text,
+             remove_on_complete boolean, idempotency_key text, tags json, group_key text,
+             tenant text)
          ) WITH ORDINALITY AS u(
              name, payload, payload_text, state, run_at, priority, channel, max_attempts,
-             options, remove_on_complete, idempotency_key, tags, group_key, tenant, ord)
+             max_stalls, options, remove_on_complete, idempotency_key, tags, group_key,
+             tenant, ord)
 ),
 ins AS (
     INSERT INTO {schema}.jobs AS j (
-        state, name, payload, run_at, created_at, priority, channel, max_attempts, options,
-        remove_on_complete, idempotency_key, tags, group_key, tenant)
+        state, name, payload, run_at, created_at, priority, channel, max_attempts,
+        max_stalls, options, remove_on_complete, idempotency_key, tags, group_key, tenant)
     SELECT coalesce(s.state, 'queued'), s.name, coalesce(s.payload_text, s.payload::text),
            coalesce(to_timestamp(s.run_at), to_timestamp(%(now)s::float8)),
            to_timestamp(%(now)s::float8), coalesce(s.priority, 0),
-           coalesce(s.channel, 'default'), coalesce(s.max_attempts, 1), s.options,
+           coalesce(s.channel, 'default'), coalesce(s.max_attempts, 1),
+           coalesce(s.max_stalls, 1), s.options,
            coalesce(s.remove_on_complete, false), s.idempotency_key,
            CASE WHEN s.tags IS NULL THEN '{}'::text[]
                 ELSE ARRAY(SELECT json_array_elements_text(s.tags)) END,
@@ -200,6 +205,26 @@ CROSS JOIN LATERAL (
     LIMIT 1  -- unique anyway; keeps this one probe of the key's index per key
 ) e
 WHERE s.idempotency_key IS NOT NULL;
+
+
+-- name: store_enqueued
+-- The stored `enqueued` events of jobs just inserted whose rows cannot stand for them
+-- (see get_events): jobs with remove_on_fail, whose rows vanish when they fail finally.
+-- Run after their insert, in its transaction; a job whose event is already stored
+-- (remove_on_complete too) is skipped.
+--   %(ids)s bigint[]
+-- Returns how many were stored.
+WITH stored AS (
+    INSERT INTO {schema}.job_events (job_id, type, job_name, tenant, attempt, at, data)
+    SELECT j.id, 'enqueued', j.name, j.tenant, 0, j.created_at, NULL
+    FROM {schema}.jobs j
+    WHERE j.id = ANY (%(ids)s::bigint[])
+      AND NOT EXISTS (SELECT 1 FROM {schema}.job_events s
+                      WHERE s.job_id = j.id AND s.type = 'enqueued' AND s.data IS NULL)
+    ORDER BY j.id
+    RETURNING 1
+)
+SELECT count(*) FROM stored;
 
 
 -- name: enqueue_lookup
@@ -277,7 +302,7 @@ claimed AS (
     WHERE j.id = p.id
     RETURNING j.id, j.name, j.payload, j.attempts, j.max_attempts, j.channel, j.priority,
               j.tenant, j.group_key, j.tags, j.options, j.run_at, j.created_at,
-              j.remove_on_complete
+              j.remove_on_complete, j.stalls, j.max_stalls
 ),
 started AS (
     INSERT INTO {schema}.job_events (job_id, type, job_name, tenant, attempt, at, data)
@@ -294,7 +319,8 @@ started AS (
 -- start of a job after a wake-up no longer waits for a disk flush.
 SELECT c.id, c.name, c.payload, c.attempts, c.max_attempts, c.channel, c.priority,
        c.tenant, c.group_key, c.tags, c.options, extract(epoch FROM c.run_at)::float8,
-       extract(epoch FROM c.created_at)::float8, c.remove_on_complete
+       extract(epoch FROM c.created_at)::float8, c.remove_on_complete, c.stalls,
+       c.max_stalls
 FROM claimed c, (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
 ORDER BY c.priority, c.run_at, c.id;
 
@@ -317,7 +343,7 @@ AND array_position(%(channels)s::text[], j.channel) IS NOT NULL
 -- The steps (CTEs) of `complete_many` and `complete_claim`: apply a batch of fenced
 -- outcomes in one statement.
 --   %(outcomes)s  JSON array of {i, id, token, state, at, event, run_at, result, error,
---                 refund, remove, expired_before, data}
+--                 refund, stall, remove, expired_before, data}
 --   %(notify_channel)s, %(notify)s  NOTIFY when some outcome requeues (NULL: never)
 -- remove = true deletes the row and its logs; its events stay readable by read_events
 -- and are pruned later through removed_jobs (prune).
@@ -334,8 +360,8 @@ o AS (
     SELECT u.*
     FROM json_to_recordset(%(outcomes)s::json) AS u(
         i integer, id bigint, token text, state text, at double precision, event text,
-        run_at double precision, result text, error text, refund boolean, remove boolean,
-        expired_before double precision, data text)
+        run_at double precision, result text, error text, refund boolean, stall boolean,
+        remove boolean, expired_before double precision, data text)
 ),
 locked AS MATERIALIZED (
     SELECT j.id, j.state, j.lease_token, j.lease_expires_at, j.name, j.tenant, j.attempts,
@@ -348,7 +374,7 @@ locked AS MATERIALIZED (
 tgt AS MATERIALIZED (
     SELECT DISTINCT ON (l.id)
            l.id, l.name, l.tenant, l.attempts, l.group_key, o.i, o.state, o.at, o.event,
-           o.run_at, o.result, o.error, o.refund, o.remove, o.data
+           o.run_at, o.result, o.error, o.refund, o.stall, o.remove, o.data
     FROM locked l
     JOIN o ON o.id = l.id
     WHERE l.state = 'running'
@@ -363,13 +389,16 @@ updated AS (
     UPDATE {schema}.jobs j
     SET state = t.state,
         attempts = CASE WHEN t.refund THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
+        stalls = CASE WHEN t.stall THEN j.stalls + 1 ELSE j.stalls END,
         run_at = coalesce(to_timestamp(t.run_at), j.run_at),
         finished_at = CASE WHEN t.state IN ('completed', 'failed', 'cancelled')
                            THEN to_timestamp(t.at) END,
         result = coalesce(t.result, j.result),
         errors = CASE WHEN t.error IS NULL THEN j.errors
                       ELSE j.errors || jsonb_build_array(t.error::jsonb) END,
-        progress = CASE WHEN t.state = 'completed' THEN 100 ELSE j.progress END,
+        progress = CASE WHEN t.state = 'completed' THEN 100
+                        WHEN t.state IN ('queued', 'scheduled') THEN 0
+                        ELSE j.progress END,
         lease_token = NULL,
         lease_expires_at = NULL,
         worker_id = NULL,
@@ -422,7 +451,8 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 SELECT a.applied, a.woke,
        c.id, c.name, c.payload, c.attempts, c.max_attempts, c.channel, c.priority,
        c.tenant, c.group_key, c.tags, c.options, extract(epoch FROM c.run_at)::float8,
-       extract(epoch FROM c.created_at)::float8, c.remove_on_complete
+       extract(epoch FROM c.created_at)::float8, c.remove_on_complete, c.stalls,
+       c.max_stalls
 FROM (SELECT array_agg(t.i) AS applied,
              bool_or(t.group_key IS NOT NULL
                      OR (t.state = 'queued' AND NOT t.remove)) AS woke
@@ -480,18 +510,24 @@ SELECT count(*) FROM u;
 
 
 -- name: append_logs
---   %(logs)s JSON array of {job_id, at, level, message, attempt}
+-- Fenced like an outcome: a line is stored only while its job is running under its
+-- token (a stale worker's lines, and those of a job that finished or is gone, are
+-- dropped).
+--   %(logs)s JSON array of {i, job_id, token, at, level, message, attempt}
 INSERT INTO {schema}.job_logs (job_id, attempt, at, level, message)
 SELECT l.job_id, l.attempt, to_timestamp(l.at), l.level, l.message
 FROM json_to_recordset(%(logs)s::json) AS l(
-    i integer, job_id bigint, at double precision, level text, message text, attempt integer)
-WHERE EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = l.job_id)
+    i integer, job_id bigint, token text, at double precision, level text, message text,
+    attempt integer)
+WHERE EXISTS (SELECT 1 FROM {schema}.jobs j
+              WHERE j.id = l.job_id AND j.state = 'running' AND j.lease_token = l.token)
 ORDER BY l.i;
 
 
 -- name: expired_leases
 --   %(now)s, %(limit)s
-SELECT id, lease_token, name, tenant, attempts, max_attempts, options, cancel_requested
+SELECT id, lease_token, name, tenant, attempts, max_attempts, options, cancel_requested,
+       stalls, max_stalls
 FROM {schema}.jobs
 WHERE state = 'running' AND lease_expires_at <= to_timestamp(%(now)s)
 ORDER BY lease_expires_at, id
@@ -536,7 +572,8 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 -- name: prune
 -- Delete up to %(limit)s jobs in %(state)s finished before %(before)s, with their
 -- events and logs, in one statement; also up to %(limit)s removed jobs' leftover events
--- (remove_on_complete keeps them for read_events until then). Returns the jobs count.
+-- (remove_on_complete keeps them for read_events until then). Returns the jobs deleted
+-- (id, name, tenant, attempts: their `removed` events, emitted by the core).
 WITH doomed AS MATERIALIZED (
     SELECT id FROM {schema}.jobs
     WHERE state = %(state)s AND finished_at < to_timestamp(%(before)s)
@@ -545,7 +582,8 @@ WITH doomed AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 ),
 gone AS (
-    DELETE FROM {schema}.jobs j USING doomed d WHERE j.id = d.id RETURNING j.id
+    DELETE FROM {schema}.jobs j USING doomed d WHERE j.id = d.id
+    RETURNING j.id, j.name, j.tenant, j.attempts
 ),
 gone_events AS (
     DELETE FROM {schema}.job_events e USING doomed d WHERE e.job_id = d.id
@@ -566,7 +604,7 @@ removed_gone AS (
 removed_events AS (
     DELETE FROM {schema}.job_events e USING removed x WHERE e.job_id = x.job_id
 )
-SELECT count(*) FROM gone;
+SELECT g.id, g.name, g.tenant, g.attempts FROM gone g ORDER BY g.id;
 
 
 -- name: acquire_lock
@@ -583,9 +621,9 @@ RETURNING l.owner;
 -- name: get_job
 SELECT id, name, payload, state, attempts, max_attempts, progress, result, errors, tags,
        group_key, tenant, channel, priority, run_at, created_at, started_at, finished_at,
-       options, idempotency_key
+       options, idempotency_key, stalls
 FROM {schema}.jobs
-WHERE id = %(id)s;
+WHERE id = %(id)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text);
 
 
 -- name: list_jobs
@@ -593,7 +631,7 @@ WHERE id = %(id)s;
 -- | none.
 SELECT id, name, payload, state, attempts, max_attempts, progress, result, errors, tags,
        group_key, tenant, channel, priority, run_at, created_at, started_at, finished_at,
-       options, idempotency_key
+       options, idempotency_key, stalls
 FROM {schema}.jobs j
 WHERE (%(state)s::text IS NULL OR j.state = %(state)s::text)
   AND (%(name)s::text IS NULL OR j.name = %(name)s::text)
@@ -686,8 +724,9 @@ WITH cur AS MATERIALIZED (
 ),
 u AS (
     UPDATE {schema}.jobs j
-    SET state = 'queued', attempts = 0, run_at = to_timestamp(%(now)s), progress = 0,
-        result = NULL, started_at = NULL, finished_at = NULL, cancel_requested = false
+    SET state = 'queued', attempts = 0, stalls = 0, run_at = to_timestamp(%(now)s),
+        progress = 0, result = NULL, started_at = NULL, finished_at = NULL,
+        cancel_requested = false
     FROM cur
     WHERE j.id = cur.id AND cur.state IN ('failed', 'cancelled')
     RETURNING j.id, j.name, j.tenant
@@ -729,9 +768,9 @@ WHERE job_id = %(id)s ORDER BY id;
 -- name: get_events
 -- A job's events, oldest first. A job's `enqueued` event is not stored: its row is that
 -- event (created_at), which saves a row per enqueue. It is stored, and the row then
--- stands for nothing, where the row cannot carry it: a job with remove_on_complete
--- (its row vanishes when it completes, its events stay readable until pruned, see
--- removed_jobs), and any job enqueued before conveyor stopped storing them (so an
+-- stands for nothing, where the row cannot carry it: a job with remove_on_complete or
+-- remove_on_fail (its row vanishes when it completes or fails finally, its events stay
+-- readable until pruned, see removed_jobs; store_enqueued), and any job enqueued before conveyor stopped storing them (so an
 -- upgraded database shows no duplicate). A retry's `enqueued` event (data
 -- {"retry": true}) is always stored.
 SELECT type, job_id, job_name, tenant, attempt, at, data FROM (

@@ -68,11 +68,13 @@ from conveyor.backends.base import (
     PromoteParams,
     PromoteResult,
     PruneParams,
+    PruneResult,
     RetryResult,
 )
 from conveyor.backends.redis import codec
 from conveyor.backends.redis.connections import Connections
 from conveyor.backends.redis.handoff import HandOff
+from conveyor.backends.redis.inflight import InFlight
 from conveyor.backends.redis.keys import Keys, order_key
 from conveyor.backends.redis.lane import Lane
 from conveyor.backends.redis.scripts import Scripts
@@ -119,7 +121,8 @@ class RedisBackend:
         self._settings = settings
         self._keys = Keys(settings.prefix)
         # how long the events of a job removed on completion are kept (seconds, >= 1)
-        self._keep_removed_events = str(max(int(settings.keep_completed), 1))
+        keep = min(settings.keep_completed, 365 * 86400.0)  # "forever": a year of events
+        self._keep_removed_events = str(max(int(keep), 1))
         self._scripts = Scripts()
         self._conns: Connections | None = None
         self._lane: Lane | None = None  # the connections' lane: the hot path's shortcut
@@ -127,6 +130,8 @@ class RedisBackend:
         self._stream: EventStream | None = None
         # channels this process's workers claim from; None = every channel
         self._wait_channels: set[str] | None = set()
+        # outcome writes in flight, so that a heartbeat tells them from lost leases
+        self._inflight = InFlight()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -218,10 +223,15 @@ class RedisBackend:
         """Apply every outcome in one script call; True where the fence held."""
         if not outcomes:
             return []
-        reply = await self._require_lane().script(
-            "complete", codec.complete_args(self._keep_removed_events, outcomes)
-        )
-        return [x == 1 for x in reply]
+        args = codec.complete_args(self._keep_removed_events, outcomes)
+        lane, inflight = self._require_lane(), self._inflight
+        write, applied = inflight.begin(outcomes), None
+        try:
+            reply = await lane.script("complete", args)
+            applied = [x == 1 for x in reply]
+        finally:
+            inflight.end(write, applied)
+        return applied
 
     async def complete_and_claim(
         self, outcomes: Sequence[Outcome], claim: ClaimParams
@@ -238,22 +248,36 @@ class RedisBackend:
         self._note_channels(claim.channels)
         args = codec.complete_args(self._keep_removed_events, outcomes)
         args += codec.claim_args(claim)
-        applied, rows, woke = await self._require_lane().script("complete_claim", args)
+        lane, inflight = self._require_lane(), self._inflight
+        write, done = inflight.begin(outcomes), None
+        try:
+            applied, rows, woke = await lane.script("complete_claim", args)
+            done = [x == 1 for x in applied]
+        finally:
+            inflight.end(write, done)
         if woke == 1:
             self.wake()
         token = claim.token
-        return [x == 1 for x in applied], [codec.claimed_from_reply(r, token) for r in rows]
+        return done, [codec.claimed_from_reply(r, token) for r in rows]
 
     async def heartbeat(self, params: HeartbeatParams) -> HeartbeatResult:
-        """Renew every listed lease in one script call."""
+        """Renew every listed lease in one script call. A job whose outcome this backend
+        was writing meanwhile is not reported lost: Redis may run that write before the
+        heartbeat, which then finds the job finished (see :mod:`.inflight`)."""
         if not params.jobs:
             return HeartbeatResult(lost=frozenset(), cancel_requested=frozenset())
         args: list[str] = [codec.ts(params.now), codec.ts(params.lease_expires_at)]
         for job_id, token in params.jobs:
             args += [str(job_id), token]
-        lost, cancel = await self._script("heartbeat", *args)
+        inflight = self._inflight
+        seen = inflight.watch()
+        try:
+            gone, cancel = await self._script("heartbeat", *args)
+            lost = await inflight.lost((int(x) for x in gone), params.jobs, seen) if gone else None
+        finally:
+            inflight.unwatch(seen)
         return HeartbeatResult(
-            lost=frozenset(int(x) for x in lost), cancel_requested=frozenset(int(x) for x in cancel)
+            lost=lost or frozenset(), cancel_requested=frozenset(int(x) for x in cancel)
         )
 
     async def cancel_requests(self, job_ids: Sequence[int]) -> frozenset[int]:
@@ -277,12 +301,20 @@ class RedisBackend:
         return bool(int(reply))
 
     async def append_logs(self, entries: Sequence[LogEntry]) -> None:
-        """Append log lines to their jobs (lines of jobs already removed are dropped)."""
+        """Append log lines to their jobs, fenced by their lease token (lines of a job
+        not running under it are dropped)."""
         if not entries:
             return
         args: list[str] = []
         for e in entries:
-            args += [str(e.job_id), codec.ts(e.at), e.level, e.message, str(int(e.attempt))]
+            args += [
+                str(e.job_id),
+                e.token,
+                codec.ts(e.at),
+                e.level,
+                e.message,
+                str(int(e.attempt)),
+            ]
         await self._script("append_logs", *args)
 
     def _note_channels(self, channels: tuple[str, ...] | None) -> None:
@@ -340,12 +372,12 @@ class RedisBackend:
         )
         return PromoteResult(int(count), None if earliest is None else float(earliest))
 
-    async def prune(self, params: PruneParams) -> int:
+    async def prune(self, params: PruneParams) -> PruneResult:
         """Delete up to ``limit`` finished jobs (with events, logs and idempotency keys)."""
         reply = await self._script(
             "prune", str(params.state), codec.ts(params.finished_before), str(int(params.limit))
         )
-        return int(reply)
+        return codec.removed_from_reply(reply)
 
     async def acquire_lock(self, params: LockParams) -> bool:
         """Take or renew a named lease, judged with the caller's ``now`` (Redis' own TTL
@@ -357,10 +389,16 @@ class RedisBackend:
 
     # -- inspection and management --------------------------------------------------------
 
-    async def get_job(self, job_id: int) -> Job | None:
-        """The job, or None."""
+    async def get_job(self, job_id: int, tenant: str | None = None) -> Job | None:
+        """The job, or None (also another tenant's, when ``tenant`` is given: its tenant
+        field is read first, the whole hash only on a match)."""
         conns = self._require()
-        row = await conns.guard("get_job", conns.client.hgetall(self._keys.job(job_id)))
+        key = self._keys.job(job_id)
+        if tenant is not None:
+            owner = await conns.guard("get_job", conns.client.hget(key, "tenant"))
+            if owner != tenant:
+                return None
+        row = await conns.guard("get_job", conns.client.hgetall(key))
         return job_from_row(cast(dict[str, str], row)) if row else None
 
     async def list_jobs(self, flt: JobFilter) -> list[Job]:

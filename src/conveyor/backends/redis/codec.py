@@ -2,6 +2,14 @@
 
 Times cross as ``repr(float)`` strings, which Redis and Lua parse back to the very same
 double; scripts store them verbatim, so nothing is rounded on the way.
+
+Reply shapes: conveyor's connections speak RESP2 (pinned in
+:mod:`~conveyor.backends.redis.connections`), and a script's reply has the same shape in
+RESP2 and RESP3 anyway (Lua tables become arrays either way). Plain commands whose reply
+conveyor reads itself differ between the two: RESP3 sends ``ZPOPMIN key n`` /
+``ZRANGE … WITHSCORES`` as ``[member, score]`` pairs where RESP2 sends one flat list, so
+every such reply is decoded by a function here that accepts both
+(:func:`zset_members`; the event stream's replies in :mod:`.stream`).
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from conveyor.backends.base import (
     JobFilter,
     NewJob,
     Outcome,
+    PruneResult,
+    RemovedJob,
     RetryOutcome,
     RetryResult,
 )
@@ -48,8 +58,10 @@ __all__ = [
     "opt",
     "opt_ts",
     "registration",
+    "removed_from_reply",
     "retry_from_reply",
     "ts",
+    "zset_members",
 ]
 
 
@@ -76,7 +88,7 @@ def counted(values: Sequence[str] | None) -> list[str]:
 
 
 def job_args(job: NewJob) -> list[str]:
-    """The 14 arguments of one job for ``enqueue.lua`` / ``cron_fire.lua``."""
+    """The 15 arguments of one job for ``enqueue.lua`` / ``cron_fire.lua``."""
     run_at = job.run_at
     tags = job.tags
     return [
@@ -94,12 +106,13 @@ def job_args(job: NewJob) -> list[str]:
         json.dumps(list(tags), ensure_ascii=False) if tags else "[]",
         job.group or "",
         job.tenant or "",
+        str(int(job.max_stalls)),
     ]
 
 
 def enqueue_args(now: float, jobs: Sequence[NewJob]) -> list[str]:
     """The arguments of ``enqueue.lua`` (from its ``ARGV[2]``): now, ``order_key(now)``
-    (for a hand-off's claim), the number of jobs, then 14 values per job
+    (for a hand-off's claim), the number of jobs, then 15 values per job
     (:func:`job_args`)."""
     args = [repr(float(now)), order_key(now), str(len(jobs))]
     for job in jobs:
@@ -154,24 +167,37 @@ _scan: Callable[[str, int], tuple[Any, int]] = make_scanner(
 def handed_from_member(member: str) -> list[ClaimedJob]:
     """The jobs of one hand-off member: JSON ``[token, row, ...]``, row = id, name,
     payload, attempts, max_attempts, channel, priority, tenant, group, tags (JSON text),
-    options, run_at, created_at, remove_on_complete (see the hand-off in ``_lib.lua``).
+    options, run_at, created_at, remove_on_complete, stalls, max_stalls (see the hand-off
+    in ``_lib.lua``).
 
     Raises:
         ValueError, StopIteration, TypeError, IndexError: not such a member.
     """
     (token, *rows), _ = _scan(member, 0)
     # positional: id, name, payload, attempts, max_attempts, channel, priority, tenant,
-    # group, tags, options, run_at, created_at, token, remove_on_complete
+    # group, tags, options, run_at, created_at, token, remove_on_complete, stalls,
+    # max_stalls
     return [
         ClaimedJob(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], _tags(r[9]),
-                   r[10], float(r[11]), float(r[12]), token, r[13] is True)
+                   r[10], float(r[11]), float(r[12]), token, r[13] is True, int(r[14]),
+                   int(r[15]))
         for r in rows
     ]  # fmt: skip
 
 
+def zset_members(reply: Sequence[Any] | None) -> list[Any]:
+    """The members of a ``ZPOPMIN key n`` or ``ZRANGE … WITHSCORES`` reply, in order:
+    RESP2 sends ``member, score, member, score, …``, RESP3 ``[member, score]`` pairs."""
+    if not reply:
+        return []
+    if isinstance(reply[0], list | tuple):  # RESP3: a member is never an array
+        return [pair[0] for pair in reply]
+    return list(reply[::2])
+
+
 def complete_args(keep_removed_events: str, outcomes: Sequence[Outcome]) -> list[str]:
     """The arguments of ``complete.lua`` (from its ``ARGV[2]``): how long a removed job's
-    events are kept (seconds), then the counted outcomes, 13 values each."""
+    events are kept (seconds), then the counted outcomes, 14 values each."""
     args = [keep_removed_events, str(len(outcomes))]
     for o in outcomes:
         run_at = o.run_at
@@ -189,6 +215,7 @@ def complete_args(keep_removed_events: str, outcomes: Sequence[Outcome]) -> list
             "1" if o.remove else "0",
             "" if o.expired_before is None else repr(float(o.expired_before)),
             o.event_data or "",
+            "1" if o.stall else "0",
         ]
     return args
 
@@ -227,6 +254,8 @@ def claimed_from_reply(row: Sequence[Any], token: str) -> ClaimedJob:
         created_at=float(row[12]),
         token=token,
         remove_on_complete=row[13] == "1",
+        stalls=int(row[14]),
+        max_stalls=int(row[15]),
     )
 
 
@@ -241,6 +270,18 @@ def expired_from_reply(row: Sequence[Any]) -> ExpiredLease:
         max_attempts=int(row[5]),
         options=row[6],
         cancel_requested=bool(row[7]),
+        stalls=int(row[8]),
+        max_stalls=int(row[9]),
+    )
+
+
+def removed_from_reply(flat: Sequence[Any]) -> PruneResult:
+    """``prune.lua``'s reply: id, name, tenant ("" for none), attempts, per deleted job."""
+    return PruneResult(
+        [
+            RemovedJob(int(flat[i]), str(flat[i + 1]), flat[i + 2] or None, int(flat[i + 3]))
+            for i in range(0, len(flat), 4)
+        ]
     )
 
 

@@ -10,6 +10,12 @@ Three kinds of connection serve one backend:
 
 Every driver failure becomes :class:`~conveyor.errors.BackendError`; after a connection
 failure the idle connections are dropped too (they most likely died the same way).
+
+Every one of them speaks RESP2 (:data:`PROTOCOL`), whatever redis-py's default (redis-py
+8 asks for RESP3) or a ``?protocol=`` in the URL says: conveyor reads several replies
+itself (packed commands, blocking reads), and a reply's shape must not depend on the
+installed driver. RESP2 also spares each new connection its ``HELLO`` round trip. Code
+that decodes a reply still accepts both shapes (see :mod:`~conveyor.backends.redis.codec`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline
@@ -32,7 +39,7 @@ from conveyor.backends.redis.lane import Lane
 from conveyor.backends.redis.scripts import Scripts
 from conveyor.errors import BackendError
 
-__all__ = ["CONNECT_TIMEOUT", "MAX_CONNECTIONS", "SOCKET_TIMEOUT", "Connections"]
+__all__ = ["CONNECT_TIMEOUT", "MAX_CONNECTIONS", "PROTOCOL", "SOCKET_TIMEOUT", "Connections"]
 
 log = logging.getLogger("conveyor")
 
@@ -45,6 +52,22 @@ CONNECT_TIMEOUT = 5.0
 MAX_CONNECTIONS = 64
 """Connections open at once for script calls, and again in the redis-py pool for the
 other commands (blocking reads use their own)."""
+PROTOCOL = 2
+"""The RESP version of every connection conveyor makes."""
+
+
+def _pinned(url: str) -> str:
+    """``url`` without a ``protocol`` query option (conveyor sets :data:`PROTOCOL`
+    itself, and redis-py lets an option in the URL override its keyword arguments)."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in query if k.lower() != "protocol"]
+    if len(kept) == len(query):
+        return url
+    log.debug("conveyor: Redis connections speak RESP%d; ignoring the URL's protocol", PROTOCOL)
+    return urlunsplit(parts._replace(query=urlencode(kept)))
 
 
 class Connections:
@@ -58,7 +81,8 @@ class Connections:
 
     def __init__(self, url: str, scripts: Scripts, keys: Keys) -> None:
         pool = BlockingConnectionPool.from_url(
-            url,
+            _pinned(url),
+            protocol=PROTOCOL,
             decode_responses=True,
             socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=CONNECT_TIMEOUT,
@@ -70,7 +94,7 @@ class Connections:
         self._scripts = scripts
         self.client = Redis(connection_pool=pool)
         # our own connections have no socket timeout: each call bounds itself as a whole
-        self._kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        self._kwargs = {**pool.connection_kwargs, "socket_timeout": None, "protocol": PROTOCOL}
         self._connection_class = pool.connection_class
         self.lane = Lane(self.new_connection, scripts, keys, SOCKET_TIMEOUT, MAX_CONNECTIONS)
 
@@ -109,10 +133,12 @@ class Connections:
         """Await a driver call, turning every driver failure into BackendError."""
         try:
             return await aw
-        except (RedisError, OSError) as exc:
-            if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+        except (RedisError, OSError, UnicodeError) as exc:
+            lost = isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError)
+            if lost:
                 await self._drop_idle()
-            raise BackendError(f"Redis {what} failed: {exc}") from exc
+            # Anything but a lost or slow connection would fail again: not transient.
+            raise BackendError(f"Redis {what} failed: {exc}", transient=lost) from exc
 
     async def _drop_idle(self) -> None:
         """After a connection failure, drop idle connections too: they most likely died

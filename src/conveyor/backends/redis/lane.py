@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import DataError, NoScriptError, RedisError, ResponseError
 
 from conveyor.backends.redis.keys import Keys
 from conveyor.backends.redis.scripts import Scripts
@@ -109,7 +109,7 @@ class Lane:
             except NoScriptError:
                 await self._call(pack(b"", 0, ("SCRIPT", "LOAD", self._bodies[name])))
                 return await self._call(command)
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, UnicodeError) as exc:
             raise await self._failure(name, exc) from exc
 
     async def command(self, *args: str) -> Any:
@@ -120,7 +120,7 @@ class Lane:
         """
         try:
             return await self._call(pack(b"", 0, args))
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, UnicodeError) as exc:
             raise await self._failure(args[0] if args else "command", exc) from exc
 
     async def _call(self, command: bytes) -> Any:
@@ -169,11 +169,13 @@ class Lane:
             return reply
 
     async def _failure(self, what: str, exc: BaseException) -> BackendError:
-        if not isinstance(exc, ResponseError):
+        # Refused data (a script error, bad arguments) would fail again: not transient.
+        refused = isinstance(exc, ResponseError | DataError | UnicodeError)
+        if not refused:
             await self.drop_idle()
         if isinstance(exc, TimeoutError) and not str(exc):
             return BackendError(f"Redis {what} failed: no reply within {self._timeout:g}s")
-        return BackendError(f"Redis {what} failed: {exc}")
+        return BackendError(f"Redis {what} failed: {exc}", transient=not refused)
 
     async def drop_idle(self) -> None:
         """Close the idle connections (after a connection failure: they most likely died

@@ -12,7 +12,10 @@ markers at a time per backend, read by the waiting task itself, so a popped mark
 straight on to the caller's claim (no helper task, no extra loop iteration). Given the
 caller's claim, the pop also covers the backend's hand-off key and rides between the
 registration and the release of a standing claim (:mod:`.handoff`), and the wait returns
-the jobs handed over.
+the jobs handed over. A wait that fails while its registration may still stand (its
+connection was killed) releases it at once, and while it cannot, pauses no longer than
+the registration stands (half a lease at most), so that it is back to collect anything
+handed to it before that could lose its lease.
 ``wake()`` (thread-safe) sets a flag; when a pop is pending it also ends it with
 ``CLIENT UNBLOCK`` from the shared connections, which keeps the blocking connection
 usable (dropping it would cost a reconnect per wake-up), or, when that is not possible,
@@ -143,6 +146,7 @@ class Waker:
         self._pops = 0
         self._ended = 0  # number of the last pop that wake() set out to end
         self._ending: set[asyncio.Task[None]] = set()
+        self._failures = 0  # waits in a row whose pop failed
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Remember the loop that ``wake()`` must hand over to."""
@@ -238,9 +242,9 @@ class Waker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         if hand.pending:  # an earlier wait's claim may have been left behind
-            released = await hand.try_release(claim.now)
-            if released is None:
-                await self._pause(deadline)
+            released = await self._release(hand, claim)
+            if released is None:  # it may still stand: back within its window
+                await self._pause(min(deadline, loop.time() + hand.window))
                 return []
             if released:
                 return released
@@ -261,14 +265,34 @@ class Waker:
         finally:
             self._popping = 0
         if hand.pending:  # the replies were lost, or the release failed
-            released = await hand.try_release(claim.now)
+            released = await self._release(hand, claim)
             if released is None:
-                failed = True
-            else:
-                jobs += released
-        if failed and not jobs:
-            await self._pause(deadline)
+                # The registration may still stand, and jobs handed to it meanwhile wait
+                # for us under a lease that nobody renews: back within its window.
+                if not jobs:
+                    await self._pause(min(deadline, loop.time() + hand.window))
+                return jobs
+            jobs += released
+        if not failed:
+            self._failures = 0
+        else:
+            # Released: nothing can be handed to us now. A first failure (a connection
+            # killed) returns at once, so the caller claims and waits again; failures in
+            # a row pause, so that a blocking connection that keeps failing never spins.
+            self._failures += 1
+            if self._failures > 1 and not jobs:
+                await self._pause(deadline)
         return jobs
+
+    async def _release(self, hand: HandOff, claim: ClaimParams) -> list[ClaimedJob] | None:
+        """Release ``hand``'s standing claim, taking what was handed to it under
+        ``claim``'s lease; tried twice, as a connection that died fails one call before
+        the lane reconnects. None if Redis failed both times (the claim stays pending)."""
+        for _ in range(2):
+            released = await hand.try_release(claim.now, claim.lease_expires_at)
+            if released is not None:
+                return released
+        return None
 
     async def _pause(self, deadline: float) -> None:
         """After a failure: wait for ``wake()`` at most ``retry_pause`` (and not past
@@ -281,8 +305,8 @@ class Waker:
 
     async def close(self) -> None:
         """Drop the blocking connection; end a standing claim left behind (its jobs, if
-        any were handed over, can no longer run here: they are rescued when their leases
-        expire)."""
+        any were handed over, can no longer run here: they go back to the queue, their
+        attempt refunded)."""
         for task in list(self._ending):
             task.cancel()
             with contextlib.suppress(BaseException):
@@ -290,10 +314,15 @@ class Waker:
         await self._conn.close()
         hand = self._hand
         if hand is not None and hand.pending:
-            jobs = await hand.try_release(0.0)
-            if jobs:
+            jobs = await hand.try_release(0.0, None)  # gives back what it was handed
+            if jobs is None:
                 log.warning(
-                    "conveyor: %d job(s) handed to this worker were not started; they "
-                    "will be rescued when their leases expire",
+                    "conveyor: could not end this worker's standing claim; jobs handed to "
+                    "it, if any, will be rescued when their leases expire"
+                )
+            elif jobs:
+                log.info(
+                    "conveyor: %d job(s) handed to this worker were not started; they went "
+                    "back to the queue",
                     len(jobs),
                 )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -50,6 +51,22 @@ def path_from_url(url: str) -> tuple[str, bool]:
     return path, path == ":memory:"
 
 
+_ADD_COLUMN = re.compile(r"\s*ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(\w+)", re.IGNORECASE)
+
+
+def _statements(sql: str) -> list[str]:
+    """The statements of a packaged ``.sql`` file, comments dropped (none of them has a
+    string literal with "--")."""
+    statements: list[str] = []
+    buf = ""
+    for line in sql.splitlines():
+        buf += line.split("--", 1)[0] + "\n"
+        if sqlite3.complete_statement(buf):
+            statements.append(buf)
+            buf = ""
+    return statements
+
+
 def _busy_backoff() -> Iterator[tuple[float, bool]]:
     """(sleep before the next attempt, is this attempt the last) for up to BUSY_TIMEOUT."""
     deadline = time.monotonic() + BUSY_TIMEOUT
@@ -60,6 +77,22 @@ def _busy_backoff() -> Iterator[tuple[float, bool]]:
         if final:
             return
         delay = min(delay * 2, 0.02)
+
+
+def _transient(exc: sqlite3.OperationalError) -> bool:
+    """Busy, locked, I/O or open failures may pass; other operational errors (malformed
+    JSON, a missing table) would fail the same way again."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (
+            sqlite3.SQLITE_BUSY,
+            sqlite3.SQLITE_LOCKED,
+            sqlite3.SQLITE_IOERR,
+            sqlite3.SQLITE_CANTOPEN,
+            sqlite3.SQLITE_FULL,
+            sqlite3.SQLITE_PROTOCOL,
+        )
+    return _is_busy(exc)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -143,9 +176,12 @@ class SQLiteConnection:
             return True, self._attempt(fn, write)
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc) or final:
-                raise BackendError(f"SQLite {self.path!r}: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise BackendError(f"SQLite {self.path!r}: {exc}") from exc
+                raise BackendError(
+                    f"SQLite {self.path!r}: {exc}", transient=_transient(exc)
+                ) from exc
+        except (sqlite3.Error, UnicodeError) as exc:
+            # Refused data (a constraint, text that is not UTF-8): it would fail again.
+            raise BackendError(f"SQLite {self.path!r}: {exc}", transient=False) from exc
         return False, None
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T], write: bool = True) -> T:
@@ -169,18 +205,19 @@ class SQLiteConnection:
 
     # -- schema -----------------------------------------------------------------------
     async def migrate(self) -> None:
-        # Comments are dropped first: the schema has no string literal with "--".
-        lines = [line.split("--", 1)[0] for line in self.migration_sql().splitlines()]
-        statements: list[str] = []
-        buf = ""
-        for line in lines:
-            buf += line + "\n"
-            if sqlite3.complete_statement(buf):
-                statements.append(buf)
-                buf = ""
+        """schema.sql, then the columns added since (columns.sql) that a table lacks, in
+        one transaction."""
+        statements = _statements(self.migration_sql())
+        added = [(_ADD_COLUMN.match(s), s) for s in _statements(read_sql(_PACKAGE, "columns.sql"))]
 
         def apply(conn: sqlite3.Connection) -> None:
             for statement in statements:
+                conn.execute(statement)
+            for match, statement in added:
+                if match is not None:
+                    table, column = match.groups()
+                    if conn.execute(Q["has_column"], (table, column)).fetchone() is not None:
+                        continue
                 conn.execute(statement)
 
         await self._run(apply)

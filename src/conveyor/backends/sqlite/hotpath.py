@@ -9,6 +9,8 @@
   outcomes; removals (``remove_on_complete``) are a ``DELETE`` each; the events go in one
   ``executemany``.
 - ``complete_and_claim`` runs both in one transaction: one lock, one commit.
+- **Logs**: one ``executemany`` of an ``INSERT … SELECT`` fenced by the lease token, so
+  a stale worker's lines are dropped.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ def _claim_tx(params: ClaimParams) -> Callable[[sqlite3.Connection], list[Claime
                 created_at=r["created_at"],
                 token=params.token,
                 remove_on_complete=bool(r["remove_on_complete"]),
+                stalls=r["stalls"],
+                max_stalls=r["max_stalls"],
             )
             for r in rows
         ]
@@ -109,6 +113,7 @@ def _complete_tx(
                 "result": o.result,
                 "error": o.error,
                 "refund": 1 if o.refund_attempt else 0,
+                "stall": 1 if o.stall else 0,
                 "run_at": o.run_at,
                 "at": o.at,
                 "expired_before": o.expired_before,
@@ -235,6 +240,7 @@ class HotPath(SQLiteConnection):
         rows = [
             {
                 "job_id": e.job_id,
+                "token": e.token,
                 "at": e.at,
                 "level": e.level,
                 "message": e.message,

@@ -17,6 +17,8 @@ from conveyor.backends.base import (
     PromoteParams,
     PromoteResult,
     PruneParams,
+    PruneResult,
+    RemovedJob,
 )
 from conveyor.backends.sqlite.connection import Q, SQLiteConnection
 
@@ -41,6 +43,8 @@ class Maintenance(SQLiteConnection):
                 max_attempts=r["max_attempts"],
                 options=r["options"],
                 cancel_requested=bool(r["cancel_requested"]),
+                stalls=r["stalls"],
+                max_stalls=r["max_stalls"],
             )
             for r in rows
         ]
@@ -53,10 +57,10 @@ class Maintenance(SQLiteConnection):
         future = [r[0] for r in rows if r[0] > params.now]
         return PromoteResult(len(rows), min(future) if future else None)
 
-    async def prune(self, params: PruneParams) -> int:
-        def tx(conn: sqlite3.Connection) -> int:
-            ids = [
-                r[0]
+    async def prune(self, params: PruneParams) -> PruneResult:
+        def tx(conn: sqlite3.Connection) -> PruneResult:
+            removed = [
+                RemovedJob(r[0], r[1], r[2], r[3])
                 for r in conn.execute(
                     Q["prune_ids"],
                     {
@@ -66,6 +70,7 @@ class Maintenance(SQLiteConnection):
                     },
                 )
             ]
+            ids = [r.id for r in removed]
             if ids:
                 args = {"ids": json.dumps(ids)}
                 conn.execute(Q["delete_events_of"], args)
@@ -74,7 +79,7 @@ class Maintenance(SQLiteConnection):
             # Events outlive jobs deleted without them (remove_on_complete): as old, go.
             orphans = {"before": params.finished_before, "limit": params.limit}
             conn.execute(Q["prune_orphan_events"], orphans)
-            return len(ids)
+            return PruneResult(removed)
 
         return await self._run(tx)
 

@@ -57,10 +57,9 @@ def _cancel_one(conn: sqlite3.Connection, job_id: int, now: float) -> CancelOutc
 class Management(SQLiteConnection):
     """Reading jobs and changing them from outside a worker."""
 
-    async def get_job(self, job_id: int) -> Job | None:
-        row = await self._run(
-            lambda c: c.execute(Q["get_job"], {"job_id": job_id}).fetchone(), write=False
-        )
+    async def get_job(self, job_id: int, tenant: str | None = None) -> Job | None:
+        args = {"job_id": job_id, "tenant": tenant}
+        row = await self._run(lambda c: c.execute(Q["get_job"], args).fetchone(), write=False)
         return None if row is None else job_from_row(dict(row))
 
     async def list_jobs(self, flt: JobFilter) -> list[Job]:

@@ -1,11 +1,17 @@
 -- Named queries of the SQLite backend. Parameters are bound by name; list-valued filters
 -- arrive as JSON arrays and are read with json_each, so the SQL text never changes.
 
+-- name: has_column
+-- Whether table ? has column ? (migrate: the columns added since a table was created).
+SELECT 1 FROM pragma_table_info(?) WHERE name = ?
+
 -- name: insert_job
 INSERT INTO conveyor_jobs (name, channel, payload, state, priority, run_at, created_at,
-    max_attempts, tags, group_key, tenant, idempotency_key, options, remove_on_complete)
+    max_attempts, max_stalls, tags, group_key, tenant, idempotency_key, options,
+    remove_on_complete)
 VALUES (:name, :channel, :payload, :state, :priority, :run_at, :now,
-    :max_attempts, :tags, :group_key, :tenant, :idempotency_key, :options, :remove_on_complete)
+    :max_attempts, :max_stalls, :tags, :group_key, :tenant, :idempotency_key, :options,
+    :remove_on_complete)
 ON CONFLICT DO NOTHING
 RETURNING id
 
@@ -13,11 +19,13 @@ RETURNING id
 -- A whole batch in one statement. Ids are assigned in batch order (AUTOINCREMENT, one
 -- writer), which is how the backend maps them back to the specs.
 INSERT INTO conveyor_jobs (name, channel, payload, state, priority, run_at, created_at,
-    max_attempts, tags, group_key, tenant, idempotency_key, options, remove_on_complete)
+    max_attempts, max_stalls, tags, group_key, tenant, idempotency_key, options,
+    remove_on_complete)
 SELECT value ->> '$.name', value ->> '$.channel', value ->> '$.payload', value ->> '$.state',
        value ->> '$.priority', value ->> '$.run_at', :now, value ->> '$.max_attempts',
-       value ->> '$.tags', value ->> '$.group_key', value ->> '$.tenant',
-       value ->> '$.idempotency_key', value ->> '$.options', value ->> '$.remove_on_complete'
+       value ->> '$.max_stalls', value ->> '$.tags', value ->> '$.group_key',
+       value ->> '$.tenant', value ->> '$.idempotency_key', value ->> '$.options',
+       value ->> '$.remove_on_complete'
 FROM json_each(:jobs) WHERE true ORDER BY key
 ON CONFLICT DO NOTHING
 RETURNING id, tenant, idempotency_key
@@ -49,7 +57,7 @@ SET state = 'running', attempts = attempts + 1, lease_token = :token,
     cancel_requested = 0
 WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'queued'
 RETURNING id, name, payload, attempts, max_attempts, channel, priority, tenant, group_key,
-    tags, options, run_at, created_at, remove_on_complete
+    tags, options, run_at, created_at, remove_on_complete, stalls, max_stalls
 
 -- name: claim_events
 INSERT INTO conveyor_events (job_id, type, job_name, tenant, attempt, at, data)
@@ -65,14 +73,17 @@ SET state = o.state,
     errors = CASE WHEN o.error IS NULL THEN j.errors
                   ELSE json_insert(coalesce(j.errors, '[]'), '$[#]', json(o.error)) END,
     attempts = j.attempts - o.refund,
+    stalls = j.stalls + o.stall,
     run_at = coalesce(o.run_at, j.run_at),
     finished_at = CASE WHEN o.state IN ('completed', 'failed', 'cancelled') THEN o.at ELSE NULL END,
-    progress = CASE WHEN o.state = 'completed' THEN 100 ELSE j.progress END,
+    progress = CASE WHEN o.state = 'completed' THEN 100
+                    WHEN o.state IN ('queued', 'scheduled') THEN 0 ELSE j.progress END,
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
     cancel_requested = CASE WHEN o.state IN ('queued', 'scheduled') THEN 0 ELSE j.cancel_requested END
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.token' AS token, value ->> '$.state' AS state,
              value ->> '$.result' AS result, value ->> '$.error' AS error,
-             value ->> '$.refund' AS refund, value ->> '$.run_at' AS run_at, value ->> '$.at' AS at,
+             value ->> '$.refund' AS refund, value ->> '$.stall' AS stall,
+             value ->> '$.run_at' AS run_at, value ->> '$.at' AS at,
              value ->> '$.expired_before' AS expired_before
       FROM json_each(:outcomes)) AS o
 WHERE j.id = o.id AND j.state = 'running' AND j.lease_token = o.token
@@ -104,11 +115,16 @@ WHERE id = :job_id AND state = 'running' AND lease_token = :token
 RETURNING name, tenant, attempts
 
 -- name: insert_log
+-- Fenced like an outcome: stored only while the job is running under :token (a stale
+-- worker's lines, and those of a job that finished or is gone, are dropped).
 INSERT INTO conveyor_logs (job_id, at, level, message, attempt)
-VALUES (:job_id, :at, :level, :message, :attempt)
+SELECT :job_id, :at, :level, :message, :attempt
+WHERE EXISTS (SELECT 1 FROM conveyor_jobs
+              WHERE id = :job_id AND state = 'running' AND lease_token = :token)
 
 -- name: expired_leases
-SELECT id, lease_token, name, tenant, attempts, max_attempts, options, cancel_requested
+SELECT id, lease_token, name, tenant, attempts, max_attempts, options, cancel_requested,
+    stalls, max_stalls
 FROM conveyor_jobs
 WHERE state = 'running' AND lease_expires_at <= :now
 ORDER BY lease_expires_at
@@ -121,7 +137,8 @@ WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'scheduled' AND run_at <
 RETURNING run_at
 
 -- name: prune_ids
-SELECT id FROM conveyor_jobs WHERE state = :state AND finished_at < :before LIMIT :limit
+SELECT id, name, tenant, attempts FROM conveyor_jobs
+WHERE state = :state AND finished_at < :before LIMIT :limit
 
 -- name: delete_jobs
 DELETE FROM conveyor_jobs WHERE id IN (SELECT value FROM json_each(:ids))
@@ -145,7 +162,7 @@ WHERE conveyor_locks.owner = excluded.owner OR conveyor_locks.expires_at <= :now
 RETURNING owner
 
 -- name: get_job
-SELECT * FROM conveyor_jobs WHERE id = :job_id
+SELECT * FROM conveyor_jobs WHERE id = :job_id AND (:tenant IS NULL OR tenant = :tenant)
 
 -- name: list_jobs
 SELECT * FROM conveyor_jobs AS j
@@ -197,8 +214,8 @@ SELECT state FROM conveyor_jobs WHERE id = :job_id
 
 -- name: retry
 UPDATE conveyor_jobs
-SET state = 'queued', attempts = 0, run_at = :now, finished_at = NULL, started_at = NULL,
-    progress = 0, cancel_requested = 0, result = NULL
+SET state = 'queued', attempts = 0, stalls = 0, run_at = :now, finished_at = NULL,
+    started_at = NULL, progress = 0, cancel_requested = 0, result = NULL
 WHERE id = :job_id AND state IN ('failed', 'cancelled')
 RETURNING name, tenant
 

@@ -1,5 +1,7 @@
 -- conveyor's SQLite schema. Applied by SQLiteBackend.migrate(); every statement is
 -- idempotent. Times are epoch seconds (REAL). JSON columns hold JSON text.
+-- A column added to a table that already exists goes both here (new databases) and in
+-- columns.sql (existing ones: CREATE TABLE IF NOT EXISTS leaves their table as it is).
 
 CREATE TABLE IF NOT EXISTS conveyor_jobs (
     id                 INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: ids are handed out
@@ -13,8 +15,10 @@ CREATE TABLE IF NOT EXISTS conveyor_jobs (
     created_at         REAL    NOT NULL,
     started_at         REAL,
     finished_at        REAL,
-    attempts           INTEGER NOT NULL DEFAULT 0,
+    attempts           INTEGER NOT NULL DEFAULT 0,  -- runs started
+    stalls             INTEGER NOT NULL DEFAULT 0,  -- runs whose worker died (rescued)
     max_attempts       INTEGER NOT NULL,
+    max_stalls         INTEGER NOT NULL DEFAULT 1,
     progress           INTEGER NOT NULL DEFAULT 0,
     result             TEXT,
     errors             TEXT,                       -- JSON array of error records

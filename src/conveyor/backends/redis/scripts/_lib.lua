@@ -312,11 +312,25 @@ local function delete_job(id, j)
   purge(id, j)
 end
 
+-- before a job removed at its end (remove_on_complete, remove_on_fail) loses its hash:
+-- keep the `enqueued` event its hash stood for (see write_job) at the head of its event
+-- list, so its events tell its whole story while they outlive it. Not streamed again
+-- (it was at enqueue); a remove_on_complete job stored it already.
+local function keep_enqueued(id, j)
+  local v = redis.call("HMGET", K.job(id), "created_at", "remove_on_complete")
+  if not v[1] or v[2] == "1" then return end
+  redis.call("LPUSH", K.events(id), cjson.encode({type = "enqueued", job_id = tonumber(id),
+                                                  job_name = j.name, tenant = j.tenant,
+                                                  at = v[1], attempt = 0}))
+end
+
 -- enqueue ------------------------------------------------------------------------------
--- A NewJob is 14 ARGV values at a[i .. i+13]: name, payload, state, run_at, ord,
+-- A NewJob is 15 ARGV values at a[i .. i+14]: name, payload, state, run_at, ord,
 -- priority, channel, max_attempts, options|"", remove_on_complete, idempotency_key|"",
--- tags (JSON), group|"", tenant|"".
-local NEW_JOB_ARGS = 14
+-- tags (JSON), group|"", tenant|"", max_stalls.
+-- Job hash fields "stalls" (runs whose worker died) and "max_stalls" are written only
+-- when they differ from their defaults, 0 and 1 (so jobs stored before them read right).
+local NEW_JOB_ARGS = 15
 
 -- the idempotency field of the job at a[i] (nil without a key), and the id of the
 -- existing job that holds it (nil if none)
@@ -337,7 +351,7 @@ local function write_job(id, a, i, now, ifield, w, slot)
   local name, payload, state, run_at, ord = a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4]
   local priority, channel, max_attempts = a[i + 5], a[i + 6], a[i + 7]
   local options, roc, ikey, tags = nz(a[i + 8]), a[i + 9], nz(a[i + 10]), a[i + 11]
-  local group, tenant = nz(a[i + 12]), nz(a[i + 13])
+  local group, tenant, max_stalls = nz(a[i + 12]), nz(a[i + 13]), a[i + 14]
   local h = {"id", id, "name", name, "payload", payload, "run_at", run_at,
              "ord", ord, "priority", priority, "channel", channel,
              "max_attempts", max_attempts, "progress", "0",
@@ -346,6 +360,7 @@ local function write_job(id, a, i, now, ifield, w, slot)
   if ikey then h[#h + 1] = "idempotency_key"; h[#h + 1] = ikey end
   if group then h[#h + 1] = "group_key"; h[#h + 1] = group end
   if tenant then h[#h + 1] = "tenant"; h[#h + 1] = tenant end
+  if max_stalls ~= "1" then h[#h + 1] = "max_stalls"; h[#h + 1] = max_stalls end
   if w then
     lease_fields(h, 1, w.t, w.lease_exp, now, w.w)
   else
@@ -365,7 +380,8 @@ local function write_job(id, a, i, now, ifield, w, slot)
     stored[#stored + 1] = event_text(id, "started", name, tenant, 1, now, nil)
     w.rows[slot] = {id, name, payload, 1, tonumber(max_attempts), channel,
                     tonumber(priority), tenant or cjson.null, group or cjson.null, tags,
-                    options or cjson.null, run_at, now, roc == "1"}
+                    options or cjson.null, run_at, now, roc == "1", 0,
+                    tonumber(max_stalls)}
   else
     move_state(id, channel, nil, state)
     if state == "queued" then
@@ -454,16 +470,17 @@ end
 -- A batch of fenced outcomes at a[i ..]: seconds a removed job's events are kept, n, then
 -- n times OUTCOME_ARGS values: job id, token, new state, at, event type, run_at|"",
 -- order_key(run_at)|"", result (JSON)|"", error record (JSON)|"", refund_attempt
--- ("1"|"0"), remove ("1"|"0"), expired_before|"", event data (JSON)|"".
+-- ("1"|"0"), remove ("1"|"0"), expired_before|"", event data (JSON)|"", stall ("1"|"0":
+-- a rescue of a run whose worker died, stalls + 1).
 -- Each applies only if the job is still running under that lease token (and, for a
 -- rescue, its lease expired at or before expired_before); otherwise it changes nothing.
-local OUTCOME_ARGS = 13
+local OUTCOME_ARGS = 14
 
 local function apply_outcome(a, i, keep, names)
   local id, token, state, at, event = a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4]
   local run_at, ord, result, err = nz(a[i + 5]), nz(a[i + 6]), nz(a[i + 7]), nz(a[i + 8])
   local refund, remove = a[i + 9] == "1", a[i + 10] == "1"
-  local expired_before, data = nz(a[i + 11]), nz(a[i + 12])
+  local expired_before, data, stall = nz(a[i + 11]), nz(a[i + 12]), a[i + 13] == "1"
   local j = fields(id, names)
   if j.state ~= "running" or j.lease_token ~= token then return 0 end
   if expired_before and not (j.lease_expires_at
@@ -473,6 +490,7 @@ local function apply_outcome(a, i, keep, names)
   detach(id, j)
   if remove then
     emit(id, event, j.name, j.tenant, j.attempts, at, data)
+    keep_enqueued(id, j)
     purge(id, j, keep)
     return 1
   end
@@ -481,6 +499,9 @@ local function apply_outcome(a, i, keep, names)
              "cancel_requested", ""}
   if refund then
     h[#h + 1] = "attempts"; h[#h + 1] = (tonumber(j.attempts) or 1) - 1
+  end
+  if stall then
+    h[#h + 1] = "stalls"; h[#h + 1] = (tonumber(j.stalls) or 0) + 1
   end
   if err then
     local errors = j.errors
@@ -500,6 +521,8 @@ local function apply_outcome(a, i, keep, names)
   if TERMINAL[state] then
     h[#h + 1] = "finished_at"; h[#h + 1] = at
     if state == "completed" then h[#h + 1] = "progress"; h[#h + 1] = "100" end
+  elseif state == "queued" or state == "scheduled" then
+    h[#h + 1] = "progress"; h[#h + 1] = "0"  -- it starts again from the top
   end
   redis.call("HSET", K.job(id), unpack(h))
   move_state(id, j.channel, "running", state)
@@ -521,7 +544,7 @@ local function complete_outcomes(a, i)
   local keep, n = a[i], tonumber(a[i + 1])
   local names = {"state", "lease_token", "lease_expires_at", "channel", "group_key", "ord",
                  "priority", "run_at", "name", "tenant", "attempts", "idempotency_key",
-                 "errors"}
+                 "errors", "stalls"}
   local out = {}
   for k = 0, n - 1 do
     out[k + 1] = apply_outcome(a, i + 2 + k * OUTCOME_ARGS, keep, names)
@@ -540,7 +563,8 @@ end
 -- lease_expires_at, then three counted lists (count, then values; count -1 = no
 -- filter): channels, include (names), exclude (names).
 -- Returns one array per claimed job: id, name, payload, attempts, max_attempts, channel,
--- priority, tenant, group_key, tags, options, run_at, created_at, remove_on_complete.
+-- priority, tenant, group_key, tags, options, run_at, created_at, remove_on_complete,
+-- stalls, max_stalls.
 local CLAIM_SCAN = 1000
 local CLAIM_CHUNK = 64
 
@@ -560,7 +584,7 @@ local function claim_jobs(a, i)
   local exc = exclude and as_set(exclude)
   local read = {"state", "name", "group_key", "payload", "attempts", "max_attempts",
                 "priority", "tenant", "tags", "options", "run_at", "created_at",
-                "remove_on_complete"}
+                "remove_on_complete", "stalls", "max_stalls"}
 
   -- one cursor per channel; `offset` counts the examined entries still in the set
   -- (claimed entries are removed only at the end)
@@ -614,7 +638,7 @@ local function claim_jobs(a, i)
     index_running(id, c.ch, "queued", lease_exp)
     emit(id, "started", v[2], v[8], attempts, now, nil)
     return {id, v[2], v[4], attempts, v[6], c.ch, v[7], nf(v[8]), nf(g), v[9], nf(v[10]),
-            v[11], v[12], v[13]}
+            v[11], v[12], v[13], nz(v[14]) or "0", nz(v[15]) or "1"}
   end
 
   local out = {}
@@ -663,9 +687,10 @@ end
 -- as its claim's, from the enqueue's `now`), exactly as claim_jobs' take() stores it, and
 -- the waiter's rows are added to its key as one member: JSON [token, row, row, ...], row
 -- = id, name, payload, attempts, max_attempts, channel, priority, tenant, group, tags,
--- options, run_at, created_at, remove_on_complete (null for none). A registration is used
--- up by its hand-off, so a waiter's key holds at most one member. Expired registrations
--- (their worker stopped waiting without saying so, or died) are dropped on sight.
+-- options, run_at, created_at, remove_on_complete, stalls, max_stalls (null for none). A
+-- registration is used up by its hand-off, so a waiter's key holds at most one member.
+-- Expired registrations (their worker stopped waiting without saying so, or died) are
+-- dropped on sight.
 -- A hand-off key outlives its lease by this (real time), then Redis drops it: only a
 -- waiter that died leaves one behind (its jobs are rescued like any expired lease).
 local HAND_GRACE_MS = 60000

@@ -7,5 +7,5 @@
 --   channels, include (names), exclude (names)
 -- Returns: one array per claimed job: id, name, payload, attempts, max_attempts,
 --   channel, priority, tenant, group_key, tags, options, run_at, created_at,
---   remove_on_complete
+--   remove_on_complete, stalls, max_stalls
 return claim_jobs(ARGV, 2)

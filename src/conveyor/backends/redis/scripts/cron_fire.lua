@@ -4,7 +4,7 @@
 -- KEYS[1] = P id
 -- ARGV[1] = P, ARGV[2] = name, ARGV[3] = expected next_run_at, ARGV[4] = new
 -- next_run_at|"", ARGV[5] = tick, ARGV[6] = now, ARGV[7] = "1" if a job follows,
--- ARGV[8..21] = the job, as one job of enqueue.lua
+-- ARGV[8..22] = the job, as one job of enqueue.lua
 -- Returns: {1 if the swap won else 0, job id | nil}
 local key = K.cron(ARGV[2])
 local cur = redis.call("HMGET", key, "next_run_at", "paused")

@@ -5,10 +5,10 @@
 -- over (see the hand-off in _lib.lua); the others are queued and wake workers as usual.
 -- KEYS[1] = P id
 -- ARGV[1] = P, ARGV[2] = now, ARGV[3] = order_key(now), ARGV[4] = n (number of jobs),
---   then n times 14 values:
+--   then n times 15 values:
 --   name, payload (JSON), state ("queued"|"scheduled"), run_at, order_key(run_at),
 --   priority, channel, max_attempts, options (JSON|""), remove_on_complete ("1"|"0"),
---   idempotency_key|"", tags (JSON list), group|"", tenant|""
+--   idempotency_key|"", tags (JSON list), group|"", tenant|"", max_stalls
 -- Returns: id1, created1, id2, created2, ... (created 0: an idempotency key matched)
 local now = ARGV[2]
 local n = tonumber(ARGV[4])

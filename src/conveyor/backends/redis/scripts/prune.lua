@@ -2,17 +2,20 @@
 -- their events, logs and idempotency keys.
 -- KEYS[1] = P id
 -- ARGV[1] = P, ARGV[2] = state, ARGV[3] = finished_before (exclusive), ARGV[4] = limit
--- Returns: the number of jobs deleted
+-- Returns: the jobs deleted, flat: id, name, tenant ("" for none), attempts, ...
 local key = K.done(ARGV[2])
 local ids = redis.call("ZRANGEBYSCORE", key, "-inf", "(" .. ARGV[3], "LIMIT", 0, tonumber(ARGV[4]))
-local n = 0
+local out = {}
 for _, id in ipairs(ids) do
   local j = fields(id, CORE)
   if j.state then
     delete_job(id, j)
-    n = n + 1
+    out[#out + 1] = id
+    out[#out + 1] = j.name or ""
+    out[#out + 1] = j.tenant or ""
+    out[#out + 1] = j.attempts or "0"
   else
     zrem_later(key, id)
   end
 end
-return n
+return out
