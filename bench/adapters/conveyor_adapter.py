@@ -24,7 +24,8 @@ class _ConveyorAdapter(Adapter):
     scenarios = frozenset("ABCDE")
     has_bulk = True
     bulk_api = "await queue.enqueue_many([JobSpec(...)]) (one call per chunk)"
-    config = "`conveyor worker bench.apps.conveyor_app:queue --concurrency N` per process"
+    # -q: warnings and errors only, as every peer runs (no per-job INFO line)
+    config = "`conveyor worker bench.apps.conveyor_app:queue --concurrency N -q` per process"
 
     async def setup(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -74,7 +75,7 @@ class _ConveyorAdapter(Adapter):
         return {"BENCH_CONVEYOR_URL": self.url(), "BENCH_CONVEYOR_NAMESPACE": self.namespace}
 
     def worker_commands(self, n_processes: int, concurrency: int) -> list[list[str]]:
-        cmd = [bin_path("conveyor"), "worker", APP, f"--concurrency={concurrency}"]
+        cmd = [bin_path("conveyor"), "worker", APP, f"--concurrency={concurrency}", "-q"]
         return [cmd] * n_processes
 
 
