@@ -18,7 +18,6 @@ from conveyor.validation import (
     check_max_stalls,
     check_priority,
     check_timeout,
-    spec_of,
     validate_name,
 )
 
@@ -70,6 +69,8 @@ class JobDefinition:
         check_max_stalls(self.max_stalls)
         check_priority(self.priority)
         check_bool(self.remove_on_fail, "remove_on_fail")
+        check_bool(self.remove_on_complete, "remove_on_complete")
+        check_bool(self.kill_on_timeout, "kill_on_timeout")
         if self.backoff is not None:
             check_backoff(self.backoff)
         if self.timeout is not None:
@@ -105,7 +106,25 @@ class JobDefinition:
         connection: Any = None,
     ) -> int:
         """Enqueue this job; takes every option of :meth:`conveyor.Queue.enqueue`."""
-        spec = spec_of({**locals(), "name": self.name})
+        spec = JobSpec(
+            self.name,
+            payload,
+            run_at=run_at,
+            delay=delay,
+            priority=priority,
+            channel=channel,
+            attempts=attempts,
+            max_stalls=max_stalls,
+            backoff=backoff,
+            timeout=timeout,
+            kill_on_timeout=kill_on_timeout,
+            remove_on_complete=remove_on_complete,
+            remove_on_fail=remove_on_fail,
+            idempotency_key=idempotency_key,
+            tags=tags,
+            group=group,
+            tenant=tenant,
+        )
         return (await self.queue.enqueue_many([spec], connection=connection))[0]
 
     def enqueue_sync(
@@ -130,7 +149,25 @@ class JobDefinition:
         connection: Any = None,
     ) -> int:
         """Enqueue from sync code; see :meth:`conveyor.Queue.enqueue_sync`."""
-        spec = spec_of({**locals(), "name": self.name})
+        spec = JobSpec(
+            self.name,
+            payload,
+            run_at=run_at,
+            delay=delay,
+            priority=priority,
+            channel=channel,
+            attempts=attempts,
+            max_stalls=max_stalls,
+            backoff=backoff,
+            timeout=timeout,
+            kill_on_timeout=kill_on_timeout,
+            remove_on_complete=remove_on_complete,
+            remove_on_fail=remove_on_fail,
+            idempotency_key=idempotency_key,
+            tags=tags,
+            group=group,
+            tenant=tenant,
+        )
         return self.queue.enqueue_many_sync([spec], connection=connection)[0]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -26,7 +26,7 @@ from conveyor.models import CronSchedule, CronSpec, Event, Job, JobSpec, JobStat
 from conveyor.retry import Backoff
 from conveyor.scheduling import compile_schedule
 from conveyor.settings import Settings
-from conveyor.validation import job_filter, spec_of, validate_name
+from conveyor.validation import job_filter, validate_name
 from conveyor.worker import Worker
 from conveyor.worker.maintenance import Maintenance
 
@@ -258,7 +258,27 @@ class Queue:
         The options are :class:`conveyor.JobSpec`'s (None: the job definition's default);
         ``connection=`` makes it part of your open transaction (SQLite, PostgreSQL).
         """
-        return (await self.engine.enqueue([spec_of(locals())], connection))[0]
+        # spelt out, not built from locals(): this is the hot path of every enqueue
+        spec = JobSpec(
+            name,
+            payload,
+            run_at=run_at,
+            delay=delay,
+            priority=priority,
+            channel=channel,
+            attempts=attempts,
+            max_stalls=max_stalls,
+            backoff=backoff,
+            timeout=timeout,
+            kill_on_timeout=kill_on_timeout,
+            remove_on_complete=remove_on_complete,
+            remove_on_fail=remove_on_fail,
+            idempotency_key=idempotency_key,
+            tags=tags,
+            group=group,
+            tenant=tenant,
+        )
+        return (await self.engine.enqueue([spec], connection))[0]
 
     async def enqueue_many(self, specs: Iterable[JobSpec], *, connection: Any = None) -> list[int]:
         """Enqueue several jobs at once, all or nothing; returns their ids in order."""
@@ -291,7 +311,26 @@ class Queue:
         ``connection=`` takes a ``sqlite3.Connection`` or a psycopg (sync) ``Connection``.
         Safe to call from any thread, with or without a running event loop.
         """
-        return self.engine.enqueue_sync([spec_of(locals())], connection)[0]
+        spec = JobSpec(
+            name,
+            payload,
+            run_at=run_at,
+            delay=delay,
+            priority=priority,
+            channel=channel,
+            attempts=attempts,
+            max_stalls=max_stalls,
+            backoff=backoff,
+            timeout=timeout,
+            kill_on_timeout=kill_on_timeout,
+            remove_on_complete=remove_on_complete,
+            remove_on_fail=remove_on_fail,
+            idempotency_key=idempotency_key,
+            tags=tags,
+            group=group,
+            tenant=tenant,
+        )
+        return self.engine.enqueue_sync([spec], connection)[0]
 
     def enqueue_many_sync(self, specs: Iterable[JobSpec], *, connection: Any = None) -> list[int]:
         """Sync twin of :meth:`enqueue_many`."""

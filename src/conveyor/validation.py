@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -39,7 +38,6 @@ __all__ = [
     "job_filter",
     "job_spec",
     "payload_json",
-    "spec_of",
     "validate_name",
     "validate_names",
     "validate_tags",
@@ -175,15 +173,6 @@ def _nesting(value: Any) -> int:
     return deepest
 
 
-SPEC_FIELDS = tuple(f.name for f in fields(JobSpec))
-
-
-def spec_of(values: Mapping[str, Any]) -> JobSpec:
-    """The :class:`JobSpec` named by an enqueue method's typed keyword arguments (its
-    ``locals()``): one place turns the explicit options into a spec."""
-    return JobSpec(**{f: values[f] for f in SPEC_FIELDS})
-
-
 def job_spec(name: str, payload: Any, options: Mapping[str, Any]) -> JobSpec:
     """A :class:`JobSpec` from enqueue keyword options; an unknown option is a
     ValidationError naming it."""
@@ -259,7 +248,7 @@ class JobBuilder:
     def _unknown(self, name: str) -> None:
         """Refuse a name no registered job has, when strict and this queue has jobs of
         its own (an enqueue-only process, with none, may enqueue any name)."""
-        if not self.strict_names:
+        if not self.strict_names or all(n.startswith(BUILTIN_PREFIX) for n in self.definitions):
             return
         own = sorted(n for n in self.definitions if not n.startswith(BUILTIN_PREFIX))
         if own:

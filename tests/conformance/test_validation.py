@@ -113,6 +113,9 @@ def test_unsafe_names_refused_at_registration(store) -> None:
         q.job("fine", priority=40000)(lambda p, c: None)
     with pytest.raises(conveyor.ValidationError):
         q.job("fine", backoff=3)(lambda p, c: None)
+    for flag in ("remove_on_complete", "remove_on_fail", "kill_on_timeout"):
+        with pytest.raises(conveyor.ValidationError, match=flag):
+            q.job("fine", **{flag: "yes"})(lambda p, c: None)
     q.job("fine")(lambda p, c: None)
     with pytest.raises(conveyor.ValidationError):
         q.job("fine")(lambda p, c: None)  # registered twice
