@@ -10,13 +10,16 @@ API.
 
 from __future__ import annotations
 
-from conveyor.cli import cron, dashboard, jobs, store, worker
+from conveyor.cli import channels, clean, cron, dashboard, enqueue, jobs, store, worker
 from conveyor.cli.app import main
 
 __all__ = ["main"]
 
+main.add_command(channels.channels)
+main.add_command(clean.clean)
 main.add_command(cron.cron)
 main.add_command(dashboard.dashboard)
+main.add_command(enqueue.enqueue)
 main.add_command(jobs.jobs)
 main.add_command(jobs.stats)
 main.add_command(store.migrate)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
+from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
-from conveyor.cli.app import Ctx, console, fail, pass_ctx, text
+from conveyor.cli.app import Ctx, console, err_console, fail, pass_ctx, text
+from conveyor.errors import ConveyorError
 from conveyor.models import Job, JobState
 from conveyor.queue import Queue
 from conveyor.serialize import job_detail, job_dict
@@ -155,23 +159,167 @@ def jobs_show(obj: Ctx, job_id: int, as_json: bool) -> None:
         console.print(text(f"  {r['at']}  {r['level']}: {r['message']}"))
 
 
+_RETRYABLE = ("failed", "cancelled")
+_CANCELLABLE = ("scheduled", "queued", "waiting", "running")
+_PAGE = 1000
+
+
+def _filter_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """The options of ``jobs retry|cancel`` that select jobs by filter instead of by id."""
+    for option in reversed(
+        (
+            click.argument("job_id", type=int, required=False),
+            click.option("--state", type=click.Choice([s.value for s in JobState])),
+            click.option("--name"),
+            click.option("--channel"),
+            click.option("--tenant"),
+            click.option("--all", "every", is_flag=True, help="Act on every matching job."),
+            click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation."),
+            click.option("--json", "as_json", is_flag=True, help="JSON output (with --all)."),
+        )
+    ):
+        fn = option(fn)
+    return fn
+
+
+class _Bulk:
+    """``jobs retry|cancel`` by filter: the filter, the states it may select, and the
+    action on one job (True when done)."""
+
+    def __init__(
+        self,
+        verb: str,
+        states: tuple[str, ...],
+        act: Callable[[Queue, int], Awaitable[bool]],
+        filters: dict[str, str | None],
+    ) -> None:
+        self.verb, self.states, self.act, self.filters = verb, states, act, filters
+
+    def check(self, job_id: int | None, every: bool) -> None:
+        """Exit 2 unless exactly one of JOB_ID and ``--all`` is given, filters only with
+        ``--all``, and a ``--state`` this command can act on."""
+        given = [f"--{k}" for k, v in self.filters.items() if v is not None]
+        if job_id is not None and (every or given):
+            fail(f"jobs {self.verb} takes a JOB_ID or --all with filters, not both", code=2)
+        if job_id is None and not every:
+            fail(f"jobs {self.verb} needs a JOB_ID, or --all to select jobs by filter", code=2)
+        state = self.filters["state"]
+        if state is not None and state not in self.states:
+            fail(
+                f"jobs {self.verb} --all takes --state {' or '.join(self.states)}, got {state!r}",
+                code=2,
+            )
+
+    async def select(self, queue: Queue) -> list[int]:
+        """The ids of every matching job, paging through all of them (newest first)."""
+        ids: list[int] = []
+        state = self.filters["state"]
+        for st in (state,) if state else self.states:
+            before: int | None = None
+            while True:
+                page = await queue.list_jobs(
+                    state=st,
+                    name=self.filters["name"],
+                    channel=self.filters["channel"],
+                    tenant=self.filters["tenant"],
+                    limit=_PAGE,
+                    before_id=before,
+                )
+                ids.extend(j.id for j in page)
+                if len(page) < _PAGE:
+                    break
+                before = page[-1].id
+        return ids
+
+    async def run(self, queue: Queue, yes: bool, as_json: bool) -> tuple[int, int]:
+        """Select, confirm (unless ``yes``), act; ``(matched, done)``."""
+        ids = await self.select(queue)
+        if not as_json:
+            err_console.print(text(f"{len(ids)} job(s) match"))
+        if not ids:
+            return 0, 0
+        if not yes and not click.confirm(f"{self.verb} {len(ids)} job(s)?", err=True):
+            fail(f"not confirmed: no job {self.verb} done")
+        done = 0
+        with Progress(console=err_console, disable=not sys.stderr.isatty()) as bar:
+            task = bar.add_task(self.verb, total=len(ids))
+            for job_id in ids:
+                try:
+                    done += await self.act(queue, job_id)
+                except ConveyorError:
+                    pass  # it changed state since it was selected
+                bar.advance(task)
+        return len(ids), done
+
+
+async def _retry_one(queue: Queue, job_id: int) -> bool:
+    await queue.retry(job_id)
+    return True
+
+
+async def _cancel_one(queue: Queue, job_id: int) -> bool:
+    return await queue.cancel(job_id)
+
+
+def _bulk(obj: Ctx, bulk: _Bulk, yes: bool, as_json: bool, past: str) -> None:
+    matched, done = obj.run(lambda queue: bulk.run(queue, yes, as_json))
+    if as_json:
+        click.echo(json.dumps({"matched": matched, "done": done}))
+    else:
+        click.echo(f"{done} of {matched} job(s) {past}")
+
+
 @jobs.command("retry")
-@click.argument("job_id", type=int)
+@_filter_options
 @pass_ctx
-def jobs_retry(obj: Ctx, job_id: int) -> None:
-    """Put a failed or cancelled job back in the queue with fresh attempts."""
+def jobs_retry(
+    obj: Ctx,
+    job_id: int | None,
+    state: str | None,
+    name: str | None,
+    channel: str | None,
+    tenant: str | None,
+    every: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Put a failed or cancelled job back in the queue with fresh attempts; with --all,
+    every failed or cancelled job matching the filters."""
+    filters = {"state": state, "name": name, "channel": channel, "tenant": tenant}
+    bulk = _Bulk("retry", _RETRYABLE, _retry_one, filters)
+    bulk.check(job_id, every)
+    if job_id is None:
+        _bulk(obj, bulk, yes, as_json, "queued again")
+        return
     obj.run(lambda queue: queue.retry(job_id))
-    click.echo(f"job {job_id} queued again")
+    click.echo(json.dumps({"id": job_id}) if as_json else f"job {job_id} queued again")
 
 
 @jobs.command("cancel")
-@click.argument("job_id", type=int)
+@_filter_options
 @pass_ctx
-def jobs_cancel(obj: Ctx, job_id: int) -> None:
-    """Cancel an upcoming or running job."""
+def jobs_cancel(
+    obj: Ctx,
+    job_id: int | None,
+    state: str | None,
+    name: str | None,
+    channel: str | None,
+    tenant: str | None,
+    every: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Cancel an upcoming or running job; with --all, every upcoming or running job
+    matching the filters."""
+    filters = {"state": state, "name": name, "channel": channel, "tenant": tenant}
+    bulk = _Bulk("cancel", _CANCELLABLE, _cancel_one, filters)
+    bulk.check(job_id, every)
+    if job_id is None:
+        _bulk(obj, bulk, yes, as_json, "cancelled")
+        return
     if not obj.run(lambda queue: queue.cancel(job_id)):
         fail(f"job {job_id} is already finished or does not exist", highlight=True)
-    click.echo(f"job {job_id} cancelled")
+    click.echo(json.dumps({"id": job_id}) if as_json else f"job {job_id} cancelled")
 
 
 @click.command()
