@@ -106,25 +106,12 @@ class JobDefinition:
         connection: Any = None,
     ) -> int:
         """Enqueue this job; takes every option of :meth:`conveyor.Queue.enqueue`."""
-        spec = JobSpec(
-            self.name,
-            payload,
-            run_at=run_at,
-            delay=delay,
-            priority=priority,
-            channel=channel,
-            attempts=attempts,
-            max_stalls=max_stalls,
-            backoff=backoff,
-            timeout=timeout,
-            kill_on_timeout=kill_on_timeout,
-            remove_on_complete=remove_on_complete,
-            remove_on_fail=remove_on_fail,
-            idempotency_key=idempotency_key,
-            tags=tags,
-            group=group,
-            tenant=tenant,
-        )
+        spec = JobSpec(self.name, payload, run_at=run_at, delay=delay, priority=priority,
+                       channel=channel, attempts=attempts, max_stalls=max_stalls, backoff=backoff,
+                       timeout=timeout, kill_on_timeout=kill_on_timeout,
+                       remove_on_complete=remove_on_complete, remove_on_fail=remove_on_fail,
+                       idempotency_key=idempotency_key, tags=tags, group=group,
+                       tenant=tenant)  # fmt: skip
         return (await self.queue.enqueue_many([spec], connection=connection))[0]
 
     def enqueue_sync(
@@ -149,25 +136,12 @@ class JobDefinition:
         connection: Any = None,
     ) -> int:
         """Enqueue from sync code; see :meth:`conveyor.Queue.enqueue_sync`."""
-        spec = JobSpec(
-            self.name,
-            payload,
-            run_at=run_at,
-            delay=delay,
-            priority=priority,
-            channel=channel,
-            attempts=attempts,
-            max_stalls=max_stalls,
-            backoff=backoff,
-            timeout=timeout,
-            kill_on_timeout=kill_on_timeout,
-            remove_on_complete=remove_on_complete,
-            remove_on_fail=remove_on_fail,
-            idempotency_key=idempotency_key,
-            tags=tags,
-            group=group,
-            tenant=tenant,
-        )
+        spec = JobSpec(self.name, payload, run_at=run_at, delay=delay, priority=priority,
+                       channel=channel, attempts=attempts, max_stalls=max_stalls, backoff=backoff,
+                       timeout=timeout, kill_on_timeout=kill_on_timeout,
+                       remove_on_complete=remove_on_complete, remove_on_fail=remove_on_fail,
+                       idempotency_key=idempotency_key, tags=tags, group=group,
+                       tenant=tenant)  # fmt: skip
         return self.queue.enqueue_many_sync([spec], connection=connection)[0]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -2,7 +2,8 @@
 
 It builds one :class:`conveyor.engine.Engine` and forwards to it and to the services
 (worker, maintenance, cron, event bus); it holds no logic of its own beyond turning
-public arguments into the engine's inputs.
+public arguments into the engine's inputs. The enqueue methods spell their JobSpec out
+(not from ``locals()``): that is the hot path of every enqueue.
 """
 
 from __future__ import annotations
@@ -43,9 +44,7 @@ _DEFAULT: Any = object()  # a retention argument not given (None means "forever"
 
 def _retention(value: Any) -> Any:
     """``None`` (keep forever) as the settings' ``"forever"``; not given as None."""
-    if value is _DEFAULT:
-        return None
-    return "forever" if value is None else value
+    return None if value is _DEFAULT else ("forever" if value is None else value)
 
 
 class Queue:
@@ -258,26 +257,12 @@ class Queue:
         The options are :class:`conveyor.JobSpec`'s (None: the job definition's default);
         ``connection=`` makes it part of your open transaction (SQLite, PostgreSQL).
         """
-        # spelt out, not built from locals(): this is the hot path of every enqueue
-        spec = JobSpec(
-            name,
-            payload,
-            run_at=run_at,
-            delay=delay,
-            priority=priority,
-            channel=channel,
-            attempts=attempts,
-            max_stalls=max_stalls,
-            backoff=backoff,
-            timeout=timeout,
-            kill_on_timeout=kill_on_timeout,
-            remove_on_complete=remove_on_complete,
-            remove_on_fail=remove_on_fail,
-            idempotency_key=idempotency_key,
-            tags=tags,
-            group=group,
-            tenant=tenant,
-        )
+        spec = JobSpec(name, payload, run_at=run_at, delay=delay, priority=priority,
+                       channel=channel, attempts=attempts, max_stalls=max_stalls, backoff=backoff,
+                       timeout=timeout, kill_on_timeout=kill_on_timeout,
+                       remove_on_complete=remove_on_complete, remove_on_fail=remove_on_fail,
+                       idempotency_key=idempotency_key, tags=tags, group=group,
+                       tenant=tenant)  # fmt: skip
         return (await self.engine.enqueue([spec], connection))[0]
 
     async def enqueue_many(self, specs: Iterable[JobSpec], *, connection: Any = None) -> list[int]:
@@ -311,25 +296,12 @@ class Queue:
         ``connection=`` takes a ``sqlite3.Connection`` or a psycopg (sync) ``Connection``.
         Safe to call from any thread, with or without a running event loop.
         """
-        spec = JobSpec(
-            name,
-            payload,
-            run_at=run_at,
-            delay=delay,
-            priority=priority,
-            channel=channel,
-            attempts=attempts,
-            max_stalls=max_stalls,
-            backoff=backoff,
-            timeout=timeout,
-            kill_on_timeout=kill_on_timeout,
-            remove_on_complete=remove_on_complete,
-            remove_on_fail=remove_on_fail,
-            idempotency_key=idempotency_key,
-            tags=tags,
-            group=group,
-            tenant=tenant,
-        )
+        spec = JobSpec(name, payload, run_at=run_at, delay=delay, priority=priority,
+                       channel=channel, attempts=attempts, max_stalls=max_stalls, backoff=backoff,
+                       timeout=timeout, kill_on_timeout=kill_on_timeout,
+                       remove_on_complete=remove_on_complete, remove_on_fail=remove_on_fail,
+                       idempotency_key=idempotency_key, tags=tags, group=group,
+                       tenant=tenant)  # fmt: skip
         return self.engine.enqueue_sync([spec], connection)[0]
 
     def enqueue_many_sync(self, specs: Iterable[JobSpec], *, connection: Any = None) -> list[int]:
@@ -527,8 +499,7 @@ class Queue:
         return record.to_schedule()
 
     async def list_cron(self, paused: bool | None = None) -> list[CronSchedule]:
-        """Every stored schedule; ``paused=True`` only the paused ones, ``False`` only the
-        active ones."""
+        """Every stored schedule (``paused=True``: only paused ones; ``False``: active)."""
         if paused is not None and not isinstance(paused, bool):
             raise ValidationError(f"paused must be True, False or None, got {paused!r}")
         return await cron.list_schedules(self.engine, paused)
