@@ -15,6 +15,7 @@ from starlette.routing import Mount
 import conveyor
 from conveyor import JobState
 from conveyor.web import Principal, create_app
+from tests.conftest import require_backend
 
 TOKENS = {
     "Bearer acme": Principal(tenant="acme"),
@@ -621,7 +622,7 @@ def test_bad_paths_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_a_store_outage_is_503_and_conveyor_up_0() -> None:
-    pytest.importorskip("redis")
+    require_backend("redis")
     queue = conveyor.Queue("redis://127.0.0.1:1/0")  # nothing listens on port 1
     try:
         app = create_app(queue, authenticate=authenticate)

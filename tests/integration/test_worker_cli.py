@@ -105,7 +105,7 @@ def test_read_only_sqlite_directory_fails_at_start(app_dir: Path) -> None:
 
 
 def test_redis_on_a_closed_port_fails_at_start(app_dir: Path) -> None:
-    pytest.importorskip("redis")
+    require_backend("redis")
     port = _closed_port()
     url = f"redis://127.0.0.1:{port}/0"
     proc, took = conveyor_cmd("worker", "logapp:queue", cwd=app_dir, url=url)
@@ -113,7 +113,7 @@ def test_redis_on_a_closed_port_fails_at_start(app_dir: Path) -> None:
 
 
 def test_postgres_on_a_closed_port_fails_at_start(app_dir: Path) -> None:
-    pytest.importorskip("psycopg")
+    require_backend("postgres")
     port = _closed_port()
     url = f"postgresql://postgres@127.0.0.1:{port}/test"
     proc, took = conveyor_cmd("worker", "logapp:queue", cwd=app_dir, url=url)
@@ -155,7 +155,7 @@ def test_postgres_role_without_create_fails_at_start(
 
 
 def test_start_failure_under_json_logging_is_one_json_line(app_dir: Path) -> None:
-    pytest.importorskip("redis")
+    require_backend("redis")
     url = f"redis://127.0.0.1:{_closed_port()}/0"
     proc, took = conveyor_cmd(
         "worker", "logapp:queue", "--log-format", "json", cwd=app_dir, url=url
