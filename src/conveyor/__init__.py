@@ -37,7 +37,7 @@ from conveyor.models import (
     TokenResult,
 )
 from conveyor.queue import Queue
-from conveyor.retry import Backoff, Fatal, Retry
+from conveyor.retry import Backoff, Fatal, Retry, Snooze
 from conveyor.scheduling import next_tick
 from conveyor.worker import Worker
 
@@ -64,6 +64,7 @@ __all__ = [
     "QueueDormant",
     "Retry",
     "Rule",
+    "Snooze",
     "Token",
     "TokenResult",
     "UnsupportedError",

@@ -6,7 +6,12 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "SystemClock", "from_ts", "to_ts"]
+__all__ = ["NEVER", "Clock", "SystemClock", "from_ts", "to_ts"]
+
+#: "Not before the end of time": the ``run_at`` of a job waiting on a token without a
+#: timeout (9999-12-31T23:59:59Z). A finite float, so every store orders and converts it
+#: like any other time.
+NEVER = 253402300799.0
 
 
 @runtime_checkable

@@ -1,16 +1,29 @@
-"""The Context handed to every handler: progress, logs, cancellation, timeout control."""
+"""The Context handed to every handler: progress, logs, cancellation, timeout control, and
+durable execution (steps, sleeps, tokens)."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import json
 import logging
+import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
 
-from conveyor.errors import ValidationError
+from conveyor._json import ENCODER, has_surrogate
+from conveyor.clock import NEVER, from_ts
+from conveyor.durations import Duration, parse_duration
+from conveyor.errors import PayloadError, ValidationError
+from conveyor.models import Token, TokenResult
 
-__all__ = ["Context", "Control", "JobLogger"]
+__all__ = ["Context", "Control", "Durable", "JobLogger", "Suspend"]
+
+T = TypeVar("T")
+#: Step names the engine uses for its own records (waits, tokens): refused for user steps.
+RESERVED_PREFIX = "conveyor:"
 
 
 class _Done:
@@ -108,6 +121,51 @@ class JobLogger:
         self._write("critical", message, *args)
 
 
+class Suspend(BaseException):
+    """Raised by ``ctx.sleep`` / ``ctx.wait_for_token`` to end the attempt and wait (state
+    ``waiting``) until ``until`` (epoch seconds) or until ``token`` is completed. A
+    BaseException, so a handler's ``except Exception`` does not swallow it; the executor
+    turns it into the ``waiting`` transition."""
+
+    def __init__(self, until: float, token: str | None, data: dict[str, Any]):
+        super().__init__(f"waiting until {until}" if token is None else f"waiting for {token}")
+        self.until, self.token, self.data = until, token, data
+
+
+class Durable(Protocol):
+    """The worker's side of durable execution for one attempt (steps stored with the job,
+    fenced by its lease)."""
+
+    def now(self) -> float: ...
+    async def load(self) -> dict[str, str]:
+        """The job's stored steps: name -> JSON text of the result."""
+        ...
+
+    async def save(self, name: str, result: str, token: Token | None = None) -> None:
+        """Store a step (and ``token`` with it, as pending); stops the attempt when its
+        lease is lost."""
+        ...
+
+    async def token(self, token_id: str) -> Token | None:
+        """The token ``token_id`` of this job (None: unknown or another job's); a pending
+        token past its expiry reads as ``expired``."""
+        ...
+
+
+def _step_name(name: object) -> str:
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise ValidationError(
+            f"a step name must be a non-empty str of at most 200 characters, got {name!r}"
+        )
+    if name.startswith(RESERVED_PREFIX):
+        raise ValidationError(
+            f"step name {name!r}: names starting with {RESERVED_PREFIX!r} are reserved"
+        )
+    if has_surrogate(name) or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValidationError(f"step name {name!r} holds control characters or lone surrogates")
+    return name
+
+
 class Context:
     """What a handler gets besides its payload.
 
@@ -143,6 +201,7 @@ class Context:
         schedule: str | None = None,
         scheduled_for: datetime | None = None,
         replayed: bool = False,
+        durable: Durable | None = None,
     ):
         self.job_id = job_id
         self.name = name
@@ -158,6 +217,11 @@ class Context:
         self._progress = progress
         self._control = control if control is not None else Control()
         self.log = JobLogger(name, job_id, clock, self._control)
+        self._durable = durable
+        self._steps: dict[str, str] | None = None  # loaded on the first durable call
+        self._used: set[str] = set()  # step names this run used (unique per run)
+        self._waits = 0  # waits (sleeps, token waits) reached in this run: their positions
+        self._tokens = 0  # tokens created in this run: their positions
 
     @property
     def cancelled(self) -> bool:
@@ -215,6 +279,166 @@ class Context:
         if not callable(callback):
             raise ValidationError("on_timeout takes a callable")
         self._control.on_timeout.append(callback)  # type: ignore[arg-type]
+
+    # -- durable execution ----------------------------------------------------------------
+    def step(self, name: str, fn: Callable[[], T | Awaitable[T]]) -> Coroutine[Any, Any, T]:
+        """Run ``fn`` (sync, or returning an awaitable) once for this job and store its JSON
+        result; on every later run (a retry, a resume after a wait, a rescue after a
+        crash) return the stored result without calling ``fn``. The result comes back as
+        JSON gives it (a tuple becomes a list) on the first run too, so every run sees
+        the same value. A step that raises is not stored and runs again next time.
+
+        ``name`` must be unique within a run and stable across runs (not built from the
+        time or a random value). Async handlers only: ``await ctx.step(...)``."""
+        return self._step(_step_name(name), fn, self._durable_for("step"))
+
+    def sleep(self, duration: Duration) -> Coroutine[Any, Any, None]:
+        """Wait ``duration`` (seconds, timedelta or ``"12h"``) without holding a worker
+        slot: the attempt ends (state ``waiting``) and the job runs again from the top
+        when due, completed steps replaying from storage. The wait's end is stored the
+        first time this sleep is reached, so a re-run never sleeps again from scratch."""
+        seconds = parse_duration(duration, "sleep duration", positive=False)
+        return self._sleep(lambda now: now + seconds, self._durable_for("sleep"))
+
+    def sleep_until(self, when: datetime) -> Coroutine[Any, Any, None]:
+        """Like :meth:`sleep`, until the aware datetime ``when`` (a past one returns at once)."""
+        if not isinstance(when, datetime) or when.tzinfo is None or when.utcoffset() is None:
+            raise ValidationError(f"sleep_until needs a timezone-aware datetime, got {when!r}")
+        until = when.timestamp()
+        return self._sleep(lambda now: until, self._durable_for("sleep_until"))
+
+    def create_token(
+        self, timeout: Duration | None = None, tags: Sequence[str] = ()
+    ) -> Coroutine[Any, Any, Token]:
+        """A token that someone completes later with ``queue.complete_token(token.id,
+        data)``; ``timeout`` (None: never) after which a wait on it returns ``ok=False``.
+        Memoised by its position among this job's tokens: a re-run gets the same token."""
+        seconds = None if timeout is None else parse_duration(timeout, "token timeout")
+        if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags):
+            raise ValidationError(f"token tags must be a list of non-empty strings, got {tags!r}")
+        return self._create_token(seconds, tuple(tags), self._durable_for("create_token"))
+
+    def wait_for_token(self, token: Token | str) -> Coroutine[Any, Any, TokenResult]:
+        """Wait, holding no worker slot, until ``token`` is completed (``TokenResult(True,
+        data)``) or times out (``TokenResult(False)``). Waits are recorded by position:
+        keep the order of waits stable between runs."""
+        token_id = token.id if isinstance(token, Token) else token
+        if not isinstance(token_id, str) or not token_id:
+            raise ValidationError(f"wait_for_token needs a Token or its id, got {token!r}")
+        return self._wait_for_token(token_id, self._durable_for("wait_for_token"))
+
+    def _durable_for(self, what: str) -> Durable:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise ValidationError(
+                f"ctx.{what} needs an async handler (async def ...: await ctx.{what}(...))"
+            ) from None
+        if self._durable is None:
+            raise ValidationError(
+                f"ctx.{what} is not available here (kill_on_timeout handlers and contexts "
+                "built outside a worker have no durable storage)"
+            )
+        return self._durable
+
+    async def _stored(self, durable: Durable) -> dict[str, str]:
+        if self._steps is None:
+            self._steps = await durable.load()
+        return self._steps
+
+    async def _record(
+        self, durable: Durable, name: str, value: Any, token: Token | None = None
+    ) -> str:
+        text = ENCODER.encode(value)
+        await durable.save(name, text, token)
+        assert self._steps is not None
+        self._steps[name] = text
+        return text
+
+    async def _step(self, name: str, fn: Callable[[], Any], durable: Durable) -> Any:
+        if name in self._used:
+            raise ValidationError(
+                f"step name {name!r} is used twice in one run: step names must be unique"
+            )
+        self._used.add(name)
+        stored = await self._stored(durable)
+        if name in stored:
+            return json.loads(stored[name])
+        value = fn()
+        if inspect.isawaitable(value):
+            value = await value
+        try:
+            text = ENCODER.encode(value)
+        except (TypeError, ValueError) as exc:
+            raise PayloadError(f"step {name!r} returned a value that is not JSON: {exc}") from None
+        if has_surrogate(text):
+            raise PayloadError(
+                f"step {name!r} returned text with lone surrogates (not valid Unicode)"
+            )
+        await durable.save(name, text)
+        stored[name] = text
+        return json.loads(text)
+
+    async def _sleep(self, until_from: Callable[[float], float], durable: Durable) -> None:
+        self._waits += 1
+        name = f"{RESERVED_PREFIX}wait:{self._waits}"
+        stored = await self._stored(durable)
+        now = durable.now()
+        if name in stored:
+            until = float(json.loads(stored[name])["until"])
+        else:
+            until = until_from(now)
+            await self._record(durable, name, {"kind": "sleep", "until": until})
+        if now >= until:
+            return
+        raise Suspend(until, None, {"reason": "sleep", "until": until})
+
+    async def _create_token(
+        self, seconds: float | None, tags: tuple[str, ...], durable: Durable
+    ) -> Token:
+        self._tokens += 1
+        name = f"{RESERVED_PREFIX}token:{self._tokens}"
+        stored = await self._stored(durable)
+        if name in stored:
+            record = json.loads(stored[name])
+            return Token(
+                record["id"],
+                from_ts(record["expires_at"]),
+                job_id=self.job_id,
+                tags=tuple(record.get("tags", ())),
+            )
+        expires = None if seconds is None else durable.now() + seconds
+        token = Token(secrets.token_urlsafe(24), from_ts(expires), job_id=self.job_id, tags=tags)
+        await self._record(
+            durable, name, {"id": token.id, "expires_at": expires, "tags": list(tags)}, token
+        )
+        return token
+
+    async def _wait_for_token(self, token_id: str, durable: Durable) -> TokenResult:
+        self._waits += 1
+        name = f"{RESERVED_PREFIX}wait:{self._waits}"
+        stored = await self._stored(durable)
+        if name in stored:
+            record = json.loads(stored[name])
+            if record.get("token") != token_id:
+                raise ValidationError(
+                    f"wait {self._waits} of this job waited on token {record.get('token')!r} "
+                    f"before and now on {token_id!r}: keep the order of waits stable"
+                )
+            return TokenResult(bool(record["ok"]), record.get("data"))
+        token = await durable.token(token_id)
+        if token is None:
+            raise ValidationError(f"token {token_id!r} is not a token of this job")
+        if token.state == "pending":
+            until = NEVER if token.expires_at is None else token.expires_at.timestamp()
+            raise Suspend(until, token_id, {"reason": "token", "token": token_id})
+        result = TokenResult(token.state == "completed", token.data)
+        await self._record(
+            durable,
+            name,
+            {"kind": "token", "token": token_id, "ok": result.ok, "data": result.data},
+        )
+        return result
 
     @property
     def deadline(self) -> float | None:

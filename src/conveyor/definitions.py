@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from conveyor.durations import Duration
 from conveyor.errors import ValidationError
 from conveyor.models import JobSpec
 from conveyor.retry import Backoff
@@ -89,13 +90,13 @@ class JobDefinition:
         payload: Any = None,
         *,
         run_at: datetime | None = None,
-        delay: float | timedelta | None = None,
+        delay: Duration | None = None,
         priority: int | None = None,
         channel: str | None = None,
         attempts: int | None = None,
         max_stalls: int | None = None,
         backoff: Backoff | None = None,
-        timeout: float | timedelta | None = None,
+        timeout: Duration | None = None,
         kill_on_timeout: bool | None = None,
         remove_on_complete: bool | None = None,
         remove_on_fail: bool | None = None,
@@ -119,13 +120,13 @@ class JobDefinition:
         payload: Any = None,
         *,
         run_at: datetime | None = None,
-        delay: float | timedelta | None = None,
+        delay: Duration | None = None,
         priority: int | None = None,
         channel: str | None = None,
         attempts: int | None = None,
         max_stalls: int | None = None,
         backoff: Backoff | None = None,
-        timeout: float | timedelta | None = None,
+        timeout: Duration | None = None,
         kill_on_timeout: bool | None = None,
         remove_on_complete: bool | None = None,
         remove_on_fail: bool | None = None,

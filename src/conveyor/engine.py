@@ -10,13 +10,14 @@ which backend it is.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from conveyor import backends
+from conveyor import backends, tracing
 from conveyor.backends.base import (
     Backend,
     EnqueueParams,
@@ -24,14 +25,17 @@ from conveyor.backends.base import (
     NewJob,
     PruneParams,
     PruneResult,
+    ResumeParams,
+    TokenCompletion,
+    TokenRecord,
 )
 from conveyor.clock import Clock, from_ts
 from conveyor.definitions import JobDefinition
 from conveyor.errors import QueueDormant, UnsupportedError, ValidationError
 from conveyor.events import Dispatcher
-from conveyor.models import Event, JobSpec, JobState
+from conveyor.models import Event, JobSpec, JobState, Token
 from conveyor.settings import Settings
-from conveyor.validation import JobBuilder
+from conveyor.validation import JobBuilder, payload_json
 
 __all__ = ["CancelListener", "Engine"]
 
@@ -258,6 +262,10 @@ class Engine:
         params = self._params(specs, connection)
         if not params.jobs:
             return []
+        if tracing.ENABLED:
+            with tracing.enqueue_span([job.name for job in params.jobs]):
+                _store_trace(params.jobs)
+                return await self._store(params)
         return await self._store(params)
 
     async def store(self, jobs: list[NewJob]) -> list[int]:
@@ -276,6 +284,13 @@ class Engine:
         params = self._params(specs, connection)
         if not params.jobs:
             return []
+        if tracing.ENABLED:
+            with tracing.enqueue_span([job.name for job in params.jobs]):
+                _store_trace(params.jobs)
+                return self._enqueue_sync(params, connection)
+        return self._enqueue_sync(params, connection)
+
+    def _enqueue_sync(self, params: EnqueueParams, connection: Any) -> list[int]:
         if connection is not None or self.backend_type.sync_enqueue:
             backend = self.sync_backend()
             if connection is None and not self._migrated:
@@ -309,6 +324,51 @@ class Engine:
                 self.emit("removed", job.id, job.name, job.tenant, job.attempts, data)
         return result.count
 
+    # -- durable waits ---------------------------------------------------------------------
+    async def complete_token(self, token_id: str, data: Any = None) -> bool:
+        """Complete a pending token with ``data`` (JSON, at most ``max_payload_bytes``) and
+        resume the job waiting on it; False for an unknown, expired or completed token."""
+        if not isinstance(token_id, str) or not token_id:
+            raise ValidationError(f"a token id must be a non-empty str, got {token_id!r}")
+        text = payload_json(data, self.settings.max_payload_bytes)
+        backend = await self.ready()
+        done = await backend.complete_token(TokenCompletion(token_id, text, self.clock.now()))
+        if done.resumed and done.job_id is not None and done.job_name is not None:
+            self.emit("resumed", done.job_id, done.job_name, done.tenant, done.attempt,
+                      {"reason": "token"})  # fmt: skip
+        return done.completed
+
+    async def get_token(self, token_id: str) -> Token | None:
+        if not isinstance(token_id, str) or not token_id:
+            raise ValidationError(f"a token id must be a non-empty str, got {token_id!r}")
+        record = await (await self.ready()).get_token(token_id)
+        return None if record is None else self.token(record)
+
+    def token(self, record: TokenRecord) -> Token:
+        """The public view of a stored token: a pending one past its expiry is expired."""
+        state = record.state
+        expires = record.expires_at
+        if state == "pending" and expires is not None and expires <= self.clock.now():
+            state = "expired"
+        return Token(
+            record.id, from_ts(record.expires_at), job_id=record.job_id, state=state,
+            tags=record.tags, created_at=from_ts(record.created_at),
+            completed_at=from_ts(record.completed_at),
+            data=None if record.data is None else json.loads(record.data),
+        )  # fmt: skip
+
+    async def resume_due(self, now: float, limit: int = 1000) -> int:
+        """Waiting jobs whose wait is over (a sleep's end, a token's expiry) back to
+        ``queued``, each once however many processes do this; a ``resumed`` event each."""
+        backend = await self.ready()
+        resumed = await backend.resume_due(ResumeParams(now, limit))
+        if resumed and self.wants("resumed"):
+            for job in resumed:
+                data = {"reason": "due"} if job.expired_token is None else {
+                    "reason": "expired", "token": job.expired_token}  # fmt: skip
+                self.emit("resumed", job.id, job.name, job.tenant, job.attempts, data)
+        return len(resumed)
+
     # -- cancels that must reach this process's running jobs ---------------------------------
     def add_cancel_listener(self, listener: CancelListener) -> None:
         self._listeners.add(listener)
@@ -317,6 +377,18 @@ class Engine:
         """A running job's cancel was requested: tell every worker of this process."""
         for listener in list(self._listeners):
             listener.cancel_local(job_id)
+
+
+def _store_trace(jobs: Sequence[NewJob]) -> None:
+    """Store the current trace context with each job (``options["trace"]``), so its runs
+    join the trace that enqueued it."""
+    headers = tracing.carrier()
+    if headers is None:
+        return
+    for job in jobs:
+        options = json.loads(job.options) if job.options else {}
+        options["trace"] = headers
+        job.options = json.dumps(options)
 
 
 class _Portal:

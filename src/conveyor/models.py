@@ -8,6 +8,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from conveyor.durations import Duration
 from conveyor.retry import Backoff
 
 __all__ = [
@@ -54,13 +55,13 @@ class JobSpec:
     payload: Any = None
     _: KW_ONLY  # the options are keyword-only, typed (editors and mypy check them)
     run_at: datetime | None = None
-    delay: float | timedelta | None = None
+    delay: Duration | None = None
     priority: int | None = None
     channel: str | None = None
     attempts: int | None = None
     max_stalls: int | None = None
     backoff: Backoff | None = None
-    timeout: float | timedelta | None = None
+    timeout: Duration | None = None
     kill_on_timeout: bool | None = None
     remove_on_complete: bool | None = None
     remove_on_fail: bool | None = None
@@ -102,6 +103,15 @@ class Job:
     finished_at: datetime | None
     timeout: float | None = None
     idempotency_key: str | None = None
+    #: The token a ``waiting`` job waits on (None: a sleep, or not waiting).
+    wait_token: str | None = None
+    #: Durable steps stored for the job, oldest first: ``{"name", "result", "at"}``
+    #: (waits and tokens are steps too, named ``conveyor:wait:N`` / ``conveyor:token:N``).
+    #: Filled by ``Queue.get_job``; empty in lists.
+    steps: tuple[Mapping[str, Any], ...] = ()
+    #: The job's tokens (``ctx.create_token``): ``{"id", "state", "tags", "expires_at",
+    #: "created_at", "completed_at", "data"}``. Filled by ``Queue.get_job``.
+    tokens: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def last_error(self) -> Mapping[str, Any] | None:
@@ -120,6 +130,9 @@ class Event:
     attempt: int
     at: datetime
     data: Mapping[str, Any] = field(default_factory=dict)
+    #: The event's cursor in the queue-wide log (``queue.events(since=event.id)`` resumes
+    #: right after it); None for an event that was never stored (in-process only).
+    id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +179,19 @@ class CronSchedule:
 
 @dataclass(frozen=True, slots=True)
 class Token:
-    """A durable-wait token (``ctx.create_token``)."""
+    """A durable-wait token: ``ctx.create_token`` returns one, ``queue.get_token`` reads one.
+
+    ``state`` is ``pending``, ``completed`` or ``expired``; ``data`` is what
+    ``queue.complete_token`` gave it. ``expires_at`` None: it never expires."""
 
     id: str
     expires_at: datetime | None
+    job_id: int | None = None
+    state: str = "pending"
+    tags: tuple[str, ...] = ()
+    created_at: datetime | None = None
+    completed_at: datetime | None = None
+    data: Any = None
 
 
 @dataclass(frozen=True, slots=True)

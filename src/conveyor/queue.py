@@ -8,6 +8,9 @@ public arguments into the engine's inputs. The enqueue methods spell their JobSp
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import json
 import logging
 import os
 import weakref
@@ -18,13 +21,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from conveyor import cron
 from conveyor.backends.base import CancelOutcome, EventRead, RetryOutcome
 from conveyor.builtins import register_builtins
-from conveyor.clock import Clock, SystemClock
+from conveyor.clock import Clock, SystemClock, from_ts
 from conveyor.definitions import JobDefinition
+from conveyor.durations import Duration
 from conveyor.engine import Engine
 from conveyor.errors import InvalidStateError, QueueDormant, ValidationError, WorkerDisabled
 from conveyor.events import EventCallback
-from conveyor.models import CronSchedule, CronSpec, Event, Job, JobSpec, JobState, LogRecord
+from conveyor.models import Event, Job, JobSpec, JobState, LogRecord, Token
 from conveyor.retry import Backoff
+from conveyor.schedules import CronMethods
 from conveyor.scheduling import compile_schedule
 from conveyor.settings import Settings
 from conveyor.validation import job_filter, validate_name
@@ -47,7 +52,7 @@ def _retention(value: Any) -> Any:
     return None if value is _DEFAULT else ("forever" if value is None else value)
 
 
-class Queue:
+class Queue(CronMethods):
     """A durable job queue on SQLite, PostgreSQL or Redis.
 
     Args:
@@ -79,13 +84,13 @@ class Queue:
         *,
         schema: str | None = None,
         prefix: str | None = None,
-        lease: float | None = None,
-        heartbeat_interval: float | None = None,
-        sweep_interval: float | None = None,
-        poll_interval: float | None = None,
+        lease: Duration | None = None,
+        heartbeat_interval: Duration | None = None,
+        sweep_interval: Duration | None = None,
+        poll_interval: Duration | None = None,
         max_payload_bytes: int | None = None,
-        keep_completed: timedelta | float | str | None = _DEFAULT,
-        keep_failed: timedelta | float | str | None = _DEFAULT,
+        keep_completed: Duration | None = _DEFAULT,
+        keep_failed: Duration | None = _DEFAULT,
         strict_names: bool | None = None,
         require_tenant: bool | None = None,
         clock: Clock | None = None,
@@ -236,13 +241,13 @@ class Queue:
         payload: Any = None,
         *,
         run_at: datetime | None = None,
-        delay: float | timedelta | None = None,
+        delay: Duration | None = None,
         priority: int | None = None,
         channel: str | None = None,
         attempts: int | None = None,
         max_stalls: int | None = None,
         backoff: Backoff | None = None,
-        timeout: float | timedelta | None = None,
+        timeout: Duration | None = None,
         kill_on_timeout: bool | None = None,
         remove_on_complete: bool | None = None,
         remove_on_fail: bool | None = None,
@@ -275,13 +280,13 @@ class Queue:
         payload: Any = None,
         *,
         run_at: datetime | None = None,
-        delay: float | timedelta | None = None,
+        delay: Duration | None = None,
         priority: int | None = None,
         channel: str | None = None,
         attempts: int | None = None,
         max_stalls: int | None = None,
         backoff: Backoff | None = None,
-        timeout: float | timedelta | None = None,
+        timeout: Duration | None = None,
         kill_on_timeout: bool | None = None,
         remove_on_complete: bool | None = None,
         remove_on_fail: bool | None = None,
@@ -315,8 +320,23 @@ class Queue:
     async def get_job(self, job_id: int, *, tenant: str | None = None) -> Job | None:
         """The job, or None when it does not exist (or was cleaned). With ``tenant``, also
         None when the job is another tenant's (or has no tenant), decided in the store
-        without loading that job's payload."""
-        return await (await self._ready()).get_job(int(job_id), tenant)
+        without loading that job's payload. Its durable steps and tokens come with it."""
+        backend = await self._ready()
+        job = await backend.get_job(int(job_id), tenant)
+        if job is None:
+            return None
+        steps, tokens = await asyncio.gather(
+            backend.load_steps(job.id), backend.list_tokens(job.id)
+        )
+        if not steps and not tokens:
+            return job
+        return dataclasses.replace(
+            job,
+            steps=tuple(
+                {"name": s.name, "result": json.loads(s.result), "at": from_ts(s.at)} for s in steps
+            ),
+            tokens=tuple(dataclasses.asdict(self.engine.token(t)) for t in tokens),
+        )
 
     async def list_jobs(
         self,
@@ -344,6 +364,18 @@ class Queue:
     async def get_job_events(self, job_id: int) -> list[Event]:
         """The job's stored lifecycle events, oldest first."""
         return await (await self._ready()).get_events(int(job_id))
+
+    # -- durable waits -----------------------------------------------------------------------
+    async def complete_token(self, token_id: str, data: Any = None) -> bool:
+        """Complete a token made by ``ctx.create_token`` with ``data`` (JSON) and resume the
+        job waiting on it (``ctx.wait_for_token`` returns ``TokenResult(True, data)``).
+        True once; False for an unknown, expired or already completed token (a replay
+        never raises)."""
+        return await self.engine.complete_token(token_id, data)
+
+    async def get_token(self, token_id: str) -> Token | None:
+        """The token (its state ``pending``/``completed``/``expired``, job and tags), or None."""
+        return await self.engine.get_token(token_id)
 
     # -- management --------------------------------------------------------------------------
     async def cancel(self, job_id: int) -> bool:
@@ -462,98 +494,6 @@ class Queue:
             cursor = page.cursor
             for event in page.events:
                 yield event
-
-    # -- cron ---------------------------------------------------------------------------------
-    async def add_cron(
-        self,
-        name: str,
-        expression: str | None = None,
-        *,
-        job: str | None = None,
-        payload: Any = None,
-        timezone: str = "UTC",
-        every: timedelta | None = None,
-        allow_overlap: bool = False,
-        catch_up: timedelta | None = None,
-        priority: int | None = None,
-        attempts: int | None = None,
-        backoff: Any = None,
-    ) -> CronSchedule:
-        """Create or update a schedule that enqueues ``job`` (default: ``name``) on every
-        tick of the cron ``expression`` in ``timezone`` (or ``every=timedelta``). An
-        invalid expression or zone raises ValidationError and stores nothing."""
-        spec = CronSpec(
-            name,
-            expression,
-            job=job,
-            payload=payload,
-            timezone=timezone,
-            every=every,
-            allow_overlap=allow_overlap,
-            catch_up=catch_up,
-            priority=priority,
-            attempts=attempts,
-            backoff=backoff,
-        )
-        (record,) = await cron.upsert(self.engine, [spec])
-        return record.to_schedule()
-
-    async def list_cron(self, paused: bool | None = None) -> list[CronSchedule]:
-        """Every stored schedule (``paused=True``: only paused ones; ``False``: active)."""
-        if paused is not None and not isinstance(paused, bool):
-            raise ValidationError(f"paused must be True, False or None, got {paused!r}")
-        return await cron.list_schedules(self.engine, paused)
-
-    async def edit_cron(
-        self,
-        name: str,
-        expression: str | None = cron.KEEP,
-        *,
-        job: str = cron.KEEP,
-        payload: Any = cron.KEEP,
-        timezone: str = cron.KEEP,
-        every: timedelta | None = cron.KEEP,
-        allow_overlap: bool = cron.KEEP,
-        catch_up: timedelta | None = cron.KEEP,
-        priority: int | None = cron.KEEP,
-        attempts: int | None = cron.KEEP,
-        backoff: Any = cron.KEEP,
-    ) -> CronSchedule:
-        """Change only what is given of schedule ``name`` (``add_cron`` replaces the whole
-        schedule). A new expression, interval or zone takes effect at once; a paused
-        schedule stays paused.
-
-        Raises:
-            ValidationError: no such schedule, or an invalid value (nothing is changed).
-        """
-        changes = {k: v for k, v in locals().items() if k not in ("self", "name")}
-        return (await cron.edit(self.engine, name, changes)).to_schedule()
-
-    async def run_cron(self, name: str) -> int:
-        """Enqueue schedule ``name``'s job now, once (also when paused), without moving its
-        next tick; returns the job's id.
-
-        Raises:
-            ValidationError: no such schedule.
-        """
-        return await cron.run_now(self.engine, name)
-
-    async def pause_cron(self, name: str) -> None:
-        """Stop a schedule from firing (its pending jobs stay)."""
-        await cron.set_paused(self.engine, name, True)
-
-    async def resume_cron(self, name: str) -> None:
-        """Resume a paused schedule from its next tick (missed ticks are not replayed)."""
-        await cron.set_paused(self.engine, name, False)
-
-    async def remove_cron(self, name: str) -> bool:
-        """Delete a schedule (its pending jobs stay). False if there was none."""
-        return await cron.remove(self.engine, name)
-
-    async def sync_cron(self, specs: Sequence[CronSpec]) -> None:
-        """Make the stored schedules exactly ``specs`` (plus those declared with
-        ``@queue.job(cron=…)``): others are removed, their pending jobs stay."""
-        await cron.sync(self.engine, specs)
 
     # -- workers -----------------------------------------------------------------------------
     def worker(

@@ -1,22 +1,20 @@
-"""Backoff policies and the job control signals :class:`Retry` and :class:`Fatal` (pure)."""
+"""Backoff policies and the job control signals :class:`Retry`, :class:`Fatal` and
+:class:`Snooze` (pure)."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
+from conveyor.durations import Duration, parse_duration
 from conveyor.errors import ValidationError
 
-__all__ = ["Backoff", "Fatal", "Retry"]
+__all__ = ["Backoff", "Fatal", "Retry", "Snooze"]
 
 
-def _seconds(value: float | timedelta, what: str) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds != seconds or seconds < 0:  # NaN or negative
-        raise ValidationError(f"{what} must be a number of seconds >= 0, got {value!r}")
-    return seconds
+def _seconds(value: Duration, what: str) -> float:
+    return parse_duration(value, what, positive=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,17 +32,17 @@ class Backoff:
     factor: float = 2.0  # exponential: each wait is ``factor`` times the one before
 
     @classmethod
-    def fixed(cls, delay: float | timedelta) -> Backoff:
+    def fixed(cls, delay: Duration) -> Backoff:
         """Wait the same ``delay`` seconds after every failure."""
         return cls("fixed", _seconds(delay, "Backoff.fixed delay"))
 
     @classmethod
     def exponential(
         cls,
-        delay: float | timedelta = 2.0,
+        delay: Duration = 2.0,
         factor: float = 2.0,
         *,
-        max: float | timedelta | None = None,
+        max: Duration | None = None,
         jitter: bool = False,
     ) -> Backoff:
         """Wait ``delay * factor**(n-1)`` seconds after failed attempt n (capped at
@@ -108,7 +106,7 @@ class Retry(Exception):
     The attempt counts; when no attempts remain the job fails.
     """
 
-    def __init__(self, delay: float | timedelta | None = None, message: str = "retry requested"):
+    def __init__(self, delay: Duration | None = None, message: str = "retry requested"):
         super().__init__(message)
         self.delay = None if delay is None else _seconds(delay, "Retry delay")
 
@@ -119,3 +117,15 @@ class Fatal(Exception):
     def __init__(self, message: str = "fatal"):
         super().__init__(message)
         self.message = message
+
+
+class Snooze(Exception):
+    """Raise from a handler to run the job again after ``delay`` without using up an
+    attempt (state ``scheduled``, event ``snoozed``): River's JobSnooze, Oban's snooze.
+
+    ``delay`` is seconds, a ``timedelta`` or a duration string (``"30s"``); 0 requeues
+    the job at once."""
+
+    def __init__(self, delay: Duration = 0):
+        self.delay = _seconds(delay, "Snooze delay")
+        super().__init__(f"snoozed for {self.delay:g}s")

@@ -44,7 +44,17 @@ def job_dict(job: Job) -> dict[str, Any]:
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
+        "wait_token": job.wait_token,
+        "steps": [{**step, "at": _iso_any(step.get("at"))} for step in job.steps],
+        "tokens": [{k: _iso_any(v) for k, v in token.items()} for token in job.tokens],
     }
+
+
+def _iso_any(value: Any) -> Any:
+    """Datetimes as ISO 8601, tuples as lists, anything else as it is."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return list(value) if isinstance(value, tuple) else value
 
 
 def event_dict(event: Event) -> dict[str, Any]:

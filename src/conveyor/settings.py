@@ -7,9 +7,9 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import timedelta
 from typing import Any
 
+from conveyor.durations import parse_duration
 from conveyor.errors import ValidationError
 
 __all__ = [
@@ -56,36 +56,9 @@ def validate_identifier(value: str, what: str) -> str:
     return value
 
 
-_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 FOREVER = ("forever",)  # the retention that keeps jobs until clean() removes them
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
-
-
-def parse_duration(value: Any, what: str, *, positive: bool = True) -> float:
-    """Seconds from a number, a ``timedelta`` or a string with an optional unit (``"90"``,
-    ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"7d"``, ``"2w"``)."""
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, str):
-        match = _DURATION.match(value.lower())
-        if match is None:
-            raise ValidationError(
-                f"{what} must be seconds or a duration such as 30s, 5m, 1h, 7d; got {value!r}"
-            )
-        value = float(match.group(1)) * _UNIT[match.group(2)]
-    if isinstance(value, bool):
-        raise ValidationError(f"{what} must be a number of seconds, got {value!r}")
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise ValidationError(f"{what} must be a number of seconds, got {value!r}") from None
-    if f != f or f < 0 or (positive and f == 0) or f == math.inf:
-        raise ValidationError(
-            f"{what} must be {'> 0' if positive else '>= 0'} seconds, got {value!r}"
-        )
-    return f
 
 
 def _retention(value: Any, what: str) -> float:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 from conveyor._json import ENCODER, has_surrogate
 from conveyor.backends.base import JobFilter, NewJob
+from conveyor.durations import parse_duration
 from conveyor.errors import PayloadError, ValidationError
 from conveyor.models import JobSpec, JobState
 from conveyor.retry import Backoff
@@ -108,11 +109,7 @@ def check_max_stalls(value: object) -> int:
 
 
 def check_timeout(value: object) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValidationError(f"timeout must be a number of seconds > 0, got {value!r}")
-    return float(value)
+    return parse_duration(value, "timeout")
 
 
 def check_backoff(value: object) -> Backoff:
@@ -198,16 +195,12 @@ def _run_at(spec: JobSpec, now: float) -> float:
             raise ValidationError(f"run_at {spec.run_at.isoformat()} is more than 100 years away")
         return run_at
     if spec.delay is not None:
-        delay = spec.delay.total_seconds() if isinstance(spec.delay, timedelta) else spec.delay
-        if (
-            isinstance(delay, bool)
-            or not isinstance(delay, int | float)
-            or not 0 <= delay <= MAX_DELAY
-        ):
+        delay = parse_duration(spec.delay, "delay", positive=False)
+        if delay > MAX_DELAY:
             raise ValidationError(
                 f"delay must be seconds from 0 to {MAX_DELAY:.0f} (100 years), got {spec.delay!r}"
             )
-        return now + float(delay)
+        return now + delay
     return now
 
 

@@ -67,3 +67,43 @@ if os.environ.get("CONVEYOR_TEST_TICK_PROBE"):  # only the cron test wants this 
         if ctx.scheduled_for is not None:
             _mark(path, f"tick {ctx.scheduled_for.timestamp()} {os.getpid()}")
         return ctx.scheduled_for.timestamp() if ctx.scheduled_for else None
+
+
+@queue.job("durable-steps", attempts=1)
+async def durable_steps(payload: dict, ctx: conveyor.Context) -> dict:
+    """Step one marks the probe and returns; step two marks, then sleeps ``seconds``
+    (long the first time, so a test can SIGKILL the worker inside it)."""
+
+    async def one() -> int:
+        _mark(payload["probe"], f"one {ctx.job_id} {ctx.attempt}")
+        return 1
+
+    async def two() -> int:
+        _mark(payload["probe"], f"two {ctx.job_id} {ctx.attempt}")
+        await asyncio.sleep(payload["seconds"][min(ctx.attempt, len(payload["seconds"])) - 1])
+        return 2
+
+    a = await ctx.step("one", one)
+    b = await ctx.step("two", two)
+    return {"sum": a + b, "attempt": ctx.attempt}
+
+
+@queue.job("await-approval")
+async def await_approval(payload: dict, ctx: conveyor.Context) -> dict:
+    """Creates a token, writes its id to the probe, waits for it."""
+    token = await ctx.create_token(timeout=payload.get("timeout"))
+    await ctx.step("ask", lambda: _mark(payload["probe"], f"token {ctx.job_id} {token.id}"))
+    decision = await ctx.wait_for_token(token)
+    return {"ok": decision.ok, "data": decision.data}
+
+
+def complete_token_from_process(token_id: str, data: object) -> bool:
+    """Run in a child process: complete a token from sync code, as a web app would."""
+
+    async def go() -> bool:
+        try:
+            return await queue.complete_token(token_id, data)
+        finally:
+            await queue.close()
+
+    return asyncio.run(go())

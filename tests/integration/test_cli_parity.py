@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from conveyor import JobState
-from tests.conftest import Store
+from tests.conftest import Store, wait_for
 from tests.integration.test_cli import cli
 from tests.integration.test_processes import ROOT, fast_queue
 
@@ -230,3 +230,42 @@ async def test_write_commands_do_not_create_a_sqlite_store(store: Store, tmp_pat
         r = cli(store, "--url", missing, *args)
         one_error(r, 1, "no store at")
     assert not os.path.exists(f"{tmp_path}/missing.db")
+
+
+async def test_jobs_show_lists_steps_tokens_the_wait_and_tracebacks(
+    store: Store, tmp_path: object
+) -> None:
+    q = await fast_queue(store)
+    probe = f"{tmp_path}/probe"
+    job_id = await q.enqueue("await-approval", {"probe": probe, "timeout": "1h"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "worker", "tests.integration.app:queue", "-q"],
+        env={**os.environ, **store.env, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+    )
+    try:
+
+        async def waiting() -> bool:
+            job = await q.get_job(job_id)
+            return job is not None and job.state is JobState.WAITING
+
+        await wait_for(waiting, timeout=30)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    job = await q.get_job(job_id)
+    assert job is not None and job.wait_token is not None
+    r = cli(store, "jobs", "show", str(job_id))
+    assert r.returncode == 0, r.stderr
+    assert f"waiting for token {job.wait_token}" in r.stdout
+    assert "conveyor:token:1" in r.stdout and "ask" in r.stdout  # steps
+    assert "pending, expires" in r.stdout  # the token
+    shown = json.loads(cli(store, "jobs", "show", str(job_id), "--json").stdout)
+    assert shown["wait_token"] == job.wait_token
+    assert [s["name"] for s in shown["steps"]] == ["conveyor:token:1", "ask"]
+    assert shown["tokens"][0]["state"] == "pending"
+
+    failed = await q.enqueue("no-such-handler-here", {})
+    await q.worker().run_once()
+    r = cli(store, "jobs", "show", str(failed))
+    assert "UnknownJob" in r.stdout and "errors" in r.stdout

@@ -29,6 +29,7 @@ EXPECTED = [
     "QueueDormant",
     "Retry",
     "Rule",
+    "Snooze",
     "Token",
     "TokenResult",
     "UnsupportedError",

@@ -12,16 +12,36 @@ suite (``tests/conformance``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from conveyor.models import CronSchedule, Event, Job, JobState, LogRecord
+from conveyor.backends.records import (
+    NEVER,
+    CronFire,
+    CronFireResult,
+    CronPause,
+    CronRecord,
+    NewToken,
+    PausedState,
+    ResumedJob,
+    ResumeParams,
+    StepRecord,
+    StepSave,
+    ThroughputBucket,
+    ThroughputParams,
+    TokenCompletion,
+    TokenCompletionResult,
+    TokenRecord,
+    WorkerRecord,
+)
+from conveyor.models import Event, Job, JobState, LogRecord
 
 if TYPE_CHECKING:
     from conveyor.settings import Settings
 
 __all__ = [
+    "NEVER",
     "Backend",
     "CancelOutcome",
     "ChannelStats",
@@ -42,15 +62,27 @@ __all__ = [
     "LockParams",
     "LogEntry",
     "NewJob",
+    "NewToken",
     "Outcome",
+    "PausedState",
     "ProgressUpdate",
     "PromoteParams",
     "PromoteResult",
     "PruneParams",
     "PruneResult",
     "RemovedJob",
+    "ResumeParams",
+    "ResumedJob",
     "RetryOutcome",
     "RetryResult",
+    "StepRecord",
+    "StepSave",
+    "ThroughputBucket",
+    "ThroughputParams",
+    "TokenCompletion",
+    "TokenCompletionResult",
+    "TokenRecord",
+    "WorkerRecord",
 ]
 
 
@@ -172,6 +204,14 @@ class Outcome:
     expired_before: float | None = None
     event_data: str | None = None  # JSON text
     attempt: int | None = None  # the attempt this ends (for the core's messages; not stored)
+    #: For state ``waiting`` (a durable wait; the core also sets ``refund_attempt``):
+    #: the token the job now waits on, stored as the job's ``wait_token`` (None: a
+    #: sleep). If that token is no longer waitable when this applies (not ``pending``,
+    #: or its ``expires_at <= at``), the job goes to ``queued`` at ``run_at = at`` with a
+    #: ``resumed`` event instead of waiting (a pending one past its expiry is marked
+    #: ``expired``). Checked under the same lock or script as :meth:`Backend.complete_token`
+    #: takes, so a completion racing the suspend is never lost.
+    wait_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +251,7 @@ class JobFilter:
     tenant: str | None = None
     limit: int = 100
     before_id: int | None = None  # newest first, paging by id
+    name_prefix: str | None = None  # names starting with this, literally (no wildcards)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,73 +383,6 @@ class EventRead:
 class EventPage:
     events: list[Event]
     cursor: str  # pass as ``EventRead.after`` to continue
-
-
-@dataclass(frozen=True, slots=True)
-class CronPause:
-    """Pause or resume schedule ``name``; ``next_run_at`` replaces the stored next tick
-    when given (a resumed schedule continues from its next future tick)."""
-
-    name: str
-    paused: bool
-    next_run_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class CronRecord:
-    """A stored schedule. ``expression`` is a cron expression or ``@every <seconds>``."""
-
-    name: str
-    expression: str
-    job: str
-    payload: str  # JSON text
-    timezone: str
-    paused: bool
-    allow_overlap: bool
-    catch_up: float | None
-    options: str | None  # JSON text: priority, attempts, backoff
-    next_run_at: float | None
-    last_run_at: float | None = None
-    last_job_id: int | None = None
-
-    def to_schedule(self) -> CronSchedule:
-        import json
-
-        from conveyor.clock import from_ts
-
-        return CronSchedule(
-            name=self.name,
-            expression=self.expression,
-            job=self.job,
-            payload=json.loads(self.payload),
-            timezone=self.timezone,
-            paused=self.paused,
-            allow_overlap=self.allow_overlap,
-            next_run_at=from_ts(self.next_run_at),
-            last_run_at=from_ts(self.last_run_at),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class CronFire:
-    """Fire one tick: applied only if the schedule's ``next_run_at == expected_next``
-    (a compare-and-swap, so any number of processes fire each tick once). Sets
-    ``next_run_at = new_next``, ``last_run_at = tick``; stores ``job`` when given (None:
-    the tick is skipped, e.g. overlap) and records its id as ``last_job_id``."""
-
-    name: str
-    expected_next: float
-    new_next: float | None
-    tick: float
-    job: NewJob | None
-    now: float
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class CronFireResult:
-    won: bool  # this call won the compare-and-swap (the tick is this caller's)
-    job_id: int | None  # the job stored for the tick, or None (skipped, or lost the CAS)
 
 
 class Backend(Protocol):
@@ -569,6 +543,24 @@ class Backend(Protocol):
     async def get_logs(self, job_id: int) -> list[LogRecord]: ...
     async def get_events(self, job_id: int) -> list[Event]: ...
     async def read_events(self, params: EventRead) -> EventPage: ...
+
+    # -- durable execution (steps, waits, tokens; see conveyor.backends.records) ---------
+    async def save_step(self, save: StepSave) -> bool:
+        """Store a step (and its token, if any) as :class:`StepSave` says; False (nothing
+        stored) when the job is not running under that lease token."""
+        ...
+
+    async def load_steps(self, job_id: int) -> list[StepRecord]:
+        """The job's stored steps, in the order they were stored."""
+        ...
+
+    async def complete_token(self, completion: TokenCompletion) -> TokenCompletionResult: ...
+    async def get_token(self, token_id: str) -> TokenRecord | None: ...
+    async def list_tokens(self, job_id: int) -> list[TokenRecord]:
+        """The job's tokens, oldest first."""
+        ...
+
+    async def resume_due(self, params: ResumeParams) -> list[ResumedJob]: ...
 
     # -- cron ---------------------------------------------------------------------------
     async def upsert_cron(self, record: CronRecord) -> None:

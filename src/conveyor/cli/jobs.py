@@ -149,14 +149,39 @@ def jobs_show(obj: Ctx, job_id: int, as_json: bool) -> None:
     for key in _SHOWN:
         table.add_row(key, text(json.dumps(data[key]) if key in _AS_JSON else data[key]))
     console.print(table)
+    if job.wait_token is not None or job.state is JobState.WAITING:
+        what = f"token {job.wait_token}" if job.wait_token else "the end of a sleep"
+        console.print(text(f"waiting for {what}, until {data['run_at']}"))
+    if data["steps"]:
+        console.print(Text("steps", style="bold"))
+        for step in data["steps"]:
+            console.print(text(f"  {step['at']}  {step['name']} = {json.dumps(step['result'])}"))
+    if data["tokens"]:
+        console.print(Text("tokens", style="bold"))
+        for token in data["tokens"]:
+            tags = f" tags {','.join(token['tags'])}" if token["tags"] else ""
+            console.print(
+                text(f"  {token['id']}  {token['state']}, expires {token['expires_at']}{tags}")
+            )
+    if job.errors:
+        console.print(Text("errors", style="bold"))
     for err in job.errors:
         console.print(
-            Text.assemble((f"attempt {err['attempt']}", "red"), f" {err['type']}: {err['message']}")
+            Text.assemble(
+                (f"attempt {err['attempt']}", "red"), " ", text(f"{err['type']}: {err['message']}")
+            )
         )
+        if err.get("traceback"):
+            console.print(text("    " + str(err["traceback"]).rstrip().replace("\n", "\n    ")))
+    if data["events"]:
+        console.print(Text("events", style="bold"))
     for e in data["events"]:
-        console.print(text(f"  {e['at']}  {e['type']} (attempt {e['attempt']})"))
+        extra = f" {json.dumps(e['data'])}" if e["data"] else ""
+        console.print(text(f"  {e['at']}  {e['type']} (attempt {e['attempt']}){extra}"))
+    if data["logs"]:
+        console.print(Text("logs", style="bold"))
     for r in data["logs"]:
-        console.print(text(f"  {r['at']}  {r['level']}: {r['message']}"))
+        console.print(text(f"  {r['at']}  [attempt {r['attempt']}] {r['level']}: {r['message']}"))
 
 
 _RETRYABLE = ("failed", "cancelled")

@@ -17,17 +17,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from conveyor import tracing
 from conveyor._json import ENCODER, clean_text
 from conveyor.backends.base import Backend, ClaimedJob, LogEntry, Outcome, ProgressUpdate
 from conveyor.clock import from_ts
-from conveyor.context import Context, Control
+from conveyor.context import Context, Control, Suspend
 from conveyor.definitions import JobDefinition
 from conveyor.engine import Engine
 from conveyor.errors import ValidationError
 from conveyor.models import JobState
-from conveyor.retry import DEFAULT_BACKOFF, Backoff, Fatal
+from conveyor.retry import DEFAULT_BACKOFF, Backoff, Fatal, Snooze
 from conveyor.worker.child import ChildFailed, run_in_child
 from conveyor.worker.completer import Completer
+from conveyor.worker.durable import JobDurable
 from conveyor.worker.outcome import RunResult, classify
 
 __all__ = ["Executor", "Running"]
@@ -40,6 +42,8 @@ _CANCEL_STATUS = {"timeout": "timeout", "drain": "drained", "cancel": "cancelled
 #: Reasons after which this worker writes nothing: ``lost`` (rescued elsewhere, the
 #: rescue's outcome stands) and ``abort`` (the lease is left to expire).
 _SILENT = ("lost", "abort")
+#: How an attempt may end that a cancel requested meanwhile overrides.
+_CANCELLABLE = ("ok", "error", "timeout", "snoozed", "suspended")
 
 
 class Running:
@@ -167,7 +171,10 @@ class Executor:
                 )
             else:
                 backoff = definition.backoff or DEFAULT_BACKOFF
-                run, backoff = await self._run_handler(r, definition, backoff)
+                if tracing.ENABLED:
+                    run, backoff = await self._traced(r, definition, backoff)
+                else:
+                    run, backoff = await self._run_handler(r, definition, backoff)
         except asyncio.CancelledError:
             # Cancelled before the handler started (e.g. drained while decoding).
             task = asyncio.current_task()
@@ -183,7 +190,7 @@ class Executor:
         if reason in _SILENT:
             self.running.pop(job.id, None)
             return
-        if reason == "cancel" and run.status in ("ok", "error", "timeout"):
+        if reason == "cancel" and run.status in _CANCELLABLE:
             run = RunResult("cancelled")
         outcome = classify(job, run, self.engine.clock.now(), backoff)
         logs = [
@@ -192,6 +199,22 @@ class Executor:
         ]
         assert self._completer is not None
         self._completer.submit(outcome, logs, self._recorded)
+
+    async def _traced(
+        self, r: Running, definition: JobDefinition, backoff: Backoff
+    ) -> tuple[RunResult, Backoff]:
+        """:meth:`_run_handler` inside a run span (the ``otel`` extra)."""
+        job = r.job
+        stored = None
+        if job.options and '"trace"' in job.options:
+            try:
+                stored = json.loads(job.options).get("trace")
+            except ValueError:
+                stored = None
+        with tracing.run_span(job.name, job.id, job.channel, job.attempts, stored) as span:
+            run, backoff = await self._run_handler(r, definition, backoff)
+            tracing.record_outcome(span, run.status, run.exc)
+        return run, backoff
 
     async def _run_handler(
         self, r: Running, definition: JobDefinition, backoff: Backoff
@@ -212,6 +235,10 @@ class Executor:
         control.deadline = loop.time() + timeout if timeout else None
         control.timeout = float(timeout) if timeout else None
         cron = options.get("cron") or _NO_OPTIONS
+        durable = None
+        if definition.is_async and not kill:
+            assert self._backend is not None
+            durable = JobDurable(self.engine, self._backend, job, control)
         ctx = Context(
             job_id=job.id,
             name=job.name,
@@ -227,6 +254,7 @@ class Executor:
             schedule=cron.get("schedule"),
             scheduled_for=from_ts(cron.get("tick")),
             replayed=bool(cron.get("replayed", False)),
+            durable=durable,
         )
         if control.deadline is not None and not kill:
             r.timer = loop.call_at(control.deadline, self._check_deadline, r)
@@ -272,6 +300,10 @@ class Executor:
             ):
                 return RunResult("timeout", message=str(exc) or None), backoff
             return RunResult("error", exc=exc), backoff
+        except Suspend as exc:  # ctx.sleep / ctx.wait_for_token: wait, holding nothing
+            return RunResult("suspended", exc=exc), backoff
+        except Snooze as exc:
+            return RunResult("snoozed", exc=exc), backoff
         except ChildFailed as exc:
             return RunResult("error", exc=exc, message=f"{exc.type_name}: {exc}"), backoff
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: fail this attempt only
@@ -320,6 +352,8 @@ class Executor:
                 data["error"] = json.loads(outcome.error)
             if outcome.result is not None:
                 data["result"] = json.loads(outcome.result)
+            if outcome.event in ("waiting", "snoozed") and outcome.event_data is not None:
+                data.update(json.loads(outcome.event_data))
             engine.emit(outcome.event, job.id, job.name, job.tenant, attempt, data)
         if log.isEnabledFor(logging.INFO):
             _log_outcome(r, outcome)
@@ -344,6 +378,11 @@ def _log_outcome(r: Running, outcome: Outcome) -> None:
     head = "job %s #%s attempt %d/%d"
     args: list[Any] = [job.name, job.id, job.attempts, job.max_attempts]
     took = f"{r.elapsed * 1000:.1f}ms" if r.elapsed < 1 else f"{r.elapsed:.2f}s"
+    if outcome.event in ("waiting", "snoozed") and outcome.run_at is not None:
+        fields["resume_in"] = wait = round(max(0.0, outcome.run_at - outcome.at), 3)
+        what = "waiting for a token" if outcome.wait_token else f"{outcome.event} for {wait:g}s"
+        log.info(head + " %s after %s", *args, what, took, extra=fields)
+        return
     if outcome.refund_attempt:  # drained: back to queued, the attempt not used up
         log.info(head + " requeued after %s (worker stopping)", *args, took, extra=fields)
         return

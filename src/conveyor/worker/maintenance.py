@@ -29,6 +29,7 @@ log = logging.getLogger("conveyor")
 
 RESCUE_BATCH = 500
 PROMOTE_BATCH = 5000
+RESUME_BATCH = 1000
 PRUNE_BATCH = 1000
 PRUNE_EVERY = 30.0  # at most this long between pruning passes (under the "prune" lease)
 
@@ -75,7 +76,7 @@ class Maintenance:
         await self.rescue(now)
         await self.promote(now)
         await cron.fire_due(self.engine, backend, now)
-        await self.expire_tokens(now)
+        await self.resume(now)
         due = now - self._last_prune >= self.prune_every
         if force or (
             due
@@ -173,13 +174,19 @@ class Maintenance:
         self._wakes.pop(at, None)
         wake()
 
-    async def expire_tokens(self, now: float) -> int:
-        """Durable-wait tokens past their timeout resume their job with ``ok=False``.
-
-        A hook for the durable waits DESIGN.md describes (``ctx.create_token`` /
-        ``wait_for_token``), which no backend stores yet: nothing to expire today.
-        """
-        return 0
+    async def resume(self, now: float) -> int:
+        """Durable waits that are over: sleeps whose end has come, and token waits whose
+        token timed out (the token expires; the wait returns ``ok=False``). Their jobs go
+        back to ``queued``, each exactly once however many processes run this."""
+        total = 0
+        for _ in range(10):  # at most 10 batches per pass
+            n = await self.engine.resume_due(now, RESUME_BATCH)
+            total += n
+            if n < RESUME_BATCH:
+                break
+        if total:
+            (await self.engine.ready()).wake()  # this process's idle fetcher claims them now
+        return total
 
     async def prune(self, now: float) -> int:
         """Retention: completed jobs after keep_completed, failed and cancelled ones after

@@ -10,8 +10,9 @@ from typing import Any
 
 from conveyor._json import clean_text
 from conveyor.backends.base import ClaimedJob, Outcome
+from conveyor.context import Suspend
 from conveyor.models import JobState
-from conveyor.retry import Backoff, Fatal, Retry
+from conveyor.retry import Backoff, Fatal, Retry, Snooze
 
 __all__ = ["RunResult", "classify", "error_record", "removes_on_fail"]
 
@@ -21,6 +22,8 @@ class RunResult:
     """How the handler ended.
 
     status: ``ok`` | ``error`` | ``timeout`` | ``cancelled`` | ``drained`` | ``orphaned``
+    | ``snoozed`` (``exc`` is the :class:`~conveyor.Snooze`) | ``suspended`` (``exc`` is
+    the context's :class:`~conveyor.context.Suspend`)
     """
 
     status: str
@@ -68,7 +71,8 @@ def removes_on_fail(options: str | None) -> bool:
 
 def classify(job: ClaimedJob, run: RunResult, now: float, backoff: Backoff) -> Outcome:
     """The transition for a finished attempt: completed, retry at T, failed, cancelled,
-    or back to queued (drained without using up the attempt)."""
+    snoozed or waiting (neither uses up the attempt), or back to queued (drained without
+    using up the attempt)."""
 
     def out(state: JobState, event: str, **kw: Any) -> Outcome:
         return Outcome(
@@ -82,6 +86,18 @@ def classify(job: ClaimedJob, run: RunResult, now: float, backoff: Backoff) -> O
         )
     if run.status == "cancelled":
         return out(JobState.CANCELLED, "cancelled")
+    if run.status == "snoozed" and isinstance(run.exc, Snooze):
+        # River's JobSnooze: run again after the delay; the attempt is given back.
+        run_at = now + run.exc.delay
+        state = JobState.SCHEDULED if run.exc.delay > 0 else JobState.QUEUED
+        data = json.dumps({"delay": run.exc.delay, "run_at": run_at})
+        return out(state, "snoozed", run_at=run_at, refund_attempt=True, event_data=data)
+    if run.status == "suspended" and isinstance(run.exc, Suspend):
+        # A durable wait: no slot, no lease; the job runs again from the top when the
+        # wait is over, so this run uses up no attempt.
+        wait = run.exc
+        return out(JobState.WAITING, "waiting", run_at=wait.until, refund_attempt=True,
+                   wait_token=wait.token, event_data=json.dumps(wait.data))  # fmt: skip
     if run.status == "drained":
         data = json.dumps({"reason": "worker stopping"})
         return out(JobState.QUEUED, "retrying", run_at=now, refund_attempt=True, event_data=data)

@@ -72,6 +72,7 @@ from conveyor.backends.postgres.connections import (
     pooled,
 )
 from conveyor.backends.postgres.cursor import EventsCursor
+from conveyor.backends.postgres.durable import DurableVerbs
 from conveyor.backends.postgres.enqueue import (
     drive,
     drive_sync,
@@ -87,7 +88,7 @@ from conveyor.backends.postgres.sqlfiles import (
     native,
     quote_schema,
 )
-from conveyor.backends.rows import event_from_row, job_from_row, log_from_row
+from conveyor.backends.rows import event_from_row, log_from_row
 from conveyor.errors import BackendError, UnsupportedError
 from conveyor.models import Event, Job, JobState, LogRecord
 from conveyor.settings import Settings, validate_identifier
@@ -99,8 +100,9 @@ log = logging.getLogger("conveyor")
 EVENTS_POLL = 0.25  # seconds between read_events polls when no wake-up arrives
 
 
-class PostgresBackend:
-    """Backend on one PostgreSQL schema (``settings.schema``).
+class PostgresBackend(DurableVerbs):
+    """Backend on one PostgreSQL schema (``settings.schema``); steps, tokens and resumes
+    are in :class:`~.durable.DurableVerbs`.
 
     URL query parameters ``pool_min_size`` (default 1), ``pool_max_size`` (10) and
     ``pool_timeout`` (seconds, 5) size the pool; every other parameter goes to libpq.
@@ -285,15 +287,16 @@ class PostgresBackend:
     async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
         if not outcomes:
             return []
+        wait = codec.has_wait(outcomes)  # a wait may requeue (its token is done)
         rows = await self._fetch(
             "complete",
-            self.queries["complete_many"],
-            codec.complete_args(outcomes, self.notify_channel),
+            self.queries.complete(wait=wait),
+            codec.complete_args(outcomes, self.notify_channel, wait),
         )
         applied = {row[0] for row in rows}
         if rows:
             self._events.fire()
-            if any(o.state in (JobState.QUEUED, JobState.SCHEDULED) for o in outcomes):
+            if wait or any(o.state in (JobState.QUEUED, JobState.SCHEDULED) for o in outcomes):
                 self._work.fire()
         return [i in applied for i in range(len(outcomes))]
 
@@ -308,10 +311,10 @@ class PostgresBackend:
             applied = await self.complete_many(outcomes)
             return applied, await self.claim(claim)
         args = codec.claim_args(claim)
-        args.update(codec.complete_args(outcomes, self.notify_channel))
-        rows = await self._fetch(
-            "complete and claim", self.queries.claim(claim.channels, complete=True), args
-        )
+        wait = codec.has_wait(outcomes)
+        args.update(codec.complete_args(outcomes, self.notify_channel, wait))
+        query = self.queries.claim(claim.channels, complete=True, wait=wait)
+        rows = await self._fetch("complete and claim", query, args)
         first = rows[0]
         done = set(first[0] or ())
         if first[1]:
@@ -431,13 +434,13 @@ class PostgresBackend:
     async def get_job(self, job_id: int, tenant: str | None = None) -> Job | None:
         args = {"id": job_id, "tenant": tenant}
         rows = await self._fetch_dicts("get_job", self.queries["get_job"], args)
-        return job_from_row(rows[0]) if rows else None
+        return codec.job(rows[0]) if rows else None
 
     async def list_jobs(self, flt: JobFilter) -> list[Job]:
         rows = await self._fetch_dicts(
             "list_jobs", self.queries["list_jobs"], codec.filter_args(flt)
         )
-        return [job_from_row(row) for row in rows]
+        return [codec.job(row) for row in rows]
 
     async def counts(self, channel: str | None) -> dict[str, int]:
         rows = await self._fetch("counts", self.queries["counts"], {"channel": channel})

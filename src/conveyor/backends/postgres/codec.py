@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from conveyor.backends.base import (
@@ -22,8 +23,9 @@ from conveyor.backends.base import (
     NewJob,
     Outcome,
 )
+from conveyor.backends.rows import job_from_row
 from conveyor.errors import BackendError
-from conveyor.models import JobState
+from conveyor.models import Job, JobState
 
 __all__ = [
     "NOTIFY_LIMIT",
@@ -36,6 +38,8 @@ __all__ = [
     "dedupe_keys",
     "expired_lease",
     "filter_args",
+    "has_wait",
+    "job",
     "job_args",
     "jobs_json",
     "keyed_batch_results",
@@ -251,39 +255,50 @@ def claim_args(params: ClaimParams) -> dict[str, Any]:
     }
 
 
-def complete_args(outcomes: Sequence[Outcome], notify_channel: str) -> dict[str, Any]:
+def has_wait(outcomes: Sequence[Outcome]) -> bool:
+    """Whether a batch suspends a job (an outcome to ``waiting``): it then goes through
+    the ``complete_wait_*`` statements, every other batch through the plain ones."""
+    return any(o.state is JobState.WAITING for o in outcomes)
+
+
+def complete_args(
+    outcomes: Sequence[Outcome], notify_channel: str, wait: bool = False
+) -> dict[str, Any]:
     """The parameters of ``complete_many`` (and of the complete half of
-    ``complete_claim``): a NOTIFY only when some outcome requeues a job."""
-    requeue = any(o.state is JobState.QUEUED and not o.remove for o in outcomes)
+    ``complete_claim``): a NOTIFY only when some outcome requeues a job (a wait may: its
+    token was completed or expired meanwhile). ``wait``: see :func:`has_wait`."""
+    requeue = wait or any(o.state is JobState.QUEUED and not o.remove for o in outcomes)
     return {
-        "outcomes": outcomes_json(outcomes),
+        "outcomes": outcomes_json(outcomes, wait),
         "notify_channel": notify_channel,
         "notify": "" if requeue else None,
     }
 
 
-def outcomes_json(outcomes: Sequence[Outcome]) -> str:
-    return _DUMPS(
-        [
-            {
-                "i": i,
-                "id": o.job_id,
-                "token": o.token,
-                "state": o.state.value,
-                "at": o.at,
-                "event": o.event,
-                "run_at": o.run_at,
-                "result": o.result,
-                "error": _clean_json(o.error),
-                "refund": o.refund_attempt,
-                "stall": o.stall,
-                "remove": o.remove,
-                "expired_before": o.expired_before,
-                "data": o.event_data,
-            }
-            for i, o in enumerate(outcomes)
-        ]
-    )
+def outcomes_json(outcomes: Sequence[Outcome], wait: bool = False) -> str:
+    rows = [
+        {
+            "i": i,
+            "id": o.job_id,
+            "token": o.token,
+            "state": o.state.value,
+            "at": o.at,
+            "event": o.event,
+            "run_at": o.run_at,
+            "result": o.result,
+            "error": _clean_json(o.error),
+            "refund": o.refund_attempt,
+            "stall": o.stall,
+            "remove": o.remove,
+            "expired_before": o.expired_before,
+            "data": o.event_data,
+        }
+        for i, o in enumerate(outcomes)
+    ]
+    if wait:
+        for row, o in zip(rows, outcomes, strict=True):
+            row["wait_token"] = o.wait_token
+    return _DUMPS(rows)
 
 
 def logs_json(entries: Sequence[LogEntry]) -> str:
@@ -314,6 +329,13 @@ def filter_args(flt: JobFilter) -> dict[str, Any]:
         "tag_mode": flt.tag_mode,
         "limit": flt.limit,
     }
+
+
+def job(row: Mapping[str, Any]) -> Job:
+    """A row of ``get_job`` / ``list_jobs``, its ``wait_token`` included."""
+    found = job_from_row(row)
+    wait_token = row.get("wait_token")
+    return found if found.wait_token == wait_token else replace(found, wait_token=wait_token)
 
 
 def claimed_job(row: Sequence[Any], token: str) -> ClaimedJob:

@@ -343,10 +343,11 @@ AND array_position(%(channels)s::text[], j.channel) IS NOT NULL
 -- The steps (CTEs) of `complete_many` and `complete_claim`: apply a batch of fenced
 -- outcomes in one statement.
 --   %(outcomes)s  JSON array of {i, id, token, state, at, event, run_at, result, error,
---                 refund, stall, remove, expired_before, data}
+--                 refund, stall, remove, expired_before, data} (and wait_token, in a
+--                 batch with a wait)
 --   %(notify_channel)s, %(notify)s  NOTIFY when some outcome requeues (NULL: never)
--- remove = true deletes the row and its logs; its events stay readable by read_events
--- and are pruned later through removed_jobs (prune).
+-- remove = true deletes the row, its logs, steps and tokens; its events stay readable
+-- by read_events and are pruned later through removed_jobs (prune).
 -- A row changes only while it is still running under that token (and, for a rescue,
 -- its lease expired by expired_before). `locked` takes the row locks in id order (no
 -- deadlock with heartbeats) and reads the newest row versions, so the fence is checked
@@ -356,18 +357,17 @@ AND array_position(%(channels)s::text[], j.channel) IS NOT NULL
 -- that passes the fence applies. `gate` makes every job lock come before the
 -- running_groups deletes (a claimer may wait on those; it must never hold a job row
 -- this statement still needs).
-o AS (
-    SELECT u.*
-    FROM json_to_recordset(%(outcomes)s::json) AS u(
-        i integer, id bigint, token text, state text, at double precision, event text,
-        run_at double precision, result text, error text, refund boolean, stall boolean,
-        remove boolean, expired_before double precision, data text)
-),
+-- A batch with an outcome to `waiting` is applied by the same steps with the fragments
+-- of durable.sql in the braced wait placeholders (complete_wait_*: its `o` is then
+-- built after the tokens waited on are locked); any other batch gets the plain `o`
+-- (complete_input) and nothing in the others, so it pays nothing for durable waits.
+{wait_input}
 locked AS MATERIALIZED (
     SELECT j.id, j.state, j.lease_token, j.lease_expires_at, j.name, j.tenant, j.attempts,
            j.group_key
     FROM {schema}.jobs j
     WHERE j.id = ANY (ARRAY(SELECT o.id FROM o))
+      {wait_gate}
     ORDER BY j.id
     FOR UPDATE
 ),
@@ -375,6 +375,7 @@ tgt AS MATERIALIZED (
     SELECT DISTINCT ON (l.id)
            l.id, l.name, l.tenant, l.attempts, l.group_key, o.i, o.state, o.at, o.event,
            o.run_at, o.result, o.error, o.refund, o.stall, o.remove, o.data
+           {wait_columns}
     FROM locked l
     JOIN o ON o.id = l.id
     WHERE l.state = 'running'
@@ -402,6 +403,7 @@ updated AS (
         lease_token = NULL,
         lease_expires_at = NULL,
         worker_id = NULL,
+        {wait_set}
         cancel_requested = CASE WHEN t.state IN ('queued', 'scheduled') THEN false
                                 ELSE j.cancel_requested END
     FROM tgt t
@@ -420,6 +422,14 @@ removed_logs AS (
     DELETE FROM {schema}.job_logs l USING tgt t
     WHERE (SELECT n FROM gate) >= 0 AND l.job_id = t.id AND t.remove
 ),
+removed_steps AS (
+    DELETE FROM {schema}.job_steps s USING tgt t
+    WHERE (SELECT n FROM gate) >= 0 AND s.job_id = t.id AND t.remove
+),
+removed_tokens AS (
+    DELETE FROM {schema}.job_tokens k USING tgt t
+    WHERE (SELECT n FROM gate) >= 0 AND k.job_id = t.id AND t.remove
+),
 freed AS (
     DELETE FROM {schema}.running_groups r USING tgt t
     WHERE (SELECT n FROM gate) >= 0 AND r.group_key = t.group_key AND r.job_id = t.id
@@ -435,6 +445,17 @@ notified AS (
     WHERE %(notify)s::text IS NOT NULL
       AND EXISTS (SELECT 1 FROM tgt t WHERE t.state = 'queued' AND NOT t.remove)
 )
+{wait_tail}
+
+-- name: complete_input
+-- The outcomes of a batch without a wait (see complete_steps).
+o AS (
+    SELECT u.*
+    FROM json_to_recordset(%(outcomes)s::json) AS u(
+        i integer, id bigint, token text, state text, at double precision, event text,
+        run_at double precision, result text, error text, refund boolean, stall boolean,
+        remove boolean, expired_before double precision, data text)
+),
 
 -- name: complete_select
 -- complete_many's result: the input positions of the outcomes that applied.
@@ -571,12 +592,16 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 
 -- name: prune
 -- Delete up to %(limit)s jobs in %(state)s finished before %(before)s, with their
--- events and logs, in one statement; also up to %(limit)s removed jobs' leftover events
--- (remove_on_complete keeps them for read_events until then). Returns the jobs deleted
--- (id, name, tenant, attempts: their `removed` events, emitted by the core).
+-- events, logs, steps and tokens, in one statement; also up to %(limit)s removed jobs'
+-- leftover events (remove_on_complete keeps them for read_events until then). Returns
+-- the jobs deleted (id, name, tenant, attempts: their `removed` events, emitted by the
+-- core). The literal state list lets the generic plan use jobs_prune_idx (a parameter
+-- alone cannot prove its predicate): without it every sweep read every job, the
+-- upcoming and waiting ones included.
 WITH doomed AS MATERIALIZED (
     SELECT id FROM {schema}.jobs
-    WHERE state = %(state)s AND finished_at < to_timestamp(%(before)s)
+    WHERE state = %(state)s AND state IN ('completed', 'failed', 'cancelled')
+      AND finished_at < to_timestamp(%(before)s)
     ORDER BY finished_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -590,6 +615,12 @@ gone_events AS (
 ),
 gone_logs AS (
     DELETE FROM {schema}.job_logs l USING doomed d WHERE l.job_id = d.id
+),
+gone_steps AS (
+    DELETE FROM {schema}.job_steps s USING doomed d WHERE s.job_id = d.id
+),
+gone_tokens AS (
+    DELETE FROM {schema}.job_tokens k USING doomed d WHERE k.job_id = d.id
 ),
 removed AS MATERIALIZED (
     SELECT job_id FROM {schema}.removed_jobs
@@ -621,7 +652,7 @@ RETURNING l.owner;
 -- name: get_job
 SELECT id, name, payload, state, attempts, max_attempts, progress, result, errors, tags,
        group_key, tenant, channel, priority, run_at, created_at, started_at, finished_at,
-       options, idempotency_key, stalls
+       options, idempotency_key, stalls, wait_token
 FROM {schema}.jobs
 WHERE id = %(id)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text);
 
@@ -631,7 +662,7 @@ WHERE id = %(id)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text);
 -- | none.
 SELECT id, name, payload, state, attempts, max_attempts, progress, result, errors, tags,
        group_key, tenant, channel, priority, run_at, created_at, started_at, finished_at,
-       options, idempotency_key, stalls
+       options, idempotency_key, stalls, wait_token
 FROM {schema}.jobs j
 WHERE (%(state)s::text IS NULL OR j.state = %(state)s::text)
   AND (%(name)s::text IS NULL OR j.name = %(name)s::text)
@@ -664,8 +695,9 @@ ORDER BY channel, state;
 
 
 -- name: cancel
--- Upcoming → cancelled (with a `cancelled` event); running → cancel_requested (the
--- worker ends it). Returns the state before (NULL: no such job) and after.
+-- Upcoming → cancelled (with a `cancelled` event; a waiting job stops waiting:
+-- wait_token cleared); running → cancel_requested (the worker ends it). Returns the
+-- state before (NULL: no such job) and after.
 WITH cur AS MATERIALIZED (
     SELECT id, state FROM {schema}.jobs WHERE id = %(id)s FOR UPDATE
 ),
@@ -674,7 +706,8 @@ u AS (
     SET state = CASE WHEN cur.state = 'running' THEN 'running' ELSE 'cancelled' END,
         cancel_requested = (cur.state = 'running'),
         finished_at = CASE WHEN cur.state = 'running' THEN j.finished_at
-                           ELSE to_timestamp(%(now)s) END
+                           ELSE to_timestamp(%(now)s) END,
+        wait_token = NULL
     FROM cur
     WHERE j.id = cur.id AND cur.state IN ('scheduled', 'queued', 'waiting', 'running')
     RETURNING j.id, j.name, j.tenant, j.attempts, j.state
@@ -691,7 +724,7 @@ SELECT (SELECT state FROM cur), (SELECT state FROM u);
 -- Cancel upcoming jobs matching the filter (same filter as list_jobs, no limit).
 WITH u AS (
     UPDATE {schema}.jobs j
-    SET state = 'cancelled', finished_at = to_timestamp(%(now)s)
+    SET state = 'cancelled', finished_at = to_timestamp(%(now)s), wait_token = NULL
     WHERE j.state IN ('scheduled', 'queued', 'waiting')
       AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
       AND (%(name)s::text IS NULL OR j.name = %(name)s::text)

@@ -1,9 +1,10 @@
 """The SQL of the PostgreSQL backend: named queries and numbered migrations.
 
-Both live in ``.sql`` files next to this module and are read once per process. The only
-text ever substituted into them is the schema, as a quoted identifier built from the
-validated ``schema`` setting (``{schema}``), and, in the claim, one of three fixed channel
-filter fragments from the same file.
+Both live in ``.sql`` files next to this module (``queries.sql``, and ``durable.sql`` for
+steps, waits and tokens) and are read once per process. The only text ever substituted
+into them is the schema, as a quoted identifier built from the validated ``schema``
+setting (``{schema}``), and fixed fragments from the same files: in the claim, one of
+three channel filters; in the complete steps, those of a batch with a durable wait.
 """
 
 from __future__ import annotations
@@ -85,7 +86,20 @@ def native(sql: str) -> tuple[str, tuple[str, ...]]:
 
 @cache
 def _raw_queries() -> dict[str, str]:
-    return load_queries(_PACKAGE, "queries.sql")
+    queries = load_queries(_PACKAGE, "queries.sql")
+    durable = load_queries(_PACKAGE, "durable.sql")
+    if queries.keys() & durable.keys():  # pragma: no cover - a name must be unique
+        raise RuntimeError(f"queries named twice: {sorted(queries.keys() & durable.keys())}")
+    return {**queries, **durable}
+
+
+def _no_blank_lines(sql: str) -> str:
+    return "\n".join(line for line in sql.splitlines() if line.strip())
+
+
+# The placeholders of complete_steps, and what fills them in a batch with a wait (the
+# complete_wait_* fragments of durable.sql) and in any other (complete_input, nothing).
+_WAIT_SLOTS = ("input", "gate", "columns", "set", "tail")
 
 
 class Queries:
@@ -94,7 +108,9 @@ class Queries:
     Three are assembled from shared steps (CTE lists) in ``queries.sql``: ``claim``
     (claim_steps + claim_select, in three channel-filter variants), ``complete_many``
     (complete_steps + complete_select) and ``complete_claim`` (both step lists in one
-    statement, then complete_claim_select, in the three variants).
+    statement, then complete_claim_select, in the three variants). The complete ones
+    come twice: as they are, and for a batch with an outcome to ``waiting``
+    (``complete_wait_*``: the fragments of ``durable.sql`` filled in).
     """
 
     def __init__(self, schema: str):
@@ -106,24 +122,42 @@ class Queries:
         self._sql = {
             name: text for name, text in raw.items() if not name.startswith(("claim", "complete_"))
         }
-        complete = raw["complete_steps"]
-        self._sql["complete_many"] = f"WITH {complete}\n{raw['complete_select']}"
+        steps = {"": raw["complete_steps"], "wait_": raw["complete_steps"]}
+        for slot in _WAIT_SLOTS:
+            plain = raw["complete_input"] if slot == "input" else ""
+            wait = raw[f"complete_wait_{slot}"]
+            key = "{wait_" + slot + "}"
+            steps[""] = steps[""].replace(key, plain)
+            steps["wait_"] = steps["wait_"].replace(key, wait)
+        steps = {kind: _no_blank_lines(text) for kind, text in steps.items()}
+        for kind, complete in steps.items():
+            self._sql[f"complete_{kind}many"] = f"WITH {complete}\n{raw['complete_select']}"
         for variant in CLAIM_FILTERS:
             claim = raw["claim_steps"].replace("{channel_filter}", raw[f"claim_filter_{variant}"])
             self._sql[f"claim_{variant}"] = f"WITH {claim}\n{raw['claim_select']}"
-            self._sql[f"complete_claim_{variant}"] = (
-                f"WITH {complete},\n{claim}\n{raw['complete_claim_select']}"
-            )
+            for kind, complete in steps.items():
+                self._sql[f"complete_{kind}claim_{variant}"] = (
+                    f"WITH {complete},\n{claim}\n{raw['complete_claim_select']}"
+                )
 
     def __getitem__(self, name: str) -> str:
         return self._sql[name]
 
-    def claim(self, channels: tuple[str, ...] | None, *, complete: bool = False) -> str:
+    def claim(
+        self, channels: tuple[str, ...] | None, *, complete: bool = False, wait: bool = False
+    ) -> str:
         """The claim for a worker's channel filter: every channel, exactly one (an
         ordered scan of the channel index) or several; with ``complete``, preceded by
-        the steps of ``complete_many`` in the same statement."""
+        the steps of ``complete_many`` in the same statement (``wait``: those of a batch
+        with an outcome to ``waiting``)."""
         variant = "all" if channels is None else "one" if len(channels) == 1 else "many"
-        return self._sql[f"complete_claim_{variant}" if complete else f"claim_{variant}"]
+        if not complete:
+            return self._sql[f"claim_{variant}"]
+        return self._sql[f"complete_{'wait_' if wait else ''}claim_{variant}"]
+
+    def complete(self, *, wait: bool = False) -> str:
+        """``complete_many`` (``wait``: for a batch with an outcome to ``waiting``)."""
+        return self._sql["complete_wait_many" if wait else "complete_many"]
 
 
 @dataclass(frozen=True, slots=True)

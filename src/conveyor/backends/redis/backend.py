@@ -7,8 +7,9 @@ in ``scripts/`` names its KEYS and ARGV in a header comment. In short:
 * queued jobs sit in a ZSET per channel whose score is the priority and whose member is
   ``order_key(run_at) + zero-padded id``, so ``ZRANGE`` order is exactly priority, then
   run_at, then id (no float rounding: see :func:`~conveyor.backends.redis.keys.order_key`);
-* scheduled jobs in a ZSET by run_at, running jobs in a ZSET by lease expiry, finished
-  jobs in a ZSET per state by finished_at, plus an id-ordered ZSET per state;
+* scheduled jobs in a ZSET by run_at, waiting jobs (durable waits) in another, running
+  jobs in a ZSET by lease expiry, finished jobs in a ZSET per state by finished_at, plus
+  an id-ordered ZSET per state;
 * a group's queued members wait in their own ZSET and only the first one sits in a ready
   set while no member runs, so claims never scan past a busy group.
 
@@ -73,6 +74,7 @@ from conveyor.backends.base import (
 )
 from conveyor.backends.redis import codec
 from conveyor.backends.redis.connections import Connections
+from conveyor.backends.redis.durable import DurableVerbs
 from conveyor.backends.redis.handoff import HandOff
 from conveyor.backends.redis.inflight import InFlight
 from conveyor.backends.redis.keys import Keys, order_key
@@ -80,7 +82,6 @@ from conveyor.backends.redis.lane import Lane
 from conveyor.backends.redis.scripts import Scripts
 from conveyor.backends.redis.stream import EventStream
 from conveyor.backends.redis.wakeup import Waker
-from conveyor.backends.rows import job_from_row
 from conveyor.errors import BackendError, UnsupportedError
 from conveyor.models import UPCOMING_STATES, Event, Job, JobState, LogRecord
 from conveyor.settings import Settings
@@ -98,8 +99,10 @@ _NOT_CONNECTED = "the Redis backend is not connected (call connect() first)"
 _STATES = tuple(str(s) for s in JobState)
 
 
-class RedisBackend:
+class RedisBackend(DurableVerbs):
     """Storage for one queue on Redis (``redis://`` or ``rediss://``, db from the path).
+    The durable-execution verbs (steps, tokens, resume_due) come from
+    :class:`~conveyor.backends.redis.durable.DurableVerbs`.
 
     Args:
         settings: the queue's settings; uses ``url``, ``prefix`` (keys live under the
@@ -399,7 +402,7 @@ class RedisBackend:
             if owner != tenant:
                 return None
         row = await conns.guard("get_job", conns.client.hgetall(key))
-        return job_from_row(cast(dict[str, str], row)) if row else None
+        return codec.job_from_hash(cast(dict[str, str], row)) if row else None
 
     async def list_jobs(self, flt: JobFilter) -> list[Job]:
         """Jobs matching the filter, newest first (bounded scan, see ``list_jobs.lua``)."""
@@ -410,7 +413,7 @@ class RedisBackend:
             str(int(flt.limit)),
             *codec.filter_args(flt),
         )
-        return [job_from_row(codec.flat_to_dict(row)) for row in rows]
+        return [codec.job_from_hash(codec.flat_to_dict(row)) for row in rows]
 
     async def counts(self, channel: str | None) -> dict[str, int]:
         """Number of jobs per state (of one channel, or of all)."""

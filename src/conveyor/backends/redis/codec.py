@@ -14,8 +14,9 @@ every such reply is decoded by a function here that accepts both
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from json.scanner import make_scanner
 from typing import Any
 
@@ -34,8 +35,8 @@ from conveyor.backends.base import (
     RetryResult,
 )
 from conveyor.backends.redis.keys import order_key
-from conveyor.backends.rows import event_from_row, log_from_row
-from conveyor.models import Event, JobState, LogRecord
+from conveyor.backends.rows import event_from_row, job_from_row, log_from_row
+from conveyor.models import Event, Job, JobState, LogRecord
 
 __all__ = [
     "ENQUEUED_FIELDS",
@@ -54,6 +55,7 @@ __all__ = [
     "flat_to_dict",
     "handed_from_member",
     "job_args",
+    "job_from_hash",
     "logs_from_list",
     "opt",
     "opt_ts",
@@ -197,10 +199,16 @@ def zset_members(reply: Sequence[Any] | None) -> list[Any]:
 
 def complete_args(keep_removed_events: str, outcomes: Sequence[Outcome]) -> list[str]:
     """The arguments of ``complete.lua`` (from its ``ARGV[2]``): how long a removed job's
-    events are kept (seconds), then the counted outcomes, 14 values each."""
+    events are kept (seconds), then the counted outcomes, 15 values each. For a wait on a
+    token the order key is ``order_key(at)``: the job is queued at ``at`` instead of
+    waiting if the token is no longer waitable (see ``apply_outcome`` in ``_lib.lua``)."""
     args = [keep_removed_events, str(len(outcomes))]
     for o in outcomes:
-        run_at = o.run_at
+        run_at, wait_token = o.run_at, o.wait_token
+        if wait_token is not None:
+            ord = order_key(o.at)
+        else:
+            ord = "" if run_at is None else order_key(run_at)
         args += [
             str(o.job_id),
             o.token,
@@ -208,7 +216,7 @@ def complete_args(keep_removed_events: str, outcomes: Sequence[Outcome]) -> list
             repr(float(o.at)),
             o.event,
             "" if run_at is None else repr(float(run_at)),
-            "" if run_at is None else order_key(run_at),
+            ord,
             o.result or "",
             o.error or "",
             "1" if o.refund_attempt else "0",
@@ -216,6 +224,7 @@ def complete_args(keep_removed_events: str, outcomes: Sequence[Outcome]) -> list
             "" if o.expired_before is None else repr(float(o.expired_before)),
             o.event_data or "",
             "1" if o.stall else "0",
+            wait_token or "",
         ]
     return args
 
@@ -283,6 +292,15 @@ def removed_from_reply(flat: Sequence[Any]) -> PruneResult:
             for i in range(0, len(flat), 4)
         ]
     )
+
+
+def job_from_hash(row: Mapping[str, Any]) -> Job:
+    """A job's hash as a Job, ``wait_token`` included (``""`` or absent: None)."""
+    job = job_from_row(row)
+    wait_token = row.get("wait_token") or None
+    if job.wait_token != wait_token:
+        job = dataclasses.replace(job, wait_token=wait_token)
+    return job
 
 
 def flat_to_dict(flat: Sequence[Any]) -> dict[str, Any]:

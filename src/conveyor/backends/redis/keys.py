@@ -8,7 +8,8 @@ they hash to the same slot). The layout, with ``P = "{<prefix>}:"``:
 key                           type    holds
 ============================  ======  ====================================================
 ``P id``                      STRING  last job id (``INCR``); ``KEYS[1]`` of every script
-``P job:<id>``                HASH    one job, fields named like the SQL columns
+``P job:<id>``                HASH    one job, fields named like the SQL columns (and
+                                      ``has_tokens``: see below)
 ``P ev:<id>``                 LIST    the job's events (JSON objects; ``enqueued`` derived
                                       from the job's hash unless remove_on_complete)
 ``P log:<id>``                LIST    the job's log lines (JSON objects)
@@ -22,7 +23,17 @@ key                           type    holds
 ``P grep``                    HASH    group -> its one member currently in a ready set
 ``P glock``                   HASH    group -> id of its running job
 ``P due``                     ZSET    scheduled job ids, score = run_at
-``P wait``                    ZSET    waiting job ids, score = run_at (``+inf``: none)
+``P wait``                    ZSET    waiting job ids (durable waits), score = run_at
+                                      (``NEVER`` for a token without a timeout); never
+                                      in a ready set: only ``resume_due`` and
+                                      ``complete_token`` take a job out of it
+``P steps:<id>``              HASH    the job's durable steps: name -> ``<n> <at>
+                                      <result>`` (n = its place in storing order, 1..;
+                                      at a time string; result JSON text)
+``P toks:<id>``               LIST    the ids of the job's tokens, oldest first
+``P tok:<token id>``          HASH    one token: job_id, state (pending|completed|
+                                      expired), tags (JSON), created_at, and when set
+                                      expires_at, data (JSON), completed_at
 ``P leases``                  ZSET    running job ids, score = lease_expires_at
 ``P done:<state>``            ZSET    terminal job ids, score = finished_at (pruning)
 ``P idem``                    HASH    tenant-scoped idempotency key -> job id
@@ -38,8 +49,14 @@ key                           type    holds
 ``P cron:<name>``             HASH    one cron schedule
 ============================  ======  ====================================================
 
-User data (channels, groups, lock and cron names) only ever appears as the *suffix* of a
-key family, so two different values can never name the same key. The Lua scripts build
+A job's hash holds ``wait_token`` (the token a waiting job waits on; ``""`` or absent:
+none; cleared by every transition out of ``waiting``) and ``has_tokens`` (``"1"`` once a
+token was stored for it, so deleting a job reads ``P toks:<id>`` only when there is
+something to delete). Steps and tokens go with their job (prune, ``Outcome.remove``).
+
+User data (channels, groups, lock and cron names, token ids) only ever appears as the
+*suffix* of a key family (step names only as hash fields), so two different values can
+never name the same key. The Lua scripts build
 keys with the same table (:func:`lua_prelude` renders it), so Python and Lua cannot drift.
 """
 
@@ -83,6 +100,9 @@ FAMILIES: dict[str, str] = {
     "hand": "hand:",
     "lock": "lock:",
     "cron": "cron:",
+    "steps": "steps:",
+    "job_tokens": "toks:",
+    "token": "tok:",
 }
 """Key families with a variable suffix: Python/Lua name -> key infix."""
 
@@ -153,6 +173,15 @@ class Keys:
 
     def cron(self, name: str) -> str:
         return self._family("cron", name)
+
+    def steps(self, job_id: int | str) -> str:
+        return self._family("steps", job_id)
+
+    def job_tokens(self, job_id: int | str) -> str:
+        return self._family("job_tokens", job_id)
+
+    def token(self, token_id: str) -> str:
+        return self._family("token", token_id)
 
     @property
     def id(self) -> str:

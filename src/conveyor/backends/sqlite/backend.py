@@ -21,6 +21,7 @@ connection:
 - ``maintenance.py``: expired leases, promotion, retention, named locks;
 - ``manage.py``: inspection, cancel, retry, pause;
 - ``events.py``: stored events, a job's history, the event stream;
+- ``durable.py``: steps, tokens and resuming waiting jobs (the waits are outcomes);
 - ``cron.py``: schedules and firing ticks.
 
 The SQL is in ``queries.sql`` (named queries) and ``schema.sql``.
@@ -29,6 +30,7 @@ The SQL is in ``queries.sql`` (named queries) and ``schema.sql``.
 from __future__ import annotations
 
 from conveyor.backends.sqlite.cron import Cron
+from conveyor.backends.sqlite.durable import Durable
 from conveyor.backends.sqlite.enqueue import Enqueue
 from conveyor.backends.sqlite.events import Events
 from conveyor.backends.sqlite.hotpath import HotPath
@@ -38,7 +40,7 @@ from conveyor.backends.sqlite.manage import Management
 __all__ = ["SQLiteBackend"]
 
 
-class SQLiteBackend(Enqueue, HotPath, Maintenance, Management, Events, Cron):
+class SQLiteBackend(Enqueue, HotPath, Maintenance, Management, Events, Durable, Cron):
     """Backend on one SQLite file (or ``:memory:``), safe across worker processes."""
 
     name = "sqlite"

@@ -9,3 +9,6 @@
 -- stalls: runs whose worker died (DESIGN.md "A dead worker is not the job's fault")
 ALTER TABLE conveyor_jobs ADD COLUMN stalls INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE conveyor_jobs ADD COLUMN max_stalls INTEGER NOT NULL DEFAULT 1;
+
+-- wait_token: the token a waiting job waits on (DESIGN.md "Durable multi-step jobs")
+ALTER TABLE conveyor_jobs ADD COLUMN wait_token TEXT;

@@ -7,7 +7,11 @@
   transaction (SQLite has a single writer, so nothing else claims meanwhile).
 - **Complete**: one ``UPDATE … FROM json_each`` applies a whole batch of fenced
   outcomes; removals (``remove_on_complete``) are a ``DELETE`` each; the events go in one
-  ``executemany``.
+  ``executemany``. A durable wait on a token (``Outcome.wait_token``) first reads its
+  token in the same write transaction (only batches that hold one do): a token that is
+  no longer waitable turns the wait into ``queued`` with a ``resumed`` event. SQLite
+  serialises writers, so ``complete_token`` runs wholly before or after: a completion is
+  never lost to a racing suspend.
 - ``complete_and_claim`` runs both in one transaction: one lock, one commit.
 - **Logs**: one ``executemany`` of an ``INSERT … SELECT`` fenced by the lease token, so
   a stale worker's lines are dropped.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from conveyor.backends.base import (
     ClaimedJob,
@@ -33,6 +38,9 @@ from conveyor.backends.sqlite.events import store_event
 from conveyor.models import JobState
 
 __all__ = ["HotPath"]
+
+#: The event data of a wait that resumed at once: its token was no longer waitable.
+_RESUMED_BY_TOKEN = json.dumps({"reason": "token"})
 
 
 def _claim_tx(params: ClaimParams) -> Callable[[sqlite3.Connection], list[ClaimedJob]]:
@@ -99,35 +107,63 @@ def _claim_tx(params: ClaimParams) -> Callable[[sqlite3.Connection], list[Claime
     return tx
 
 
+def _token_waits(
+    conn: sqlite3.Connection, outcomes: Sequence[Outcome], rows: list[dict[str, Any]]
+) -> dict[int, str | None]:
+    """Waits on a token (``Outcome.wait_token``), checked in the caller's write
+    transaction, so that no ``complete_token`` (a write too) comes between the check and
+    the wait: a waitable token (pending, unexpired) is stored as the job's
+    ``wait_token``; otherwise the row becomes queued at ``at`` (flagged ``resumed``).
+    The diverted ones: job id -> the token to mark expired (a pending one past its
+    expiry), else None."""
+    diverted: dict[int, str | None] = {}
+    for o, row in zip(outcomes, rows, strict=True):
+        if o.wait_token is None or o.state is not JobState.WAITING:
+            continue
+        token = conn.execute(Q["token_waitable"], {"id": o.wait_token}).fetchone()
+        pending = token is not None and token[0] == "pending"
+        if pending and (token[1] is None or token[1] > o.at):
+            row["wait_token"] = o.wait_token
+            continue
+        row.update(state=JobState.QUEUED.value, run_at=o.at, resumed=1)
+        diverted[o.job_id] = o.wait_token if pending else None
+    return diverted
+
+
 def _complete_tx(
     outcomes: Sequence[Outcome],
 ) -> Callable[[sqlite3.Connection], tuple[list[bool], bool]]:
     """The transaction of ``complete_many``: (applied per outcome, whether a job went
     back to the queue or freed its group, so that waiting workers should look again)."""
-    batch = json.dumps(
-        [
-            {
-                "id": o.job_id,
-                "token": o.token,
-                "state": o.state.value,
-                "result": o.result,
-                "error": o.error,
-                "refund": 1 if o.refund_attempt else 0,
-                "stall": 1 if o.stall else 0,
-                "run_at": o.run_at,
-                "at": o.at,
-                "expired_before": o.expired_before,
-            }
-            for o in outcomes
-            if not o.remove
-        ]
-    )
+    kept = [o for o in outcomes if not o.remove]
+    rows: list[dict[str, Any]] = [
+        {
+            "id": o.job_id,
+            "token": o.token,
+            "state": o.state.value,
+            "result": o.result,
+            "error": o.error,
+            "refund": 1 if o.refund_attempt else 0,
+            "stall": 1 if o.stall else 0,
+            "run_at": o.run_at,
+            "at": o.at,
+            "expired_before": o.expired_before,
+        }
+        for o in kept
+    ]
+    # Only a batch with a token wait reads tokens (and builds its JSON in the transaction).
+    token_waits = any(o.wait_token is not None for o in kept)
+    batch = None if token_waits else json.dumps(rows)
     removals = [o for o in outcomes if o.remove]
 
     def tx(conn: sqlite3.Connection) -> tuple[list[bool], bool]:
-        rows = conn.execute(Q["finish_many"], {"outcomes": batch}).fetchall()
-        done: dict[int, tuple[str, str | None, int]] = {r[0]: (r[1], r[2], r[3]) for r in rows}
-        freed = any(r[4] is not None for r in rows)
+        diverted: dict[int, str | None] = {}
+        if token_waits:
+            diverted = _token_waits(conn, kept, rows)
+        outcomes_json = batch if batch is not None else json.dumps(rows)
+        rows_back = conn.execute(Q["finish_many"], {"outcomes": outcomes_json}).fetchall()
+        done: dict[int, tuple[str, str | None, int]] = {r[0]: (r[1], r[2], r[3]) for r in rows_back}
+        freed = any(r[4] is not None for r in rows_back)
         for o in removals:
             args = {"job_id": o.job_id, "token": o.token, "expired_before": o.expired_before}
             row = conn.execute(Q["finish_remove"], args).fetchone()
@@ -139,21 +175,27 @@ def _complete_tx(
         for o in outcomes:
             hit = done.get(o.job_id)
             if hit is not None:
+                resumed = o.job_id in diverted
                 events.append(
                     {
                         "job_id": o.job_id,
-                        "type": o.event,
+                        "type": "resumed" if resumed else o.event,
                         "job_name": hit[0],
                         "tenant": hit[1],
                         "attempt": hit[2] + (1 if o.refund_attempt else 0),
                         "at": o.at,
-                        "data": o.event_data,
+                        "data": _RESUMED_BY_TOKEN if resumed else o.event_data,
                     }
                 )
         conn.executemany(Q["insert_event"], events)
         requeued = any(
             o.state in (JobState.QUEUED, JobState.SCHEDULED) and o.job_id in done for o in outcomes
         )
+        if diverted:
+            expire = [t for i, t in diverted.items() if t is not None and i in done]
+            if expire:
+                conn.execute(Q["expire_tokens"], {"ids": json.dumps(expire)})
+            requeued = requeued or any(i in done for i in diverted)
         return [o.job_id in done for o in outcomes], freed or requeued
 
     return tx

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 from typing import Any
 
 from conveyor.backends.base import (
@@ -43,6 +44,16 @@ def _filter_args(flt: JobFilter, upcoming: bool = False) -> dict[str, Any]:
     }
 
 
+def _job(row: sqlite3.Row) -> Job:
+    """The job of a ``conveyor_jobs`` row, ``wait_token`` included."""
+    fields = dict(row)
+    job = job_from_row(fields)
+    wait_token = fields.get("wait_token")
+    if wait_token is not None and job.wait_token != wait_token:
+        job = replace(job, wait_token=wait_token)
+    return job
+
+
 def _cancel_one(conn: sqlite3.Connection, job_id: int, now: float) -> CancelOutcome:
     row = conn.execute(Q["cancel_upcoming"], {"job_id": job_id, "now": now}).fetchone()
     if row is not None:
@@ -60,13 +71,13 @@ class Management(SQLiteConnection):
     async def get_job(self, job_id: int, tenant: str | None = None) -> Job | None:
         args = {"job_id": job_id, "tenant": tenant}
         row = await self._run(lambda c: c.execute(Q["get_job"], args).fetchone(), write=False)
-        return None if row is None else job_from_row(dict(row))
+        return None if row is None else _job(row)
 
     async def list_jobs(self, flt: JobFilter) -> list[Job]:
         rows = await self._run(
             lambda c: c.execute(Q["list_jobs"], _filter_args(flt)).fetchall(), write=False
         )
-        return [job_from_row(dict(r)) for r in rows]
+        return [_job(r) for r in rows]
 
     async def counts(self, channel: str | None) -> dict[str, int]:
         rows = await self._run(

@@ -67,6 +67,8 @@ FROM conveyor_jobs WHERE id IN (SELECT value FROM json_each(:ids))
 -- name: finish_many
 -- One statement for a whole batch of outcomes (a JSON array of objects), each applied
 -- only if the job is still running under that token (and expired, for a rescue).
+-- wait_token is set only by a wait; "resumed" marks a wait turned into queued (its token
+-- was no longer waitable), which keeps its progress like the wait it stands for.
 UPDATE conveyor_jobs AS j
 SET state = o.state,
     result = coalesce(o.result, j.result),
@@ -77,14 +79,17 @@ SET state = o.state,
     run_at = coalesce(o.run_at, j.run_at),
     finished_at = CASE WHEN o.state IN ('completed', 'failed', 'cancelled') THEN o.at ELSE NULL END,
     progress = CASE WHEN o.state = 'completed' THEN 100
-                    WHEN o.state IN ('queued', 'scheduled') THEN 0 ELSE j.progress END,
+                    WHEN o.state IN ('queued', 'scheduled') AND o.resumed IS NULL THEN 0
+                    ELSE j.progress END,
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
-    cancel_requested = CASE WHEN o.state IN ('queued', 'scheduled') THEN 0 ELSE j.cancel_requested END
+    cancel_requested = CASE WHEN o.state IN ('queued', 'scheduled') THEN 0 ELSE j.cancel_requested END,
+    wait_token = o.wait_token
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.token' AS token, value ->> '$.state' AS state,
              value ->> '$.result' AS result, value ->> '$.error' AS error,
              value ->> '$.refund' AS refund, value ->> '$.stall' AS stall,
              value ->> '$.run_at' AS run_at, value ->> '$.at' AS at,
-             value ->> '$.expired_before' AS expired_before
+             value ->> '$.expired_before' AS expired_before,
+             value ->> '$.wait_token' AS wait_token, value ->> '$.resumed' AS resumed
       FROM json_each(:outcomes)) AS o
 WHERE j.id = o.id AND j.state = 'running' AND j.lease_token = o.token
   AND (o.expired_before IS NULL OR j.lease_expires_at <= o.expired_before)
@@ -200,7 +205,7 @@ SELECT channel, state, count(*) AS n,
 FROM conveyor_jobs GROUP BY channel, state
 
 -- name: cancel_upcoming
-UPDATE conveyor_jobs SET state = 'cancelled', finished_at = :now
+UPDATE conveyor_jobs SET state = 'cancelled', finished_at = :now, wait_token = NULL
 WHERE id = :job_id AND state IN ('scheduled', 'queued', 'waiting')
 RETURNING name, tenant, attempts
 
@@ -280,3 +285,56 @@ WHERE name = :name AND next_run_at = :expected_next AND paused = 0
 
 -- name: cron_set_last_job
 UPDATE conveyor_cron SET last_job_id = :job_id WHERE name = :name
+
+-- Durable execution: steps, tokens, waits (durable.py and the waits of finish_many).
+
+-- name: step_fence
+SELECT 1 FROM conveyor_jobs WHERE id = :job_id AND state = 'running' AND lease_token = :token
+
+-- name: insert_step
+-- The first result of a name stands: a second save of it inserts nothing (no row back).
+INSERT INTO conveyor_steps (job_id, name, result, at) VALUES (:job_id, :name, :result, :at)
+ON CONFLICT (job_id, name) DO NOTHING
+RETURNING id
+
+-- name: insert_token
+INSERT INTO conveyor_tokens (id, job_id, state, tags, expires_at, created_at)
+VALUES (:id, :job_id, 'pending', :tags, :expires_at, :created_at)
+
+-- name: load_steps
+SELECT name, result, at FROM conveyor_steps WHERE job_id = :job_id ORDER BY id
+
+-- name: get_token
+SELECT * FROM conveyor_tokens WHERE id = :id
+
+-- name: list_tokens
+SELECT * FROM conveyor_tokens WHERE job_id = :job_id ORDER BY created_at, rowid
+
+-- name: token_waitable
+SELECT state, expires_at FROM conveyor_tokens WHERE id = :id
+
+-- name: expire_tokens
+UPDATE conveyor_tokens SET state = 'expired'
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'pending'
+RETURNING id
+
+-- name: complete_token
+UPDATE conveyor_tokens SET state = 'completed', data = :data, completed_at = :now
+WHERE id = :id AND state = 'pending' AND (expires_at IS NULL OR expires_at > :now)
+RETURNING job_id
+
+-- name: resume_on_token
+UPDATE conveyor_jobs SET state = 'queued', run_at = :now, wait_token = NULL
+WHERE id = :job_id AND state = 'waiting' AND wait_token = :token
+RETURNING name, tenant, attempts
+
+-- name: due_waiting
+-- Reads the partial conveyor_jobs_waiting index only.
+SELECT id, name, tenant, attempts, wait_token FROM conveyor_jobs
+WHERE state = 'waiting' AND run_at <= :now
+ORDER BY run_at
+LIMIT :limit
+
+-- name: resume_jobs
+UPDATE conveyor_jobs SET state = 'queued', run_at = :now, wait_token = NULL
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'waiting'

@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS conveyor_jobs (
     lease_token        TEXT,
     lease_expires_at   REAL,
     worker_id          TEXT,
-    cancel_requested   INTEGER NOT NULL DEFAULT 0
+    cancel_requested   INTEGER NOT NULL DEFAULT 0,
+    wait_token         TEXT                        -- the token a waiting job waits on
 );
 
 -- The claim reads only this partial index, however many finished rows the table holds.
@@ -39,6 +40,9 @@ CREATE INDEX IF NOT EXISTS conveyor_jobs_ready
     ON conveyor_jobs (priority, run_at, id) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS conveyor_jobs_scheduled
     ON conveyor_jobs (run_at) WHERE state = 'scheduled';
+-- Durable waits (sleeps, token waits): resume_due walks this; the claim never sees them.
+CREATE INDEX IF NOT EXISTS conveyor_jobs_waiting
+    ON conveyor_jobs (run_at) WHERE state = 'waiting';
 CREATE INDEX IF NOT EXISTS conveyor_jobs_running
     ON conveyor_jobs (lease_expires_at) WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS conveyor_jobs_group_running
@@ -100,3 +104,36 @@ CREATE TABLE IF NOT EXISTS conveyor_cron (
     last_run_at   REAL,
     last_job_id   INTEGER
 );
+
+-- Durable execution (DESIGN.md "Durable multi-step jobs"): a job's completed steps, in
+-- the order stored (id), one per name.
+CREATE TABLE IF NOT EXISTS conveyor_steps (
+    id     INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL,
+    name   TEXT    NOT NULL,
+    result TEXT    NOT NULL,  -- JSON text
+    at     REAL    NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS conveyor_steps_job ON conveyor_steps (job_id, name);
+
+-- Tokens of ctx.create_token: stored with their step, completed by Queue.complete_token.
+CREATE TABLE IF NOT EXISTS conveyor_tokens (
+    id           TEXT    PRIMARY KEY,
+    job_id       INTEGER NOT NULL,
+    state        TEXT    NOT NULL CHECK (state IN ('pending', 'completed', 'expired')),
+    data         TEXT,                  -- JSON text given to complete_token
+    tags         TEXT,                  -- JSON array of strings
+    expires_at   REAL,                  -- NULL: never expires
+    created_at   REAL    NOT NULL,
+    completed_at REAL
+);
+CREATE INDEX IF NOT EXISTS conveyor_tokens_job ON conveyor_tokens (job_id, created_at);
+
+-- A job's steps and tokens go with it, however it is deleted (remove_on_complete,
+-- remove_on_fail, prune, clean): two probes of small indexes in the engine, no
+-- statement more for the caller.
+CREATE TRIGGER IF NOT EXISTS conveyor_jobs_deleted AFTER DELETE ON conveyor_jobs
+BEGIN
+    DELETE FROM conveyor_steps WHERE job_id = old.id;
+    DELETE FROM conveyor_tokens WHERE job_id = old.id;
+END;

@@ -33,7 +33,7 @@ local UPCOMING = {scheduled = true, queued = true, waiting = true}
 
 -- fields most transitions need
 local CORE = {"state", "channel", "group_key", "ord", "priority", "run_at", "name",
-              "tenant", "attempts", "idempotency_key"}
+              "tenant", "attempts", "idempotency_key", "has_tokens"}
 
 local function nz(v)
   if v == "" or v == false then return nil end
@@ -290,8 +290,22 @@ local function idem_field(tenant, key)
   return "-:" .. key
 end
 
--- delete a detached job: its indexes, idempotency key, logs and events (or, with
--- events_ttl, let its events expire later, so they outlive a remove_on_complete job)
+-- delete a job's tokens (j.has_tokens: it has some; see save_step.lua)
+local function purge_tokens(id)
+  local keys = {}
+  for _, tid in ipairs(redis.call("LRANGE", K.job_tokens(id), 0, -1)) do
+    keys[#keys + 1] = K.token(tid)
+    if #keys == BULK then
+      redis.call("DEL", unpack(keys))
+      keys = {}
+    end
+  end
+  if #keys > 0 then redis.call("DEL", unpack(keys)) end
+end
+
+-- delete a detached job: its indexes, idempotency key, logs, steps, tokens and events
+-- (or, with events_ttl, let its events expire later, so they outlive a
+-- remove_on_complete job)
 local function purge(id, j, events_ttl)
   move_state(id, j.channel, j.state, nil)
   zrem_later(K.all, id)
@@ -299,11 +313,12 @@ local function purge(id, j, events_ttl)
     local f = idem_field(j.tenant, j.idempotency_key)
     if redis.call("HGET", K.idem, f) == id then redis.call("HDEL", K.idem, f) end
   end
+  if j.has_tokens then purge_tokens(id) end
   if events_ttl then
-    redis.call("DEL", K.job(id), K.logs(id))
+    redis.call("DEL", K.job(id), K.logs(id), K.steps(id), K.job_tokens(id))
     redis.call("EXPIRE", K.events(id), events_ttl)
   else
-    redis.call("DEL", K.job(id), K.logs(id), K.events(id))
+    redis.call("DEL", K.job(id), K.logs(id), K.events(id), K.steps(id), K.job_tokens(id))
   end
 end
 
@@ -413,11 +428,15 @@ local function promote(id)
   return j
 end
 
--- upcoming -> cancelled
+-- upcoming -> cancelled (a waiting job stops waiting on its token)
 local function cancel_upcoming(id, j, now)
   detach(id, j)
   move_state(id, j.channel, j.state, "cancelled")
-  redis.call("HSET", K.job(id), "state", "cancelled", "finished_at", now)
+  if j.state == "waiting" then
+    redis.call("HSET", K.job(id), "state", "cancelled", "finished_at", now, "wait_token", "")
+  else
+    redis.call("HSET", K.job(id), "state", "cancelled", "finished_at", now)
+  end
   zadd_later(K.done("cancelled"), now, id)
   emit(id, "cancelled", j.name, j.tenant, j.attempts, now, nil)
 end
@@ -466,21 +485,62 @@ local function woke_any()
   return next(WAKE) ~= nil
 end
 
+-- durable waits ---------------------------------------------------------------------------
+-- Waiting jobs sit only in P wait (score run_at), never in a ready set. Three scripts take
+-- one out, each checking the job is still waiting, so each resume happens once:
+-- resume_due.lua (its run_at came), complete_token.lua (the token it waits on), and a
+-- suspend whose token is no longer waitable (apply_outcome). The suspend and
+-- complete_token are scripts, so they never interleave: a token completed while its job
+-- still runs is seen by the suspend, which then queues the job at once.
+
+-- is token `tid` still waitable at `at` (pending, expires_at unset or after `at`)? A
+-- pending one past its expiry is marked expired on the way.
+local function token_waitable(tid, at)
+  local key = K.token(tid)
+  local t = redis.call("HMGET", key, "state", "expires_at")
+  if t[1] ~= "pending" then return false end
+  local exp = nz(t[2])
+  if exp and tonumber(exp) <= tonumber(at) then
+    redis.call("HSET", key, "state", "expired")
+    return false
+  end
+  return true
+end
+
+-- waiting -> queued at `now` (ord = order_key(now)), wait_token cleared, a `resumed` event
+-- with `data`; j needs channel, group_key, priority, name, tenant, attempts
+local function resume_waiting(id, j, now, ord, data)
+  zrem_later(K.wait, id)
+  redis.call("HSET", K.job(id), "state", "queued", "run_at", now, "ord", ord, "wait_token", "")
+  move_state(id, j.channel, "waiting", "queued")
+  place_queued(id, j.channel, j.priority, ord, j.group_key, now)
+  emit(id, "resumed", j.name, j.tenant, j.attempts, now, data)
+end
+
+-- the fields resume_waiting needs, and the state and token a resume checks
+local WAITING_FIELDS = {"state", "wait_token", "channel", "group_key", "priority", "name",
+                        "tenant", "attempts"}
+
 -- complete (complete.lua, complete_claim.lua) ------------------------------------------
 -- A batch of fenced outcomes at a[i ..]: seconds a removed job's events are kept, n, then
 -- n times OUTCOME_ARGS values: job id, token, new state, at, event type, run_at|"",
--- order_key(run_at)|"", result (JSON)|"", error record (JSON)|"", refund_attempt
--- ("1"|"0"), remove ("1"|"0"), expired_before|"", event data (JSON)|"", stall ("1"|"0":
--- a rescue of a run whose worker died, stalls + 1).
+-- order_key(run_at)|"" (for a wait on a token: order_key(at), where the job is queued
+-- if the token is no longer waitable), result (JSON)|"", error record (JSON)|"",
+-- refund_attempt ("1"|"0"), remove ("1"|"0"), expired_before|"", event data (JSON)|"",
+-- stall ("1"|"0": a rescue of a run whose worker died, stalls + 1), wait_token|"" (for
+-- state waiting: the token it now waits on; "" for a sleep).
 -- Each applies only if the job is still running under that lease token (and, for a
 -- rescue, its lease expired at or before expired_before); otherwise it changes nothing.
-local OUTCOME_ARGS = 14
+-- A wait on a token that is no longer waitable (see token_waitable) queues the job at
+-- `at` instead, with a `resumed` event ({"reason": "token"}) in place of `waiting`.
+local OUTCOME_ARGS = 15
 
 local function apply_outcome(a, i, keep, names)
   local id, token, state, at, event = a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4]
   local run_at, ord, result, err = nz(a[i + 5]), nz(a[i + 6]), nz(a[i + 7]), nz(a[i + 8])
   local refund, remove = a[i + 9] == "1", a[i + 10] == "1"
   local expired_before, data, stall = nz(a[i + 11]), nz(a[i + 12]), a[i + 13] == "1"
+  local wait_token = nz(a[i + 14])
   local j = fields(id, names)
   if j.state ~= "running" or j.lease_token ~= token then return 0 end
   if expired_before and not (j.lease_expires_at
@@ -488,6 +548,11 @@ local function apply_outcome(a, i, keep, names)
     return 0
   end
   detach(id, j)
+  local resumed = false  -- a wait on a token that was completed (or expired) meanwhile
+  if wait_token and state == "waiting" and not token_waitable(wait_token, at) then
+    state, event, data, run_at, wait_token = "queued", "resumed", '{"reason": "token"}', at, nil
+    resumed = true
+  end
   if remove then
     emit(id, event, j.name, j.tenant, j.attempts, at, data)
     keep_enqueued(id, j)
@@ -515,13 +580,18 @@ local function apply_outcome(a, i, keep, names)
   if result then h[#h + 1] = "result"; h[#h + 1] = result end
   if run_at and not TERMINAL[state] then
     h[#h + 1] = "run_at"; h[#h + 1] = run_at
-    h[#h + 1] = "ord"; h[#h + 1] = ord
-    j.run_at, j.ord = run_at, ord
+    j.run_at = run_at
+    if state ~= "waiting" then  -- a waiting job gets its ord when it is resumed
+      h[#h + 1] = "ord"; h[#h + 1] = ord
+      j.ord = ord
+    end
   end
   if TERMINAL[state] then
     h[#h + 1] = "finished_at"; h[#h + 1] = at
     if state == "completed" then h[#h + 1] = "progress"; h[#h + 1] = "100" end
-  elseif state == "queued" or state == "scheduled" then
+  elseif state == "waiting" and wait_token then
+    h[#h + 1] = "wait_token"; h[#h + 1] = wait_token
+  elseif (state == "queued" or state == "scheduled") and not resumed then
     h[#h + 1] = "progress"; h[#h + 1] = "0"  -- it starts again from the top
   end
   redis.call("HSET", K.job(id), unpack(h))
@@ -544,7 +614,7 @@ local function complete_outcomes(a, i)
   local keep, n = a[i], tonumber(a[i + 1])
   local names = {"state", "lease_token", "lease_expires_at", "channel", "group_key", "ord",
                  "priority", "run_at", "name", "tenant", "attempts", "idempotency_key",
-                 "errors", "stalls"}
+                 "errors", "stalls", "has_tokens"}
   local out = {}
   for k = 0, n - 1 do
     out[k + 1] = apply_outcome(a, i + 2 + k * OUTCOME_ARGS, keep, names)

@@ -4,10 +4,11 @@
 -- changes nothing.
 -- KEYS[1] = P id
 -- ARGV[1] = P, ARGV[2] = seconds a removed job's events are kept (its retention),
--- ARGV[3] = n, then n times 14 values:
---   job id, token, new state, at, event type, run_at|"", order_key(run_at)|"",
---   result (JSON)|"", error record (JSON)|"", refund_attempt ("1"|"0"),
---   remove ("1"|"0"), expired_before|"", event data (JSON)|"", stall ("1"|"0")
+-- ARGV[3] = n, then n times 15 values:
+--   job id, token, new state, at, event type, run_at|"", order_key(run_at)|"" (a wait on
+--   a token: order_key(at)), result (JSON)|"", error record (JSON)|"", refund_attempt
+--   ("1"|"0"), remove ("1"|"0"), expired_before|"", event data (JSON)|"", stall
+--   ("1"|"0"), wait_token|""
 -- Returns: one 1 (applied) or 0 per outcome, in input order.
 local out = complete_outcomes(ARGV, 2)
 return out
