@@ -6,12 +6,16 @@ import logging
 import os
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 import click
 
 from conveyor.cli import logs
-from conveyor.cli.app import Ctx, pass_ctx
+from conveyor.cli.app import Ctx, fail, pass_ctx
 from conveyor.queue import Queue
+
+if TYPE_CHECKING:
+    from conveyor.web.metrics import MetricsServer
 
 __all__ = ["worker"]
 
@@ -79,6 +83,21 @@ def _csv(value: tuple[str, ...] | str | None) -> list[str] | None:
     envvar="CONVEYOR_DRAIN_TIMEOUT",
     help="Seconds SIGTERM waits for running jobs. [env CONVEYOR_DRAIN_TIMEOUT]",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    envvar="CONVEYOR_METRICS_PORT",
+    help="Serve this process's job metrics (Prometheus) on this port, at any path. Needs "
+    "the web extra. [env CONVEYOR_METRICS_PORT]",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="CONVEYOR_METRICS_HOST",
+    help="Address the metrics port listens on (0.0.0.0: every interface). "
+    "[env CONVEYOR_METRICS_HOST]",
+)
 @click.option("--once", is_flag=True, help="Process what is due now, then exit.")
 @click.option(
     "-v",
@@ -106,6 +125,8 @@ def worker(
     ordered: bool,
     timeout: float | None,
     drain_timeout: float,
+    metrics_port: int | None,
+    metrics_host: str,
     once: bool,
     verbose: int,
     quiet: bool,
@@ -134,14 +155,40 @@ def worker(
             drain_timeout=drain_timeout,
             handle_signals=True,
         )
-        if once:
-            n = await w.run_once()
-            log.info("processed %d job(s)", n, extra={"event": "processed", "processed": n})
-        else:
-            await w.run()
+        server = None if metrics_port is None else _serve_metrics(queue, metrics_host, metrics_port)
+        try:
+            if once:
+                n = await w.run_once()
+                log.info("processed %d job(s)", n, extra={"event": "processed", "processed": n})
+            else:
+                await w.run()
+        finally:
+            if server is not None:
+                await server.close()
 
     obj.run(work, create=True)
     _exit_past_stuck_threads()
+
+
+def _serve_metrics(queue: Queue, host: str, port: int) -> MetricsServer:
+    """Start this process's metrics endpoint (job counters and histograms, process
+    metrics); exit 1 when prometheus-client is missing or the port cannot be used."""
+    try:
+        from conveyor.web.metrics import MetricsServer
+    except ImportError as exc:
+        fail(f"--metrics-port needs prometheus-client: pip install 'conveyor[web]' ({exc})")
+    try:
+        server = MetricsServer(queue, host, port)
+    except OSError as exc:
+        fail(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}")
+    shown = f"[{host}]" if ":" in host else host
+    log.info(
+        "serving metrics on http://%s:%d/metrics",
+        shown,
+        server.port,
+        extra={"event": "metrics_serving", "host": host, "port": server.port},
+    )
+    return server
 
 
 def _exit_past_stuck_threads() -> None:

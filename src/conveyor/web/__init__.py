@@ -1,4 +1,5 @@
-"""The web layer: a tenant-scoped job status API, an admin dashboard and Prometheus metrics.
+"""The web layer: a tenant-scoped job status API (and its live stream for browsers), an
+admin dashboard and Prometheus metrics.
 
 ::
 
@@ -12,8 +13,8 @@
 
     app.mount("/jobs", create_app(queue, authenticate=authenticate))   # FastAPI / Starlette
 
-Needs the ``web`` extra (``pip install conveyor[web]``, Starlette). It uses only the
-public :class:`conveyor.Queue` API.
+Needs the ``web`` extra (``pip install conveyor[web]``: Starlette, prometheus-client). It
+uses the public :class:`conveyor.Queue` API.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def create_app(
     metrics_path: str = "/metrics",
     metrics_public: bool = False,
     allowed_hosts: Iterable[str] | None = None,
+    stream_interval: float = 0.5,
 ) -> Starlette:
     """An ASGI app (Starlette) serving job status, the dashboard and metrics.
 
@@ -49,11 +51,18 @@ def create_app(
 
     - ``GET {status_path}/{id}``: the job's status, for the caller's own tenant's job
       (admins: any job). Another tenant's job and an unknown id are the same plain 404.
+    - ``GET {status_path}/{id}/stream``: the same job's status as Server-Sent Events
+      (``update`` at once and on every change, ``done`` when it is completed, failed or
+      cancelled), with the same rules. ``GET {status_path}/conveyor.js``: an ES module,
+      ``watchJob(id, {onUpdate, onDone, onError})``, that reads it (no credentials
+      needed: it holds no data).
     - ``POST {status_path}/{id}/retry`` and ``/cancel``: admin only.
     - ``GET {dashboard_path}``: the dashboard page; its JSON API under
       ``{dashboard_path}/api/`` (``stats``, ``jobs``, ``jobs/{id}``,
       ``jobs/{id}/retry|cancel``): admin only.
-    - ``GET {metrics_path}``: Prometheus text; admin only unless ``metrics_public``.
+    - ``GET {metrics_path}``: Prometheus text (OpenMetrics when asked): the store's
+      gauges and this process's job counters and histograms; admin only unless
+      ``metrics_public``.
 
     With ``allowed_hosts``, a request whose ``Host`` header names another host gets 400
     before anything else (DNS rebinding). No or bad credentials give 401, an
@@ -79,20 +88,25 @@ def create_app(
             addresses (``[::1]``), ``*.example.com`` for subdomains, ``*`` for any. None
             answers any ``Host``, for an app behind your own proxy or host check.
             Defaults to None.
+        stream_interval: seconds between two reads of the job by an open status stream
+            (more than 0, at most 60). Defaults to 0.5.
 
     Returns:
         A Starlette application, mountable in FastAPI or Starlette.
 
     Raises:
-        ImportError: Starlette is not installed (``pip install conveyor[web]``).
+        ImportError: Starlette or prometheus-client is not installed (``pip install
+            conveyor[web]``).
         ValidationError: a path does not start with ``/``, ``authenticate`` is not
-            callable, or ``allowed_hosts`` is not a list of host names.
+            callable, ``allowed_hosts`` is not a list of host names, or
+            ``stream_interval`` is out of range.
     """
     try:
         from conveyor.web.app import build_app
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            f"conveyor.web needs Starlette: pip install 'conveyor[web]' ({exc})"
+            f"conveyor.web needs Starlette and prometheus-client: pip install 'conveyor[web]' "
+            f"({exc})"
         ) from exc
     if status_path is None:
         status_path = os.environ.get("CONVEYOR_STATUS_PATH", "/api/jobs")
@@ -104,4 +118,5 @@ def create_app(
         metrics_path=metrics_path,
         metrics_public=metrics_public,
         allowed_hosts=allowed_hosts,
+        stream_interval=stream_interval,
     )

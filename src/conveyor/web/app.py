@@ -4,7 +4,9 @@ Every request first meets :class:`_Guard` (the ``Host`` check, when the app has
 ``allowed_hosts``: 400), then every route the same guards, in this order: the cross-site
 check (for state-changing requests), authentication (401), the admin check (403), the
 dormant check (503), then the job lookup (404). Only the public :class:`conveyor.Queue`
-API is used, never a backend. Every response says ``X-Content-Type-Options: nosniff``.
+API is used, never a backend (but for the per-channel metrics, see
+:func:`conveyor.web.metrics.read_store`). Every response says
+``X-Content-Type-Options: nosniff``.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from conveyor.errors import (
 )
 from conveyor.models import Job
 from conveyor.serialize import job_detail
-from conveyor.web import dashboard, metrics
+from conveyor.web import dashboard, stream
 from conveyor.web.hosts import AllowedHosts, split_host
+from conveyor.web.metrics import AppMetrics
 from conveyor.web.principal import Authenticate, Principal
-from conveyor.web.serialize import MAX_RENDER_NESTING, job_status, job_summary, renderable
+from conveyor.web.serialize import encode_json, job_status, job_summary
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -50,6 +53,7 @@ log = logging.getLogger("conveyor")
 
 _JOB_ID = re.compile(r"[0-9]{1,18}")  # fits a signed 64-bit id on every backend
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_JS = "text/javascript; charset=utf-8"
 _ACTIONS = ("retry", "cancel")
 _CONVEYOR_ERRORS: tuple[tuple[type[ConveyorError], int, str], ...] = (
     (ValidationError, 400, "invalid"),
@@ -78,21 +82,10 @@ _NOSNIFF = ("X-Content-Type-Options", "nosniff")
 
 
 class _JSONResponse(JSONResponse):
-    """JSON that every stored job renders to: a payload, result or event data nested
-    more than ``MAX_RENDER_NESTING`` levels (a handler's result, or a payload stored
-    before enqueue refused such depths) is answered as a placeholder string, never as a
-    500 from the recursing encoder."""
+    """JSON that every stored job renders to (see :func:`encode_json`)."""
 
     def render(self, content: Any) -> bytes:
-        try:
-            body = super().render(content)
-        except RecursionError:
-            return super().render(renderable(content))
-        # Fewer brackets than levels allowed: nothing can be too deep, skip the walk.
-        if body.count(b"[") + body.count(b"{") <= MAX_RENDER_NESTING:
-            return body
-        safe = renderable(content)
-        return body if safe is content else super().render(safe)
+        return encode_json(content)
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -157,12 +150,16 @@ class _Web:
         queue: Queue,
         authenticate: Authenticate,
         dashboard_prefix: str | None,
+        metrics: AppMetrics | None,
         metrics_public: bool,
+        stream_interval: float,
     ) -> None:
         self.queue = queue
         self.authenticate = authenticate
         self.dashboard_prefix = dashboard_prefix
+        self.app_metrics = metrics
         self.metrics_public = metrics_public
+        self.stream_interval = stream_interval
 
     # -- guards --------------------------------------------------------------------------
     async def principal(self, request: Request, *, admin: bool) -> Principal:
@@ -220,14 +217,37 @@ class _Web:
         return await self.queue.get_job(job.id) or job
 
     # -- status API ----------------------------------------------------------------------
-    async def status(self, request: Request) -> Response:
+    async def readable(self, request: Request) -> tuple[Job, str | None]:
+        """The caller's job (401, or the one 404) and the tenant its reads are scoped to
+        (None for an admin)."""
         principal = await self.principal(request, admin=False)
         if not principal.admin and principal.tenant is None:
             raise _not_found()  # it can read no job: nothing to load to find that out
-        job = await self.job(request, None if principal.admin else principal.tenant)
+        tenant = None if principal.admin else principal.tenant
+        job = await self.job(request, tenant)
         if not principal.can_read(job.tenant):
             raise _not_found()
+        return job, tenant
+
+    async def status(self, request: Request) -> Response:
+        job, _ = await self.readable(request)
         return _json(job_status(job))
+
+    async def status_stream(self, request: Request) -> Response:
+        job, tenant = await self.readable(request)
+        return stream.EventStream(stream.watch(self.queue, job, tenant, self.stream_interval))
+
+    async def script(self, request: Request) -> Response:
+        """``conveyor.js``: public (it holds no data), revalidated by ETag."""
+        etag = stream.script_etag()
+        headers = {
+            "Cache-Control": "no-cache",
+            "ETag": etag,
+            "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+        }
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        return Response(stream.script(), media_type=_JS, headers=headers)
 
     async def status_action(self, request: Request) -> Response:
         check_same_origin(request)
@@ -279,15 +299,10 @@ class _Web:
         if not self.metrics_public:
             await self.principal(request, admin=True)
         self.available()
-        try:
-            counts: dict[str, int] | None = await self.queue.counts()
-        except BackendError:
-            counts = None  # conveyor_up 0: the scrape itself still succeeds
-        return Response(
-            metrics.render(counts),
-            media_type=metrics.CONTENT_TYPE,
-            headers={"Cache-Control": "no-store"},
-        )
+        assert self.app_metrics is not None
+        # A store that does not answer is conveyor_up 0: the scrape itself still succeeds.
+        body, content_type = await self.app_metrics.render(request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
 
 def _int_param(raw: str | None, name: str, lo: int, hi: int) -> int | None:
@@ -379,15 +394,25 @@ def build_app(
     metrics_path: str,
     metrics_public: bool,
     allowed_hosts: Iterable[str] | None,
+    stream_interval: float,
 ) -> Starlette:
     """Build the application; see :func:`conveyor.web.create_app`."""
     if not callable(authenticate):
         raise ValidationError("authenticate must be a callable taking the request")
+    if (
+        isinstance(stream_interval, bool)
+        or not isinstance(stream_interval, int | float)
+        or not 0 < stream_interval <= 60
+    ):
+        raise ValidationError(
+            f"stream_interval must be seconds, more than 0 and at most 60, got {stream_interval!r}"
+        )
     allowed = None if allowed_hosts is None else AllowedHosts(allowed_hosts)
     status = _prefix(status_path, "status_path")
     dash = _prefix(dashboard_path, "dashboard_path")
     metrics_at = _prefix(metrics_path, "metrics_path")
-    web = _Web(queue, authenticate, dash, bool(metrics_public))
+    app_metrics = AppMetrics(queue) if metrics_at is not None else None
+    web = _Web(queue, authenticate, dash, app_metrics, bool(metrics_public), float(stream_interval))
 
     routes: list[BaseRoute] = []
     if dash is not None:
@@ -404,7 +429,9 @@ def build_app(
     # Status last: with status_path="/" its "/{job_id}" must not shadow the routes above.
     if status is not None and not queue.dormant:  # a dormant queue serves no status
         routes += [
+            Route(f"{status}/conveyor.js", web.script, methods=["GET"]),
             Route(f"{status}/{{job_id}}", web.status, methods=["GET"]),
+            Route(f"{status}/{{job_id}}/stream", web.status_stream, methods=["GET"]),
             Route(f"{status}/{{job_id}}/{{action}}", web.status_action, methods=["POST"]),
         ]
 

@@ -8,12 +8,20 @@ for the JSON encoder.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from conveyor.models import Job
 from conveyor.serialize import job_dict
 
-__all__ = ["MAX_RENDER_NESTING", "TOO_DEEP", "job_status", "job_summary", "renderable"]
+__all__ = [
+    "MAX_RENDER_NESTING",
+    "TOO_DEEP",
+    "encode_json",
+    "job_status",
+    "job_summary",
+    "renderable",
+]
 
 #: The most levels of lists and objects a payload, result or event ``data`` is answered
 #: with: the most enqueue accepts in a payload. The JSON encoder recurses, so a value
@@ -83,6 +91,27 @@ def job_summary(job: Job) -> dict[str, Any]:
     last = job.last_error
     out["error"] = None if last is None else f"{last.get('type', '')}: {last.get('message', '')}"
     return out
+
+
+def _dumps(content: Any) -> bytes:
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def encode_json(content: Any) -> bytes:
+    """``content`` as compact UTF-8 JSON (one line: strings escape their line breaks), as
+    every answer is encoded. A payload, result or event ``data`` nested more than
+    :data:`MAX_RENDER_NESTING` levels (a handler's result, or a payload stored before
+    enqueue refused such depths) is answered as :data:`TOO_DEEP`, never as an error from
+    the recursing encoder."""
+    try:
+        body = _dumps(content)
+    except RecursionError:
+        return _dumps(renderable(content))
+    # Fewer brackets than levels allowed: nothing can be too deep, skip the walk.
+    if body.count(b"[") + body.count(b"{") <= MAX_RENDER_NESTING:
+        return body
+    safe = renderable(content)
+    return body if safe is content else _dumps(safe)
 
 
 def _nesting(value: Any, limit: int) -> int:
