@@ -10,7 +10,19 @@ API.
 
 from __future__ import annotations
 
-from conveyor.cli import channels, clean, cron, dashboard, enqueue, jobs, store, worker
+from conveyor.cli import (
+    channels,
+    clean,
+    cron,
+    dashboard,
+    enqueue,
+    jobs,
+    mcp,
+    scaffold,
+    skills,
+    store,
+    worker,
+)
 from conveyor.cli.app import main
 
 __all__ = ["main"]
@@ -22,5 +34,9 @@ main.add_command(dashboard.dashboard)
 main.add_command(enqueue.enqueue)
 main.add_command(jobs.jobs)
 main.add_command(jobs.stats)
+main.add_command(mcp.install_mcp)
+main.add_command(mcp.mcp)
+main.add_command(scaffold.init)
+main.add_command(skills.install_skills)
 main.add_command(store.migrate)
 main.add_command(worker.worker)

@@ -1,0 +1,1 @@
+"""A minimal Django project whose orders and their conveyor jobs commit together."""
