@@ -26,6 +26,7 @@ from conveyor.errors import (
     WorkerDisabled,
 )
 from conveyor.models import (
+    ChannelInfo,
     CronSchedule,
     CronSpec,
     Event,
@@ -33,8 +34,11 @@ from conveyor.models import (
     JobSpec,
     JobState,
     LogRecord,
+    PauseState,
+    ThroughputPoint,
     Token,
     TokenResult,
+    WorkerInfo,
 )
 from conveyor.queue import Queue
 from conveyor.retry import Backoff, Fatal, Retry, Snooze
@@ -46,6 +50,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendError",
     "Backoff",
+    "ChannelInfo",
     "Context",
     "ConveyorError",
     "CronSchedule",
@@ -59,17 +64,20 @@ __all__ = [
     "JobSpec",
     "JobState",
     "LogRecord",
+    "PauseState",
     "PayloadError",
     "Queue",
     "QueueDormant",
     "Retry",
     "Rule",
     "Snooze",
+    "ThroughputPoint",
     "Token",
     "TokenResult",
     "UnsupportedError",
     "ValidationError",
     "Worker",
     "WorkerDisabled",
+    "WorkerInfo",
     "next_tick",
 ]

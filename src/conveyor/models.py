@@ -14,6 +14,7 @@ from conveyor.retry import Backoff
 __all__ = [
     "TERMINAL_STATES",
     "UPCOMING_STATES",
+    "ChannelInfo",
     "CronSchedule",
     "CronSpec",
     "Event",
@@ -21,8 +22,11 @@ __all__ = [
     "JobSpec",
     "JobState",
     "LogRecord",
+    "PauseState",
+    "ThroughputPoint",
     "Token",
     "TokenResult",
+    "WorkerInfo",
 ]
 
 
@@ -200,3 +204,48 @@ class TokenResult:
 
     ok: bool
     data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A running worker, as :meth:`conveyor.Queue.workers` lists it."""
+
+    id: str
+    host: str
+    pid: int
+    channels: tuple[str, ...] | None  # None: every channel
+    concurrency: int
+    running: tuple[int, ...]  # ids of the jobs it runs now (as of its last heartbeat)
+    started_at: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    """A channel, as :meth:`conveyor.Queue.channels` lists it: its jobs per state (every
+    state present), whether workers skip it (paused by name or with every channel), and
+    when its longest-waiting due job became due."""
+
+    name: str
+    counts: Mapping[str, int]
+    paused: bool
+    oldest_queued_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PauseState:
+    """What :meth:`conveyor.Queue.pause` paused: every channel, and channels by name."""
+
+    everything: bool
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ThroughputPoint:
+    """Jobs that finished in the bucket starting at ``start``
+    (:meth:`conveyor.Queue.throughput`)."""
+
+    start: datetime
+    completed: int
+    failed: int
+    cancelled: int

@@ -28,6 +28,7 @@ from conveyor.engine import Engine
 from conveyor.errors import InvalidStateError, QueueDormant, ValidationError, WorkerDisabled
 from conveyor.events import EventCallback
 from conveyor.models import Event, Job, JobSpec, JobState, LogRecord, Token
+from conveyor.operations import OperationsMethods
 from conveyor.retry import Backoff
 from conveyor.schedules import CronMethods
 from conveyor.scheduling import compile_schedule
@@ -52,7 +53,7 @@ def _retention(value: Any) -> Any:
     return None if value is _DEFAULT else ("forever" if value is None else value)
 
 
-class Queue(CronMethods):
+class Queue(CronMethods, OperationsMethods):
     """A durable job queue on SQLite, PostgreSQL or Redis.
 
     Args:
@@ -348,9 +349,13 @@ class Queue(CronMethods):
         tenant: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
+        name_prefix: str | None = None,
     ) -> list[Job]:
-        """Jobs matching every given filter, newest first."""
-        flt = job_filter(state, name, channel, tags, tag_mode, tenant, limit, before_id)
+        """Jobs matching every given filter, newest first; page with ``before_id`` (the
+        last id of the previous page). ``name_prefix`` keeps names starting with it."""
+        flt = job_filter(
+            state, name, channel, tags, tag_mode, tenant, limit, before_id, name_prefix
+        )
         return await (await self._ready()).list_jobs(flt)
 
     async def counts(self, channel: str | None = None) -> dict[str, int]:
@@ -484,11 +489,19 @@ class Queue(CronMethods):
 
         return attach(self.engine, bus, rules)
 
-    async def events(self, *, poll_timeout: float = 1.0) -> AsyncIterator[Event]:
-        """Lifecycle events from every process, as they are stored (starting now)."""
+    async def events(
+        self, *, since: str | None = None, poll_timeout: float = 1.0
+    ) -> AsyncIterator[Event]:
+        """Lifecycle events from every process, as they are stored: from now on, or with
+        ``since`` (an earlier :attr:`Event.id`) right after that event, so a consumer
+        that restarts misses nothing."""
         backend = await self._ready()
-        page = await backend.read_events(EventRead(None, 0, 0))
-        cursor = page.cursor
+        if since is None:
+            cursor = (await backend.read_events(EventRead(None, 0, 0))).cursor
+        elif isinstance(since, str) and since:
+            cursor = since
+        else:
+            raise ValidationError(f"since must be an event id (a non-empty str), got {since!r}")
         while True:
             page = await backend.read_events(EventRead(cursor, 500, poll_timeout))
             cursor = page.cursor

@@ -383,8 +383,11 @@ def job_filter(
     tenant: str | None = None,
     limit: int = 100,
     before_id: int | None = None,
+    name_prefix: str | None = None,
 ) -> JobFilter:
     """A checked query filter for listing or cancelling jobs."""
+    if name_prefix is not None and (not isinstance(name_prefix, str) or not name_prefix):
+        raise ValidationError(f"name_prefix must be a non-empty str, got {name_prefix!r}")
     if state is not None:
         try:
             state = JobState(state)
@@ -405,4 +408,5 @@ def job_filter(
         tenant=tenant,
         limit=limit,
         before_id=before_id,
+        name_prefix=name_prefix,
     )

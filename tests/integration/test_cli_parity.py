@@ -226,6 +226,9 @@ async def test_write_commands_do_not_create_a_sqlite_store(store: Store, tmp_pat
         ("clean", "--state", "failed", "--older-than", "1d"),
         ("jobs", "retry", "--all", "--yes"),
         ("cron", "run", "x"),
+        ("jobs", "delete", "--all", "--yes"),
+        ("channels", "list"),
+        ("workers",),
     ):
         r = cli(store, "--url", missing, *args)
         one_error(r, 1, "no store at")
@@ -269,3 +272,61 @@ async def test_jobs_show_lists_steps_tokens_the_wait_and_tracebacks(
     await q.worker().run_once()
     r = cli(store, "jobs", "show", str(failed))
     assert "UnknownJob" in r.stdout and "errors" in r.stdout
+
+
+async def test_jobs_delete_list_paging_channels_list_and_workers(store: Store) -> None:
+    q = await fast_queue(store)
+    old = [await q.enqueue("report.daily", {"n": i}, channel="c2") for i in range(3)]
+    keep = await q.enqueue("other", {}, channel="c2")
+
+    # jobs list: a name prefix, and cursor paging with --before
+    r = cli(store, "jobs", "list", "--name-prefix", "report.", "--limit", "2", "--json")
+    page = json.loads(r.stdout)
+    assert [j["id"] for j in page] == [old[2], old[1]]
+    r = cli(store, "jobs", "list", "--name-prefix", "report.", "--limit", "2")
+    assert f"more: --before {old[1]}" in r.stderr
+    r = cli(store, "jobs", "list", "--name-prefix", "report.", "--before", str(old[1]), "--json")
+    assert [j["id"] for j in json.loads(r.stdout)] == [old[0]]
+
+    # jobs delete: by id, by filter with a count and a confirmation
+    r = cli(store, "jobs", "delete", str(old[0]))
+    assert r.returncode == 0 and r.stdout == f"job {old[0]} deleted\n", r.stderr
+    assert await q.get_job(old[0]) is None
+    one_error(cli(store, "jobs", "delete", str(old[0])), 1, "not found")
+    r = cli_input(store, "y\n", "jobs", "delete", "--all", "--name", "report.daily")
+    assert "2 job(s) match" in r.stderr and r.stdout == "2 of 2 job(s) deleted\n", r.stderr
+    assert [j.id for j in await q.list_jobs()] == [keep]
+
+    # channels list: counts and the pause flag
+    await q.pause("c3")
+    r = cli(store, "channels", "list", "--json")
+    listed = json.loads(r.stdout)
+    by_name = {c["name"]: c for c in listed["channels"]}
+    assert by_name["c2"]["counts"]["queued"] == 1 and not by_name["c2"]["paused"]
+    assert by_name["c3"]["paused"] and listed["all_paused"] is False
+    r = cli(store, "channels", "list")
+    assert r.returncode == 0 and "c2" in r.stdout and "c3" in r.stdout
+
+    # workers: none running, then one
+    r = cli(store, "workers", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == [], r.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "worker", "tests.integration.app:queue", "-q",
+         "--channel", "c9", "--concurrency", "4"],
+        env={**os.environ, **store.env, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+    )  # fmt: skip
+    try:
+
+        async def registered() -> list[dict[str, object]] | None:
+            rows = json.loads(cli(store, "workers", "--json").stdout)
+            return rows or None
+
+        [row] = await wait_for(registered, timeout=30)
+        assert (row["pid"], row["channels"], row["concurrency"]) == (proc.pid, ["c9"], 4)
+        r = cli(store, "workers")
+        assert str(proc.pid) in r.stdout and "0/4" in r.stdout
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert json.loads(cli(store, "workers", "--json").stdout) == []  # said goodbye

@@ -32,7 +32,7 @@ from tests.conftest import Store, wait_for
 from tests.integration.test_processes import ROOT
 
 APP = "tests.integration.app:queue"
-READ = {"list_jobs", "get_job", "counts", "list_cron"}
+READ = {"list_jobs", "get_job", "counts", "list_cron", "list_workers", "list_channels"}
 WRITE = {"retry_job", "cancel_job", "pause_channel", "resume_channel", "enqueue"}
 UNKNOWN = 987_654_321
 
@@ -164,6 +164,10 @@ async def test_read_only_server(store: Store, tmp_path: Path) -> None:
 
         (schedule,) = (await call(s, "list_cron"))["schedules"]
         assert (schedule["name"], schedule["job"]) == ("digest", "count")
+        assert (await call(s, "list_workers"))["workers"] == []  # none is running
+        listed = await call(s, "list_channels")
+        assert listed["all_paused"] is False
+        assert sum(c["counts"]["failed"] for c in listed["channels"]) == 1
 
         # writes are refused, and change nothing
         for tool, args in (
@@ -316,7 +320,10 @@ async def test_tenant_server(store: Store, tmp_path: Path) -> None:
         assert job is not None and job.tenant == "acme"
 
         # the queue-wide tools are refused, clearly
-        for tool in ("counts", "list_cron", "pause_channel", "resume_channel"):
+        for tool in (
+            "counts", "list_cron", "list_workers", "list_channels", "pause_channel",
+            "resume_channel",
+        ):  # fmt: skip
             message = await refused(s, tool)
             assert "tenant 'acme'" in message and "whole queue" in message, message
         assert await call(s, "get_job", id=made["id"])

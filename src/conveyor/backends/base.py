@@ -562,6 +562,26 @@ class Backend(Protocol):
 
     async def resume_due(self, params: ResumeParams) -> list[ResumedJob]: ...
 
+    # -- the operations surface: worker registry, pause state, throughput, delete --------
+    async def register_worker(self, record: WorkerRecord) -> None:
+        """Create or replace the record of worker ``record.id`` (also its heartbeat)."""
+        ...
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker (a clean stop); unknown ids are ignored."""
+        ...
+
+    async def list_workers(self, now: float) -> list[WorkerRecord]:
+        """Workers whose ``expires_at > now``, by ``started_at`` then id."""
+        ...
+
+    async def paused_state(self) -> PausedState: ...
+    async def throughput(self, params: ThroughputParams) -> list[ThroughputBucket]: ...
+    async def delete_jobs(self, job_ids: Sequence[int], now: float) -> list[RemovedJob]:
+        """Delete these jobs unless running (those, and unknown ids, are skipped), with
+        their events, logs, steps and tokens, as :meth:`prune` deletes; what was deleted."""
+        ...
+
     # -- cron ---------------------------------------------------------------------------
     async def upsert_cron(self, record: CronRecord) -> None:
         """Create or replace; keeps ``last_run_at`` / ``last_job_id`` of an existing one."""

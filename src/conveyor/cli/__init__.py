@@ -22,6 +22,7 @@ from conveyor.cli import (
     skills,
     store,
     worker,
+    workers,
 )
 from conveyor.cli.app import main
 
@@ -40,3 +41,4 @@ main.add_command(scaffold.init)
 main.add_command(skills.install_skills)
 main.add_command(store.migrate)
 main.add_command(worker.worker)
+main.add_command(workers.workers)

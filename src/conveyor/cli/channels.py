@@ -1,23 +1,55 @@
-"""``conveyor channels pause|resume``.
-
-There is no ``channels list``: the public :class:`conveyor.Queue` API has no way to
-list channels (or which are paused); ``conveyor stats --channel C`` counts one.
-"""
+"""``conveyor channels list|pause|resume``."""
 
 from __future__ import annotations
 
 import json
 
 import click
+from rich.table import Table
 
-from conveyor.cli.app import Ctx, fail, pass_ctx
+from conveyor.cli.app import Ctx, console, fail, pass_ctx, text
+from conveyor.models import ChannelInfo, JobState, PauseState
+from conveyor.queue import Queue
+from conveyor.serialize import iso
 
 __all__ = ["channels"]
 
 
 @click.group()
 def channels() -> None:
-    """Pause and resume channels."""
+    """List, pause and resume channels."""
+
+
+@channels.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@pass_ctx
+def channels_list(obj: Ctx, as_json: bool) -> None:
+    """Every channel with jobs or a pause: jobs per state, paused, oldest due job."""
+
+    async def fetch(queue: Queue) -> tuple[list[ChannelInfo], PauseState]:
+        return await queue.channels(), await queue.pause_state()
+
+    found, state = obj.run(fetch)
+    rows = [
+        {
+            "name": c.name,
+            "paused": c.paused,
+            "counts": dict(c.counts),
+            "oldest_queued_at": iso(c.oldest_queued_at),
+        }
+        for c in found
+    ]
+    if as_json:
+        click.echo(json.dumps({"all_paused": state.everything, "channels": rows}, indent=2))
+        return
+    states = [s.value for s in JobState]
+    table = Table("channel", "paused", *states, "oldest due")
+    for c in found:
+        cells = (c.name, "yes" if c.paused else "", *(c.counts[s] for s in states))
+        table.add_row(*map(text, (*cells, iso(c.oldest_queued_at) or "")))
+    console.print(table)
+    if state.everything:
+        console.print(text("every channel is paused (conveyor channels resume --all)"))
 
 
 def _target(name: str | None, every: bool, verb: str) -> str | None:

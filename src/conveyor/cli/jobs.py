@@ -1,4 +1,4 @@
-"""``conveyor jobs list|show|retry|cancel`` and ``conveyor stats``."""
+"""``conveyor jobs list|show|retry|cancel|delete`` and ``conveyor stats``."""
 
 from __future__ import annotations
 
@@ -56,7 +56,9 @@ def jobs() -> None:
 @click.option("--tag", "tags", multiple=True)
 @click.option("--tag-mode", type=click.Choice(["any", "all", "exact", "none"]), default="any")
 @click.option("--tenant")
+@click.option("--name-prefix", help="Names starting with this (literally).")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--before", "before_id", type=int, help="Page: jobs older than this id.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @pass_ctx
 def jobs_list(
@@ -67,10 +69,12 @@ def jobs_list(
     tags: tuple[str, ...],
     tag_mode: str,
     tenant: str | None,
+    name_prefix: str | None,
     limit: int,
+    before_id: int | None,
     as_json: bool,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first; a full page ends with the --before value of the next."""
     found = obj.run(
         lambda queue: queue.list_jobs(
             state=state,
@@ -80,6 +84,8 @@ def jobs_list(
             tag_mode=tag_mode,
             tenant=tenant,
             limit=limit,
+            before_id=before_id,
+            name_prefix=name_prefix,
         )
     )
     if as_json:
@@ -115,6 +121,8 @@ def jobs_list(
             )
         )
     console.print(table)
+    if len(found) == limit:
+        err_console.print(text(f"more: --before {found[-1].id}"))
 
 
 def _attempts(job: Job) -> str:
@@ -184,6 +192,7 @@ def jobs_show(obj: Ctx, job_id: int, as_json: bool) -> None:
         console.print(text(f"  {r['at']}  [attempt {r['attempt']}] {r['level']}: {r['message']}"))
 
 
+_DELETABLE = ("scheduled", "queued", "waiting", "completed", "failed", "cancelled")
 _RETRYABLE = ("failed", "cancelled")
 _CANCELLABLE = ("scheduled", "queued", "waiting", "running")
 _PAGE = 1000
@@ -286,6 +295,10 @@ async def _cancel_one(queue: Queue, job_id: int) -> bool:
     return await queue.cancel(job_id)
 
 
+async def _delete_one(queue: Queue, job_id: int) -> bool:
+    return await queue.delete(job_id)
+
+
 def _bulk(obj: Ctx, bulk: _Bulk, yes: bool, as_json: bool, past: str) -> None:
     matched, done = obj.run(lambda queue: bulk.run(queue, yes, as_json))
     if as_json:
@@ -361,3 +374,30 @@ def stats(obj: Ctx, channel: str | None, as_json: bool) -> None:
     for state, n in counts.items():
         table.add_row(text(state), text(n))
     console.print(table)
+
+
+@jobs.command("delete")
+@_filter_options
+@pass_ctx
+def jobs_delete(
+    obj: Ctx,
+    job_id: int | None,
+    state: str | None,
+    name: str | None,
+    channel: str | None,
+    tenant: str | None,
+    every: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Delete a job that is not running, with its events, logs, steps and tokens; with
+    --all, every such job matching the filters (running jobs: cancel them first)."""
+    filters = {"state": state, "name": name, "channel": channel, "tenant": tenant}
+    bulk = _Bulk("delete", _DELETABLE, _delete_one, filters)
+    bulk.check(job_id, every)
+    if job_id is None:
+        _bulk(obj, bulk, yes, as_json, "deleted")
+        return
+    if not obj.run(lambda queue: queue.delete(job_id)):
+        fail(f"job {job_id} not found", highlight=True)
+    click.echo(json.dumps({"id": job_id}) if as_json else f"job {job_id} deleted")

@@ -36,7 +36,9 @@ READ_TOOLS = ("list_jobs", "get_job", "counts", "list_cron")
 WRITE_TOOLS = ("retry_job", "cancel_job", "pause_channel", "resume_channel", "enqueue")
 #: The most jobs one ``list_jobs`` call returns.
 LIST_LIMIT = 500
-_QUEUE_WIDE = ("counts", "list_cron", "pause_channel", "resume_channel")
+_QUEUE_WIDE = (
+    "counts", "list_cron", "list_workers", "list_channels", "pause_channel", "resume_channel",
+)  # fmt: skip
 
 # The argument types. Annotations hold module-level names only: the SDK reads them to
 # build each tool's JSON schema and to validate the arguments before a tool runs.
@@ -189,6 +191,8 @@ def build_server(
     if tenant is None:
         add(tools.counts, _READ)
         add(tools.list_cron, _READ)
+        add(tools.list_workers, _READ)
+        add(tools.list_channels, _READ)
     if allow_write:
         add(tools.retry_job, _WRITE)
         add(tools.cancel_job, _CANCEL)
@@ -310,6 +314,32 @@ class _Tools:
     async def counts(self, channel: Name | None = None) -> dict[str, int]:
         """The number of jobs in each state, in one channel or in all of them."""
         return await self.queue.counts(channel)
+
+    async def list_workers(self) -> dict[str, Any]:
+        """The workers running now (any host): id, host, pid, channels, concurrency, the
+        ids of the jobs each runs, when it started and when it was last seen."""
+        return {
+            "workers": [
+                {"id": w.id, "host": w.host, "pid": w.pid,
+                 "channels": None if w.channels is None else list(w.channels),
+                 "concurrency": w.concurrency, "running": list(w.running),
+                 "started_at": w.started_at.isoformat(), "last_seen": w.last_seen.isoformat()}
+                for w in await self.queue.workers()
+            ]
+        }  # fmt: skip
+
+    async def list_channels(self) -> dict[str, Any]:
+        """Every channel with jobs or a pause: jobs per state, whether it is paused, and
+        when its longest-waiting due job became due (UTC)."""
+        state = await self.queue.pause_state()
+        return {
+            "all_paused": state.everything,
+            "channels": [
+                {"name": c.name, "paused": c.paused, "counts": dict(c.counts),
+                 "oldest_queued_at": None if c.oldest_queued_at is None else c.oldest_queued_at.isoformat()}
+                for c in await self.queue.channels()
+            ],
+        }  # fmt: skip
 
     async def list_cron(self) -> dict[str, Any]:
         """Every stored cron schedule: expression, job, timezone, paused, next and last

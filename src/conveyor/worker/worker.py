@@ -35,6 +35,7 @@ from conveyor.worker.executor import Executor
 from conveyor.worker.fetcher import Fetcher, JobSelector
 from conveyor.worker.heartbeat import Heartbeat
 from conveyor.worker.maintenance import Maintenance
+from conveyor.worker.registry import Registry
 
 __all__ = ["Worker", "public_url"]
 
@@ -183,6 +184,10 @@ class Worker:
                 tg.create_task(heartbeat.run(backend, self._done), name="conveyor-heartbeat")
                 maintenance = Maintenance(self.engine, self.id)
                 tg.create_task(maintenance.run(self._done), name="conveyor-maintenance")
+                registry = Registry(
+                    self.engine, self.id, self.channels, self.concurrency, self.executor
+                )
+                tg.create_task(registry.run(backend, self._done), name="conveyor-registry")
                 await fetcher.run(backend)
                 await self.executor.drain(self.drain_timeout)
                 await self._flush_or_abandon(completer)

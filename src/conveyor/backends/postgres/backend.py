@@ -80,6 +80,7 @@ from conveyor.backends.postgres.enqueue import (
     needs_transaction,
 )
 from conveyor.backends.postgres.listener import Listener, Signal
+from conveyor.backends.postgres.ops import OpsVerbs
 from conveyor.backends.postgres.sqlfiles import (
     Queries,
     bootstrap_sql,
@@ -100,9 +101,9 @@ log = logging.getLogger("conveyor")
 EVENTS_POLL = 0.25  # seconds between read_events polls when no wake-up arrives
 
 
-class PostgresBackend(DurableVerbs):
+class PostgresBackend(DurableVerbs, OpsVerbs):
     """Backend on one PostgreSQL schema (``settings.schema``); steps, tokens and resumes
-    are in :class:`~.durable.DurableVerbs`.
+    are in :class:`~.durable.DurableVerbs`, the operations surface in :class:`~.ops.OpsVerbs`.
 
     URL query parameters ``pool_min_size`` (default 1), ``pool_max_size`` (10) and
     ``pool_timeout`` (seconds, 5) size the pool; every other parameter goes to libpq.

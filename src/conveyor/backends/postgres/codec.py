@@ -322,6 +322,7 @@ def filter_args(flt: JobFilter) -> dict[str, Any]:
     return {
         "state": flt.state.value if flt.state is not None else None,
         "name": flt.name,
+        "name_prefix": flt.name_prefix,
         "channel": flt.channel,
         "tenant": flt.tenant,
         "before_id": flt.before_id,

@@ -21,6 +21,9 @@ before an id gap until the gap is filled or known to stay:
 A stored event is yielded only once its job's ``enqueued`` event was: the jobs cursor
 must have reached its job. A job whose row is gone (``remove_on_complete``, pruned) is
 passed like any gap.
+
+Every event read carries, as its ``id``, the cursor as it stands right after it (the
+page cut short there), so ``queue.events(since=event.id)`` resumes after it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 from conveyor.backends.rows import event_from_row
 from conveyor.models import Event
 
-__all__ = ["GAP_GRACE", "EventsCursor", "IdCursor", "Snapshot"]
+__all__ = ["GAP_GRACE", "EventsCursor", "IdCursor", "Snapshot", "Taken"]
 
 GAP_GRACE = 5.0  # seconds an id gap is waited for while xmin is held back
 
@@ -105,22 +108,25 @@ class EventsCursor:
     def take(self, rows: Sequence[Mapping[str, Any]], limit: int) -> list[Event]:
         """The events of one ``read_events`` statement that can be yielded now, oldest
         first, at most ``limit`` (the statement's limit on each stream), moving the
-        cursor past them (and past the gaps that stay)."""
+        cursor past them (and past the gaps that stay). Each event's ``id`` is the
+        cursor as it stands right after it (see :func:`_with_ids`)."""
         if not rows:
             return []
         before = replace(self.jobs), replace(self.events)
+        start = before[1].encode(), before[0].encode()
         enqueued, stored = self._scan(rows, limit)
         merged = _merge(enqueued, stored)
-        if len(merged) <= limit:
-            return merged
-        # Too many: keep the first ``limit``, a prefix of each stream. Scan again from
-        # the state before, stopping at those prefixes, so that the cursor moves past
-        # exactly what is returned (stopping early is always safe: the rest comes next).
-        kept = {id(event) for event in merged[:limit]}
-        n_enqueued = sum(id(event) in kept for event in enqueued)
-        self.jobs, self.events = before
-        enqueued, stored = self._scan(rows, limit, n_enqueued, limit - n_enqueued)
-        return _merge(enqueued, stored)
+        if len(merged) > limit:
+            # Too many: keep the first ``limit``, a prefix of each stream. Scan again
+            # from the state before, stopping at those prefixes, so that the cursor
+            # moves past exactly what is returned (stopping early is always safe: the
+            # rest comes next).
+            kept = {id(taken) for taken in merged[:limit]}
+            n_enqueued = sum(id(taken) in kept for taken in enqueued)
+            self.jobs, self.events = before
+            enqueued, stored = self._scan(rows, limit, n_enqueued, limit - n_enqueued)
+            merged = _merge(enqueued, stored)
+        return _with_ids(merged, *start)
 
     def _scan(
         self,
@@ -128,16 +134,17 @@ class EventsCursor:
         limit: int,
         max_enqueued: int = 1 << 62,
         max_stored: int = 1 << 62,
-    ) -> tuple[list[Event], list[Event]]:
+    ) -> tuple[list[Taken], list[Taken]]:
         """Move the cursor past the rows that can be yielded: the jobs' ``enqueued``
-        events (at most ``max_enqueued``) and the stored events (``max_stored``)."""
+        events (at most ``max_enqueued``) and the stored events (``max_stored``), each
+        with its stream's cursor right after it."""
         first = rows[0]
         snap = Snapshot(int(first["xmin"]), int(first["xmax"]), float(first["db_now"]))
         job_rows = [row for row in rows if row["job_row"]]
         event_rows = [row for row in rows if not row["job_row"]]
 
         jobs = self.jobs
-        enqueued: list[Event] = []
+        enqueued: list[Taken] = []
         job_mark = job_rows[-1]["id"] if job_rows else 0
         # Job ids that visible events name but that have no visible row: deleted. The
         # rows read are every visible job after the cursor, or (cut by the limit) every
@@ -154,10 +161,10 @@ class EventsCursor:
                 break
             jobs.advance(top)
             if row["type"] is not None:  # else its `enqueued` event is a stored one
-                enqueued.append(event_from_row(row))
+                enqueued.append(Taken(event_from_row(row), jobs.encode(), stored=False))
 
         events = self.events
-        stored: list[Event] = []
+        stored: list[Taken] = []
         event_mark = event_rows[-1]["id"] if event_rows else 0
         for row in event_rows:
             if len(stored) >= max_stored:
@@ -175,8 +182,17 @@ class EventsCursor:
                     break
                 jobs.advance(job_id)
             events.advance(row["id"])
-            stored.append(event_from_row(row))
+            stored.append(Taken(event_from_row(row), events.encode(), stored=True))
         return enqueued, stored
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """An event a scan can yield, with its own stream's cursor right after it."""
+
+    event: Event
+    cursor: str  # IdCursor.encode() of its stream (events or jobs) after it
+    stored: bool  # from the events stream (else a job's row: its ``enqueued`` event)
 
 
 def _all_in(start: int, stop: int, ids: set[int]) -> bool:
@@ -184,23 +200,44 @@ def _all_in(start: int, stop: int, ids: set[int]) -> bool:
     return stop - start <= len(ids) and all(i in ids for i in range(start, stop))
 
 
-def _merge(enqueued: list[Event], stored: list[Event]) -> list[Event]:
+def _merge(enqueued: list[Taken], stored: list[Taken]) -> list[Taken]:
     """Both lists in time order, a job's ``enqueued`` event before its stored ones.
 
     ``enqueued`` is by job id, ``stored`` by event id. A stored event goes first only
     when it is earlier and its job's ``enqueued`` event cannot be still to come (its job
     id is below the next one's).
     """
-    out: list[Event] = []
+    out: list[Taken] = []
     i = k = 0
     while i < len(enqueued) and k < len(stored):
-        job, event = enqueued[i], stored[k]
+        job, event = enqueued[i].event, stored[k].event
         if event.job_id < job.job_id and event.at < job.at:
-            out.append(event)
+            out.append(stored[k])
             k += 1
         else:
-            out.append(job)
+            out.append(enqueued[i])
             i += 1
     out.extend(enqueued[i:])
     out.extend(stored[k:])
+    return out
+
+
+def _with_ids(merged: list[Taken], events: str, jobs: str) -> list[Event]:
+    """The events, each with its ``id``: the cursor right after it, from the cursor
+    before the page (``events`` and ``jobs``, encoded).
+
+    After the first n events of the page, the cursor is each stream's own cursor after
+    its last event among them: the events stream's after the last stored one, the jobs
+    stream's after the last ``enqueued`` one (else, for either, where it stood before
+    the page). That is the page cut short after those n, which is always safe (as in
+    :meth:`EventsCursor.take`): what is not yet past on either stream comes next,
+    nothing before it comes again, and a stored event still waits for its job's
+    ``enqueued`` event as it did."""
+    out = []
+    for taken in merged:
+        if taken.stored:
+            events = taken.cursor
+        else:
+            jobs = taken.cursor
+        out.append(replace(taken.event, id=f"{events}/{jobs}"))
     return out

@@ -659,13 +659,15 @@ WHERE id = %(id)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text);
 
 -- name: list_jobs
 -- Newest first, paging by id. %(tags)s with %(tag_mode)s: any | all | exact (same set)
--- | none.
+-- | none. %(name_prefix)s: names starting with it, literally (starts_with: no LIKE
+-- wildcards).
 SELECT id, name, payload, state, attempts, max_attempts, progress, result, errors, tags,
        group_key, tenant, channel, priority, run_at, created_at, started_at, finished_at,
        options, idempotency_key, stalls, wait_token
 FROM {schema}.jobs j
 WHERE (%(state)s::text IS NULL OR j.state = %(state)s::text)
   AND (%(name)s::text IS NULL OR j.name = %(name)s::text)
+  AND (%(name_prefix)s::text IS NULL OR starts_with(j.name, %(name_prefix)s::text))
   AND (%(channel)s::text IS NULL OR j.channel = %(channel)s::text)
   AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s::text)
   AND (%(before_id)s::bigint IS NULL OR j.id < %(before_id)s::bigint)
@@ -728,6 +730,7 @@ WITH u AS (
     WHERE j.state IN ('scheduled', 'queued', 'waiting')
       AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
       AND (%(name)s::text IS NULL OR j.name = %(name)s::text)
+      AND (%(name_prefix)s::text IS NULL OR starts_with(j.name, %(name_prefix)s::text))
       AND (%(channel)s::text IS NULL OR j.channel = %(channel)s::text)
       AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s::text)
       AND (%(before_id)s::bigint IS NULL OR j.id < %(before_id)s::bigint)

@@ -1,10 +1,11 @@
 """The SQL of the PostgreSQL backend: named queries and numbered migrations.
 
-Both live in ``.sql`` files next to this module (``queries.sql``, and ``durable.sql`` for
-steps, waits and tokens) and are read once per process. The only text ever substituted
-into them is the schema, as a quoted identifier built from the validated ``schema``
-setting (``{schema}``), and fixed fragments from the same files: in the claim, one of
-three channel filters; in the complete steps, those of a batch with a durable wait.
+Both live in ``.sql`` files next to this module (``queries.sql``, ``durable.sql`` for
+steps, waits and tokens, ``ops.sql`` for the operations surface) and are read once per
+process. The only text ever substituted into them is the schema, as a quoted identifier
+built from the validated ``schema`` setting (``{schema}``), and fixed fragments from the
+same files: in the claim, one of three channel filters; in the complete steps, those of
+a batch with a durable wait.
 """
 
 from __future__ import annotations
@@ -86,11 +87,13 @@ def native(sql: str) -> tuple[str, tuple[str, ...]]:
 
 @cache
 def _raw_queries() -> dict[str, str]:
-    queries = load_queries(_PACKAGE, "queries.sql")
-    durable = load_queries(_PACKAGE, "durable.sql")
-    if queries.keys() & durable.keys():  # pragma: no cover - a name must be unique
-        raise RuntimeError(f"queries named twice: {sorted(queries.keys() & durable.keys())}")
-    return {**queries, **durable}
+    merged: dict[str, str] = {}
+    for filename in ("queries.sql", "durable.sql", "ops.sql"):
+        found = load_queries(_PACKAGE, filename)
+        if merged.keys() & found.keys():  # pragma: no cover - a name must be unique
+            raise RuntimeError(f"queries named twice: {sorted(merged.keys() & found.keys())}")
+        merged.update(found)
+    return merged
 
 
 def _no_blank_lines(sql: str) -> str:

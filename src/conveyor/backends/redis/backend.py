@@ -79,6 +79,7 @@ from conveyor.backends.redis.handoff import HandOff
 from conveyor.backends.redis.inflight import InFlight
 from conveyor.backends.redis.keys import Keys, order_key
 from conveyor.backends.redis.lane import Lane
+from conveyor.backends.redis.ops import OpsVerbs
 from conveyor.backends.redis.scripts import Scripts
 from conveyor.backends.redis.stream import EventStream
 from conveyor.backends.redis.wakeup import Waker
@@ -99,10 +100,12 @@ _NOT_CONNECTED = "the Redis backend is not connected (call connect() first)"
 _STATES = tuple(str(s) for s in JobState)
 
 
-class RedisBackend(DurableVerbs):
+class RedisBackend(DurableVerbs, OpsVerbs):
     """Storage for one queue on Redis (``redis://`` or ``rediss://``, db from the path).
     The durable-execution verbs (steps, tokens, resume_due) come from
-    :class:`~conveyor.backends.redis.durable.DurableVerbs`.
+    :class:`~conveyor.backends.redis.durable.DurableVerbs`, the operations surface
+    (worker registry, pause state, throughput, delete) from
+    :class:`~conveyor.backends.redis.ops.OpsVerbs`.
 
     Args:
         settings: the queue's settings; uses ``url``, ``prefix`` (keys live under the
@@ -485,7 +488,7 @@ class RedisBackend(DurableVerbs):
     async def get_events(self, job_id: int) -> list[Event]:
         """The job's events, oldest first (a job removed on completion keeps them for
         ``keep_completed``; pruning deletes them with the job). Its ``enqueued`` event is
-        its hash (see ``write_job`` in ``_lib.lua``) unless it was stored."""
+        its hash (see ``write_job`` in ``_lib_jobs.lua``) unless it was stored."""
         keys = self._keys
 
         def build(pipe: Pipeline) -> None:

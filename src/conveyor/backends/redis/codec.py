@@ -140,7 +140,7 @@ def claim_args(params: ClaimParams) -> list[str]:
 
 def registration(params: ClaimParams, expires_at: float) -> str:
     """A standing claim as stored in ``P waiters`` (JSON; see ``hand_off`` in
-    ``_lib.lua``): the claim's token, worker, limit and filters, its lease *length*
+    ``_lib_worker.lua``): the claim's token, worker, limit and filters, its lease *length*
     (the hand-off's lease runs from the enqueue's ``now``, as a claim's would) and when
     the registration expires."""
     reg: dict[str, Any] = {
@@ -170,7 +170,7 @@ def handed_from_member(member: str) -> list[ClaimedJob]:
     """The jobs of one hand-off member: JSON ``[token, row, ...]``, row = id, name,
     payload, attempts, max_attempts, channel, priority, tenant, group, tags (JSON text),
     options, run_at, created_at, remove_on_complete, stalls, max_stalls (see the hand-off
-    in ``_lib.lua``).
+    in ``_lib_worker.lua``).
 
     Raises:
         ValueError, StopIteration, TypeError, IndexError: not such a member.
@@ -201,7 +201,7 @@ def complete_args(keep_removed_events: str, outcomes: Sequence[Outcome]) -> list
     """The arguments of ``complete.lua`` (from its ``ARGV[2]``): how long a removed job's
     events are kept (seconds), then the counted outcomes, 15 values each. For a wait on a
     token the order key is ``order_key(at)``: the job is queued at ``at`` instead of
-    waiting if the token is no longer waitable (see ``apply_outcome`` in ``_lib.lua``)."""
+    waiting if the token is no longer waitable (see ``apply_outcome`` in ``_lib_worker.lua``)."""
     args = [keep_removed_events, str(len(outcomes))]
     for o in outcomes:
         run_at, wait_token = o.run_at, o.wait_token
@@ -230,9 +230,17 @@ def complete_args(keep_removed_events: str, outcomes: Sequence[Outcome]) -> list
 
 
 def filter_args(flt: JobFilter) -> list[str]:
-    """Name, channel, tenant, tag mode and the counted tags of a filter."""
+    """Name, channel, tenant, name prefix, tag mode and the counted tags of a filter
+    (``read_filter`` in ``_lib_jobs.lua``; an empty prefix filters nothing out)."""
     tags = None if flt.tags is None else list(flt.tags)
-    return [opt(flt.name), opt(flt.channel), opt(flt.tenant), flt.tag_mode, *counted(tags)]
+    return [
+        opt(flt.name),
+        opt(flt.channel),
+        opt(flt.tenant),
+        flt.name_prefix or "",
+        flt.tag_mode,
+        *counted(tags),
+    ]
 
 
 def _tags(text: str | None) -> tuple[str, ...]:
@@ -377,7 +385,7 @@ ENQUEUED_FIELDS = ("name", "tenant", "created_at", "remove_on_complete")
 
 def enqueued_event(job_id: int, fields: Sequence[Any]) -> Event | None:
     """A job's ``enqueued`` event, derived from its hash (:data:`ENQUEUED_FIELDS`, see
-    ``write_job`` in ``_lib.lua``); None when the job is gone or removable (then the
+    ``write_job`` in ``_lib_jobs.lua``); None when the job is gone or removable (then the
     event is stored in its event list instead)."""
     name, tenant, created_at, remove_on_complete = fields
     if name is None or remove_on_complete == "1":

@@ -11,7 +11,7 @@ the wait sends these commands in one write on its blocking connection:
    timeout or ``wake()``).
 
 An enqueue that stores a due job this worker's claim would take right now (the hand-off
-rules in ``_lib.lua``) stores it as claimed by the worker, in the same script and with
+rules in ``_lib_worker.lua``) stores it as claimed by the worker, in the same script and with
 the same fields, indexes and ``started`` event as ``claim.lua``, and adds it to
 ``P hand:<waiter>``; the pop returns it, so the job reaches the worker in the pop's reply
 without a claim round trip. Redis runs the release as soon as the pop returns, before it

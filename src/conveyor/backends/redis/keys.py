@@ -35,7 +35,8 @@ key                           type    holds
                                       expired), tags (JSON), created_at, and when set
                                       expires_at, data (JSON), completed_at
 ``P leases``                  ZSET    running job ids, score = lease_expires_at
-``P done:<state>``            ZSET    terminal job ids, score = finished_at (pruning)
+``P done:<state>``            ZSET    terminal job ids, score = finished_at (pruning,
+                                      throughput)
 ``P idem``                    HASH    tenant-scoped idempotency key -> job id
 ``P paused``                  SET     paused channels (a channel named ``*`` is just one)
 ``P paused_all``              STRING  present while every channel is paused
@@ -47,12 +48,17 @@ key                           type    holds
 ``P lock:<name>``             HASH    a named lease: owner, expires_at (caller's clock)
 ``P crons``                   SET     cron schedule names
 ``P cron:<name>``             HASH    one cron schedule
+``P workers``                 HASH    worker id -> its registration (JSON, see
+                                      :mod:`~conveyor.backends.redis.ops`)
+``P workers_exp``             ZSET    worker ids, score = expires_at (dropped once
+                                      expired, when workers are listed)
 ============================  ======  ====================================================
 
 A job's hash holds ``wait_token`` (the token a waiting job waits on; ``""`` or absent:
 none; cleared by every transition out of ``waiting``) and ``has_tokens`` (``"1"`` once a
 token was stored for it, so deleting a job reads ``P toks:<id>`` only when there is
-something to delete). Steps and tokens go with their job (prune, ``Outcome.remove``).
+something to delete). Steps and tokens go with their job (prune, ``delete_jobs``,
+``Outcome.remove``).
 
 User data (channels, groups, lock and cron names, token ids) only ever appears as the
 *suffix* of a key family (step names only as hash fields), so two different values can
@@ -83,6 +89,8 @@ FIXED: dict[str, str] = {
     "waiters": "waiters",
     "stream": "events",
     "crons": "crons",
+    "workers": "workers",
+    "workers_exp": "workers_exp",
 }
 """Keys without a variable part: Python/Lua name -> key suffix."""
 
@@ -214,6 +222,14 @@ class Keys:
     @property
     def crons(self) -> str:
         return self.fixed("crons")
+
+    @property
+    def workers(self) -> str:
+        return self.fixed("workers")
+
+    @property
+    def workers_exp(self) -> str:
+        return self.fixed("workers_exp")
 
 
 def lua_prelude(names: Collection[str] | None = None) -> str:

@@ -1,12 +1,13 @@
 """The Lua scripts: read from ``scripts/<verb>.lua``, loaded once, run with EVALSHA.
 
 Each script is sent as ``local P = ARGV[1]`` + the generated key table
-(:func:`conveyor.backends.redis.keys.lua_prelude`) + ``scripts/_lib.lua`` + the script
-file wrapped in a function, followed by the flush of the writes the library deferred
-(see ``_lib.lua``). Nothing in a script body comes from user input.
+(:func:`conveyor.backends.redis.keys.lua_prelude`) + the library + the script file
+wrapped in a function, followed by the flush of the writes the library deferred (see
+``_lib.lua``). The library is the files of :data:`LIBRARY` (``scripts/_lib*.lua``) read
+in that order, as if they were one file. Nothing in a script body comes from user input.
 
 Redis runs the whole text on every call, so each script gets only the part of the
-library it uses: the top-level definitions of ``_lib.lua`` (each ``local`` statement at
+library it uses: the top-level definitions of the library (each ``local`` statement at
 the start of a line, with the comment lines above it) that its code names, directly or
 through other definitions, in their original order, and only the key-table entries that
 code names. Names are matched as words, so a mention too many only costs a definition
@@ -29,7 +30,11 @@ from redis.asyncio import Redis
 
 from conveyor.backends.redis.keys import lua_prelude
 
-__all__ = ["SCRIPT_NAMES", "Scripts"]
+__all__ = ["LIBRARY", "SCRIPT_NAMES", "Scripts"]
+
+LIBRARY: tuple[str, ...] = ("_lib", "_lib_jobs", "_lib_worker")
+"""The library's files (``scripts/<name>.lua``), in order: a definition may use only
+those before it."""
 
 SCRIPT_NAMES: tuple[str, ...] = (
     "append_logs",
@@ -46,6 +51,7 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "cron_list",
     "cron_pause",
     "cron_upsert",
+    "delete_jobs",
     "enqueue",
     "expired_leases",
     "heartbeat",
@@ -59,7 +65,11 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "save_step",
     "set_paused",
     "set_progress",
+    "throughput",
     "wait_release",
+    "worker_list",
+    "worker_register",
+    "worker_remove",
 )
 
 
@@ -85,17 +95,17 @@ def _words(code: str) -> set[str]:
     return set(_WORD.findall(_COMMENT_LINE.sub("", code)))
 
 
-def _definitions(lib: str) -> list[_Definition]:
-    """The top-level definitions of ``_lib.lua``: a line starting with ``local`` begins
-    one, indented lines and ``end`` continue it, comment and blank lines go with what
-    follows them."""
+def _definitions(lib: str, file: str = "_lib.lua") -> list[_Definition]:
+    """The top-level definitions of one library file (named ``file`` in errors): a line
+    starting with ``local`` begins one, indented lines and ``end`` continue it, comment
+    and blank lines go with what follows them."""
     out: list[_Definition] = []
     pending = ""
     for n, line in enumerate(lib.splitlines(keepends=True), 1):
         if line.startswith("local"):
             match = _DEFINITION.match(line)
             if match is None:
-                raise ValueError(f"_lib.lua:{n}: not a local definition: {line!r}")
+                raise ValueError(f"{file}:{n}: not a local definition: {line!r}")
             function, variables = match.groups()
             names = (function,) if function else tuple(v.strip() for v in variables.split(","))
             out.append(_Definition(names, pending + line))
@@ -104,11 +114,11 @@ def _definitions(lib: str) -> list[_Definition]:
             pending += line
         elif line[0] in " \t" or line.startswith("end"):
             if not out:
-                raise ValueError(f"_lib.lua:{n}: code before the first definition")
+                raise ValueError(f"{file}:{n}: code before the first definition")
             out[-1].text += pending + line
             pending = ""
         else:
-            raise ValueError(f"_lib.lua:{n}: top-level code that is not a definition: {line!r}")
+            raise ValueError(f"{file}:{n}: top-level code that is not a definition: {line!r}")
     return out
 
 
@@ -136,7 +146,7 @@ def _read(name: str) -> str:
 
 @functools.cache
 def _bodies() -> Mapping[str, str]:
-    definitions = _definitions(_read("_lib"))
+    definitions = [d for part in LIBRARY for d in _definitions(_read(part), f"{part}.lua")]
     bodies: dict[str, str] = {}
     for name in SCRIPT_NAMES:
         main = (

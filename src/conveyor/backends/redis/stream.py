@@ -5,6 +5,11 @@ field ``e`` of an entry holds its events as a JSON array. A cursor is the id of 
 entry read in full, or ``<entry id>/<n>`` when only the first ``n`` events of that entry
 were handed out (``limit`` cut it short). The stream keeps about the last 20,000 entries.
 
+Each event read carries its own cursor as its ``id``: the cursor as it stands right
+after it (``<entry id>/<n>`` for the n-th event of an entry, the entry id alone for the
+last one), so ``after=event.id`` resumes right after that event, with no loss and no
+repeat. An entry never changes once written, so these ids stay valid.
+
 Reads use dedicated connections (:class:`~conveyor.backends.redis.wakeup.BlockingConnection`)
 because ``XREAD BLOCK`` holds its connection while it waits.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
@@ -41,14 +47,19 @@ def _read_entries(reply: Any) -> list[tuple[str, Any]]:
     return [pair for entries in per_stream for pair in _range_entries(entries)]
 
 
-def _events(fields: Any) -> list[Event]:
+def _events(entry_id: str, fields: Any) -> list[Event]:
+    """The events of one entry, each with its cursor as its ``id`` (module docstring)."""
     if isinstance(fields, dict):
         text = fields.get("e")
     else:
         flat = list(fields)
         text = next((flat[i + 1] for i in range(0, len(flat) - 1, 2) if flat[i] == "e"), None)
     rows = json.loads(text) if text else []
-    return [event_from_row(row) for row in rows]
+    last = len(rows)
+    return [
+        replace(event_from_row(row), id=entry_id if n == last else f"{entry_id}/{n}")
+        for n, row in enumerate(rows, 1)
+    ]
 
 
 def _parse_cursor(cursor: str) -> tuple[str, int]:
@@ -104,7 +115,7 @@ class EventStream:
         cursor = entry
         if skip:
             rows = _range_entries(await conn.call("XRANGE", self._key, entry, entry, wait=0))
-            rest: Sequence[Event] = _events(rows[0][1])[skip:] if rows else []
+            rest: Sequence[Event] = _events(entry, rows[0][1])[skip:] if rows else []
             if len(rest) > limit:
                 return list(rest[:limit]), f"{entry}/{skip + limit}"
             events.extend(rest)
@@ -114,7 +125,7 @@ class EventStream:
         wait = timeout if "BLOCK" in args else 0.0
         reply = await conn.call(*args, "STREAMS", self._key, entry, wait=wait)
         for entry_id, fields in _read_entries(reply):
-            batch = _events(fields)
+            batch = _events(entry_id, fields)
             room = limit - len(events)
             if len(batch) > room:
                 events.extend(batch[:room])

@@ -21,6 +21,7 @@ connection:
 - ``maintenance.py``: expired leases, promotion, retention, named locks;
 - ``manage.py``: inspection, cancel, retry, pause;
 - ``events.py``: stored events, a job's history, the event stream;
+- ``operations.py``: the worker registry, the pause state, throughput, deleting jobs;
 - ``durable.py``: steps, tokens and resuming waiting jobs (the waits are outcomes);
 - ``cron.py``: schedules and firing ticks.
 
@@ -36,11 +37,12 @@ from conveyor.backends.sqlite.events import Events
 from conveyor.backends.sqlite.hotpath import HotPath
 from conveyor.backends.sqlite.maintenance import Maintenance
 from conveyor.backends.sqlite.manage import Management
+from conveyor.backends.sqlite.operations import Operations
 
 __all__ = ["SQLiteBackend"]
 
 
-class SQLiteBackend(Enqueue, HotPath, Maintenance, Management, Events, Durable, Cron):
+class SQLiteBackend(Enqueue, HotPath, Maintenance, Management, Events, Durable, Cron, Operations):
     """Backend on one SQLite file (or ``:memory:``), safe across worker processes."""
 
     name = "sqlite"

@@ -3,7 +3,9 @@
 A job's ``enqueued`` event is not stored: its row's ``created_at`` is that event (see
 ``schema.sql``), so reads take it from ``conveyor_jobs``. Every other event is a row of
 ``conveyor_events``. The stream cursor is ``"<last event id>:<last job id>"``, one
-position in each of the two.
+position in each of the two; every event ``read_events`` returns carries the cursor as
+it stands right after it (``Event.id``). ``get_events`` leaves ``id`` None: a job's own
+history has no position in the job stream to resume from.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from itertools import islice
 from typing import Any
 
@@ -88,13 +91,15 @@ class Events(SQLiteConnection):
             if events or jobs or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(min(EVENTS_POLL, max(0.0, deadline - time.monotonic())))
-        # At most ``limit`` in all, and a prefix of each stream (each is in id order) so
-        # that the cursor skips nothing: merge the two, cut, then sort what was taken.
+        # At most ``limit`` in all, merged by time; the merge keeps each stream in id
+        # order, so every event's position is a prefix of each stream and the cursor as
+        # it stands after that event (its ``id``) resumes right after it.
         merged = heapq.merge(((r, False) for r in jobs), ((r, True) for r in events), key=_order)
-        taken = sorted(islice(merged, limit), key=_order)
-        for row, stored in taken:
+        page: list[Event] = []
+        for row, stored in islice(merged, limit):
             if stored:
                 ev_cursor = max(ev_cursor, row["id"])
             else:
                 job_cursor = max(job_cursor, row["id"])
-        return EventPage([event_from_row(dict(r)) for r, _ in taken], f"{ev_cursor}:{job_cursor}")
+            page.append(replace(event_from_row(dict(row)), id=f"{ev_cursor}:{job_cursor}"))
+        return EventPage(page, f"{ev_cursor}:{job_cursor}")

@@ -2,8 +2,9 @@
 
 The core's maintenance service decides; these apply: ``expired_leases`` only reads (each
 rescue is a fenced outcome through ``complete_many``), ``promote_due`` flips scheduled
-jobs to queued, ``prune`` deletes finished jobs with their events and logs, and
-``acquire_lock`` is a lease row taken or renewed in one upsert.
+jobs to queued, ``prune`` deletes finished jobs with their events and logs (the removal
+``delete_jobs`` shares: ``delete_children``), and ``acquire_lock`` is a lease row taken
+or renewed in one upsert.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from conveyor.backends.base import (
 )
 from conveyor.backends.sqlite.connection import Q, SQLiteConnection
 
-__all__ = ["Maintenance"]
+__all__ = ["Maintenance", "delete_children"]
+
+
+def delete_children(conn: sqlite3.Connection, args: dict[str, str]) -> None:
+    """Delete the events and logs of the deleted jobs ``args["ids"]`` (a JSON array), in
+    the caller's transaction; their steps and tokens went with their rows (a trigger,
+    ``schema.sql``). How every removal of a job ends (``prune``, ``delete_jobs``)."""
+    conn.execute(Q["delete_events_of"], args)
+    conn.execute(Q["delete_logs_of"], args)
 
 
 class Maintenance(SQLiteConnection):
@@ -70,12 +79,10 @@ class Maintenance(SQLiteConnection):
                     },
                 )
             ]
-            ids = [r.id for r in removed]
-            if ids:
-                args = {"ids": json.dumps(ids)}
-                conn.execute(Q["delete_events_of"], args)
-                conn.execute(Q["delete_logs_of"], args)
+            if removed:
+                args = {"ids": json.dumps([r.id for r in removed])}
                 conn.execute(Q["delete_jobs"], args)
+                delete_children(conn, args)
             # Events outlive jobs deleted without them (remove_on_complete): as old, go.
             orphans = {"before": params.finished_before, "limit": params.limit}
             conn.execute(Q["prune_orphan_events"], orphans)

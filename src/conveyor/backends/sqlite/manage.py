@@ -34,6 +34,7 @@ def _filter_args(flt: JobFilter, upcoming: bool = False) -> dict[str, Any]:
     return {
         "state": flt.state.value if flt.state is not None else None,
         "name": flt.name,
+        "name_prefix": flt.name_prefix,
         "channel": flt.channel,
         "tenant": flt.tenant,
         "before_id": flt.before_id,

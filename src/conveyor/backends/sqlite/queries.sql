@@ -148,6 +148,13 @@ WHERE state = :state AND finished_at < :before LIMIT :limit
 -- name: delete_jobs
 DELETE FROM conveyor_jobs WHERE id IN (SELECT value FROM json_each(:ids))
 
+-- name: delete_not_running
+-- delete_jobs: the given jobs unless running (their steps and tokens go by the trigger;
+-- the caller deletes their events and logs in the same transaction, as prune does).
+DELETE FROM conveyor_jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state <> 'running'
+RETURNING id, name, tenant, attempts
+
 -- name: delete_events_of
 DELETE FROM conveyor_events WHERE job_id IN (SELECT value FROM json_each(:ids))
 
@@ -173,6 +180,8 @@ SELECT * FROM conveyor_jobs WHERE id = :job_id AND (:tenant IS NULL OR tenant = 
 SELECT * FROM conveyor_jobs AS j
 WHERE (:state IS NULL OR state = :state)
   AND (:name IS NULL OR name = :name)
+  -- a literal prefix (no LIKE: % and _ in it are plain characters); counts characters
+  AND (:name_prefix IS NULL OR substr(name, 1, length(:name_prefix)) = :name_prefix)
   AND (:channel IS NULL OR channel = :channel)
   AND (:tenant IS NULL OR tenant = :tenant)
   AND (:before_id IS NULL OR id < :before_id)
@@ -338,3 +347,44 @@ LIMIT :limit
 -- name: resume_jobs
 UPDATE conveyor_jobs SET state = 'queued', run_at = :now, wait_token = NULL
 WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'waiting'
+
+-- The operations surface (operations.py): worker registry, pause state, throughput.
+
+-- name: forget_expired_workers
+DELETE FROM conveyor_workers WHERE expires_at <= :now
+
+-- name: register_worker
+INSERT INTO conveyor_workers (id, host, pid, channels, concurrency, running, started_at,
+    last_seen, expires_at)
+VALUES (:id, :host, :pid, :channels, :concurrency, :running, :started_at, :last_seen,
+    :expires_at)
+ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+    channels = excluded.channels, concurrency = excluded.concurrency,
+    running = excluded.running, started_at = excluded.started_at,
+    last_seen = excluded.last_seen, expires_at = excluded.expires_at
+
+-- name: remove_worker
+DELETE FROM conveyor_workers WHERE id = :id
+
+-- name: list_workers
+SELECT * FROM conveyor_workers WHERE expires_at > :now ORDER BY started_at, id
+
+-- name: paused_channels
+SELECT channel FROM conveyor_paused
+
+-- name: throughput
+-- Bucket i is [:since + i * :bucket, :since + (i + 1) * :bucket), bounds computed as the
+-- docstring of ThroughputParams writes them (so a job on a bound is in the later
+-- bucket, whatever the float rounding): one range seek of the partial
+-- conveyor_jobs_finished index (state, finished_at) per bucket and final state.
+WITH RECURSIVE b(i) AS (
+    SELECT 0 WHERE :buckets > 0
+    UNION ALL
+    SELECT i + 1 FROM b WHERE i + 1 < :buckets
+)
+SELECT b.i AS idx, j.state AS state, count(*) AS n
+FROM b JOIN conveyor_jobs AS j
+  ON j.state IN ('completed', 'failed', 'cancelled')
+ AND j.finished_at >= :since + b.i * :bucket
+ AND j.finished_at < :since + (b.i + 1) * :bucket
+GROUP BY b.i, j.state

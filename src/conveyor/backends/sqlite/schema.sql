@@ -137,3 +137,18 @@ BEGIN
     DELETE FROM conveyor_steps WHERE job_id = old.id;
     DELETE FROM conveyor_tokens WHERE job_id = old.id;
 END;
+
+-- Workers registered by Queue.worker() (the operations surface): one row each, replaced
+-- at every heartbeat; a row whose expires_at has passed is a dead worker, no longer
+-- listed, and deleted by the next registration.
+CREATE TABLE IF NOT EXISTS conveyor_workers (
+    id          TEXT    PRIMARY KEY,
+    host        TEXT    NOT NULL,
+    pid         INTEGER NOT NULL,
+    channels    TEXT,              -- JSON array of strings; NULL: every channel
+    concurrency INTEGER NOT NULL,
+    running     TEXT    NOT NULL,  -- JSON array of the job ids it runs now
+    started_at  REAL    NOT NULL,
+    last_seen   REAL    NOT NULL,
+    expires_at  REAL    NOT NULL
+);

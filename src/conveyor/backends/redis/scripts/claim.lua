@@ -1,4 +1,4 @@
--- claim: take up to `limit` due queued jobs for one worker (see claim_jobs in _lib.lua:
+-- claim: take up to `limit` due queued jobs for one worker (see claim_jobs in _lib_worker.lua:
 -- order, paused channels, groups, scan bound; scheduled jobs wait for promote_due).
 -- KEYS[1] = P id
 -- ARGV[1] = P, ARGV[2] = worker id, ARGV[3] = lease token, ARGV[4] = limit,

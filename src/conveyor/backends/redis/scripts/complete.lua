@@ -1,5 +1,5 @@
 -- complete: apply a batch of fenced outcomes decided by the core (see complete_outcomes
--- in _lib.lua). Each applies only if the job is still running under that lease token
+-- in _lib_worker.lua). Each applies only if the job is still running under that lease token
 -- (and, for a rescue, its lease expired at or before expired_before); otherwise it
 -- changes nothing.
 -- KEYS[1] = P id

@@ -2,7 +2,7 @@
 -- completed_at) and, when its job is waiting on it, resume that job (queued at now,
 -- wait_token cleared, a `resumed` event {"reason": "token"}). A job still running that
 -- later suspends on this token finds it completed and is queued at once (see
--- apply_outcome in _lib.lua): the two are scripts and never interleave.
+-- apply_outcome in _lib_worker.lua): the two are scripts and never interleave.
 -- KEYS[1] = P id
 -- ARGV[1] = P, ARGV[2] = token id, ARGV[3] = data (JSON), ARGV[4] = now,
 -- ARGV[5] = order_key(now)

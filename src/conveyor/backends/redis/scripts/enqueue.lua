@@ -2,7 +2,7 @@
 -- nothing below can fail half-way, so a batch is never half-applied). Idempotency keys
 -- (scoped by tenant) hand back the existing job's id, also within one batch. Due jobs
 -- that an idle worker's standing claim would take are stored as claimed by it and handed
--- over (see the hand-off in _lib.lua); the others are queued and wake workers as usual.
+-- over (see the hand-off in _lib_worker.lua); the others are queued and wake workers as usual.
 -- KEYS[1] = P id
 -- ARGV[1] = P, ARGV[2] = now, ARGV[3] = order_key(now), ARGV[4] = n (number of jobs),
 --   then n times 15 values:

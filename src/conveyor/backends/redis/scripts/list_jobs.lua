@@ -3,7 +3,8 @@
 -- per call, so a very selective filter over a huge history may return fewer than limit.
 -- KEYS[1] = P id
 -- ARGV[1] = P, ARGV[2] = state|"", ARGV[3] = before_id|"", ARGV[4] = limit,
--- ARGV[5..] = filter: name|"", channel|"", tenant|"", tag mode, counted tags (-1 = None)
+-- ARGV[5..] = filter: name|"", channel|"", tenant|"", name prefix|"", tag mode, counted
+-- tags (-1 = None)
 -- Returns: one flat HGETALL array (field, value, ...) per job
 local LIST_SCAN = 10000
 local CHUNK = 200
@@ -11,7 +12,7 @@ local state, before, limit = nz(ARGV[2]), nz(ARGV[3]), tonumber(ARGV[4])
 local f = read_filter(ARGV, 5)
 local key = state and K.state(state) or K.all
 local max = before and ("(" .. before) or "+inf"
-local plain = not (f.name or f.channel or f.tenant or f.tags)
+local plain = not (f.name or f.channel or f.tenant or f.prefix or f.tags)
 local out, examined = {}, 0
 while #out < limit and examined < LIST_SCAN do
   local ids = redis.call("ZREVRANGEBYSCORE", key, max, "-inf", "LIMIT", 0, CHUNK)

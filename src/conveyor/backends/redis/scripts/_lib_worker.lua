@@ -1,0 +1,325 @@
+-- _lib_worker.lua: the library's third part (after _lib.lua and _lib_jobs.lua, whose
+-- rules it follows): complete, claim, hand-off.
+
+-- complete (complete.lua, complete_claim.lua) ------------------------------------------
+-- A batch of fenced outcomes at a[i ..]: seconds a removed job's events are kept, n, then
+-- n times OUTCOME_ARGS values: job id, token, new state, at, event type, run_at|"",
+-- order_key(run_at)|"" (for a wait on a token: order_key(at), where the job is queued
+-- if the token is no longer waitable), result (JSON)|"", error record (JSON)|"",
+-- refund_attempt ("1"|"0"), remove ("1"|"0"), expired_before|"", event data (JSON)|"",
+-- stall ("1"|"0": a rescue of a run whose worker died, stalls + 1), wait_token|"" (for
+-- state waiting: the token it now waits on; "" for a sleep).
+-- Each applies only if the job is still running under that lease token (and, for a
+-- rescue, its lease expired at or before expired_before); otherwise it changes nothing.
+-- A wait on a token that is no longer waitable (see token_waitable) queues the job at
+-- `at` instead, with a `resumed` event ({"reason": "token"}) in place of `waiting`.
+local OUTCOME_ARGS = 15
+
+local function apply_outcome(a, i, keep, names)
+  local id, token, state, at, event = a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4]
+  local run_at, ord, result, err = nz(a[i + 5]), nz(a[i + 6]), nz(a[i + 7]), nz(a[i + 8])
+  local refund, remove = a[i + 9] == "1", a[i + 10] == "1"
+  local expired_before, data, stall = nz(a[i + 11]), nz(a[i + 12]), a[i + 13] == "1"
+  local wait_token = nz(a[i + 14])
+  local j = fields(id, names)
+  if j.state ~= "running" or j.lease_token ~= token then return 0 end
+  if expired_before and not (j.lease_expires_at
+      and tonumber(j.lease_expires_at) <= tonumber(expired_before)) then
+    return 0
+  end
+  detach(id, j)
+  local resumed = false  -- a wait on a token that was completed (or expired) meanwhile
+  if wait_token and state == "waiting" and not token_waitable(wait_token, at) then
+    state, event, data, run_at, wait_token = "queued", "resumed", '{"reason": "token"}', at, nil
+    resumed = true
+  end
+  if remove then
+    emit(id, event, j.name, j.tenant, j.attempts, at, data)
+    keep_enqueued(id, j)
+    purge(id, j, keep)
+    return 1
+  end
+  -- lease fields are blanked ("" = none) in the same HSET, saving an HDEL
+  local h = {"state", state, "lease_token", "", "lease_expires_at", "", "worker_id", "",
+             "cancel_requested", ""}
+  if refund then
+    h[#h + 1] = "attempts"; h[#h + 1] = (tonumber(j.attempts) or 1) - 1
+  end
+  if stall then
+    h[#h + 1] = "stalls"; h[#h + 1] = (tonumber(j.stalls) or 0) + 1
+  end
+  if err then
+    local errors = j.errors
+    if errors and errors ~= "[]" and string.sub(errors, -1) == "]" then
+      errors = string.sub(errors, 1, -2) .. "," .. err .. "]"
+    else
+      errors = "[" .. err .. "]"
+    end
+    h[#h + 1] = "errors"; h[#h + 1] = errors
+  end
+  if result then h[#h + 1] = "result"; h[#h + 1] = result end
+  if run_at and not TERMINAL[state] then
+    h[#h + 1] = "run_at"; h[#h + 1] = run_at
+    j.run_at = run_at
+    if state ~= "waiting" then  -- a waiting job gets its ord when it is resumed
+      h[#h + 1] = "ord"; h[#h + 1] = ord
+      j.ord = ord
+    end
+  end
+  if TERMINAL[state] then
+    h[#h + 1] = "finished_at"; h[#h + 1] = at
+    if state == "completed" then h[#h + 1] = "progress"; h[#h + 1] = "100" end
+  elseif state == "waiting" and wait_token then
+    h[#h + 1] = "wait_token"; h[#h + 1] = wait_token
+  elseif (state == "queued" or state == "scheduled") and not resumed then
+    h[#h + 1] = "progress"; h[#h + 1] = "0"  -- it starts again from the top
+  end
+  redis.call("HSET", K.job(id), unpack(h))
+  move_state(id, j.channel, "running", state)
+  if TERMINAL[state] then
+    zadd_later(K.done(state), at, id)
+  elseif state == "queued" then
+    place_queued(id, j.channel, j.priority, j.ord, j.group_key, j.run_at)
+  elseif state == "scheduled" then
+    zadd_later(K.due, j.run_at, id)
+  elseif state == "waiting" then
+    zadd_later(K.wait, run_at or "+inf", id)
+  end
+  emit(id, event, j.name, j.tenant, j.attempts, at, data)
+  return 1
+end
+
+-- Returns one 1 (applied) or 0 per outcome, in input order, and the index after the batch.
+local function complete_outcomes(a, i)
+  local keep, n = a[i], tonumber(a[i + 1])
+  local names = {"state", "lease_token", "lease_expires_at", "channel", "group_key", "ord",
+                 "priority", "run_at", "name", "tenant", "attempts", "idempotency_key",
+                 "errors", "stalls", "has_tokens"}
+  local out = {}
+  for k = 0, n - 1 do
+    out[k + 1] = apply_outcome(a, i + 2 + k * OUTCOME_ARGS, keep, names)
+  end
+  return out, i + 2 + n * OUTCOME_ARGS
+end
+
+-- claim (claim.lua, complete_claim.lua) ------------------------------------------------
+-- Take up to `limit` due queued jobs for one worker, in priority, run_at, id order,
+-- across the allowed channels. Scheduled jobs are left to promote_due (the core promotes
+-- them ahead of their run_at). Paused channels are skipped (nothing is claimed while
+-- every channel is paused). Skipped jobs (not due yet, name filtered) stay where they
+-- are; a busy group never blocks the scan (only a free group's first member sits in a
+-- ready set). At most CLAIM_SCAN entries beyond the claimed ones are examined per call.
+-- Arguments at a[i ..]: worker id, lease token, limit, now, order_key(now),
+-- lease_expires_at, then three counted lists (count, then values; count -1 = no
+-- filter): channels, include (names), exclude (names).
+-- Returns one array per claimed job: id, name, payload, attempts, max_attempts, channel,
+-- priority, tenant, group_key, tags, options, run_at, created_at, remove_on_complete,
+-- stalls, max_stalls.
+local CLAIM_SCAN = 1000
+local CLAIM_CHUNK = 64
+
+local function claim_jobs(a, i)
+  local worker, token, limit = a[i], a[i + 1], tonumber(a[i + 2])
+  local now, now_ord, lease_exp = a[i + 3], a[i + 4], a[i + 5]
+  local channels, include, exclude
+  channels, i = read_list(a, i + 6)
+  include, i = read_list(a, i)
+  exclude = read_list(a, i)
+  if limit <= 0 then return {} end
+
+  if redis.call("EXISTS", K.paused_all) == 1 then return {} end
+  local paused = as_set(redis.call("SMEMBERS", K.paused))
+  if not channels then channels = redis.call("SMEMBERS", K.channels) end
+  local inc = include and as_set(include)
+  local exc = exclude and as_set(exclude)
+  local read = {"state", "name", "group_key", "payload", "attempts", "max_attempts",
+                "priority", "tenant", "tags", "options", "run_at", "created_at",
+                "remove_on_complete", "stalls", "max_stalls"}
+
+  -- one cursor per channel; `offset` counts the examined entries still in the set
+  -- (claimed entries are removed only at the end)
+  local cursors, seen = {}, {}
+  for _, ch in ipairs(channels) do
+    if not paused[ch] and not seen[ch] then
+      seen[ch] = true
+      cursors[#cursors + 1] = {key = K.ready(ch), ch = ch, items = {}, pos = 1, offset = 0,
+                               done = false, taken = {}}
+    end
+  end
+
+  local function head(c)
+    if c.pos > #c.items then
+      if c.done then return nil end
+      c.items = redis.call("ZRANGE", c.key, c.offset, c.offset + CLAIM_CHUNK - 1, "WITHSCORES")
+      c.pos = 1
+      if #c.items < 2 * CLAIM_CHUNK then c.done = true end
+      if #c.items == 0 then return nil end
+    end
+    return c.items[c.pos], tonumber(c.items[c.pos + 1])
+  end
+
+  -- "take" (with the job's fields), "skip" (stays in place) or "gone" (stale, removed)
+  local function verdict(c, m, id)
+    if string.sub(m, 1, 16) > now_ord then return "skip" end
+    local v = redis.call("HMGET", K.job(id), unpack(read))
+    if v[1] ~= "queued" then
+      redis.call("ZREM", c.key, m)
+      return "gone"
+    end
+    if inc and not inc[v[2]] then return "skip" end
+    if exc and exc[v[2]] then return "skip" end
+    local g = nz(v[3])
+    if g and redis.call("HEXISTS", K.glock, g) == 1 then return "skip" end
+    return "take", v
+  end
+
+  local function take(c, m, id, v)
+    c.taken[#c.taken + 1] = m
+    local g = nz(v[3])
+    if g then
+      redis.call("ZREM", K.gq(g), m)
+      redis.call("HDEL", K.grep, g)
+      redis.call("HSET", K.glock, g, id)
+    end
+    local attempts = (tonumber(v[5]) or 0) + 1
+    redis.call("HSET", K.job(id), unpack(lease_fields({}, attempts, token, lease_exp, now,
+                                                      worker)))
+    zrem_later(K.queued_at(c.ch), id)
+    index_running(id, c.ch, "queued", lease_exp)
+    emit(id, "started", v[2], v[8], attempts, now, nil)
+    return {id, v[2], v[4], attempts, v[6], c.ch, v[7], nf(v[8]), nf(g), v[9], nf(v[10]),
+            v[11], v[12], v[13], nz(v[14]) or "0", nz(v[15]) or "1"}
+  end
+
+  local out = {}
+  local budget = limit + CLAIM_SCAN
+  while #out < limit and budget > 0 do
+    local best, bm, bs
+    for _, c in ipairs(cursors) do
+      local m, s = head(c)
+      if m and (not best or s < bs or (s == bs and m < bm)) then best, bm, bs = c, m, s end
+    end
+    if not best then break end
+    budget = budget - 1
+    best.pos = best.pos + 2
+    local id = id_of(bm)
+    local v, fields_ = verdict(best, bm, id)
+    if v == "take" then
+      out[#out + 1] = take(best, bm, id, fields_)
+      best.offset = best.offset + 1
+    elseif v == "skip" then
+      best.offset = best.offset + 1
+    end
+  end
+
+  for _, c in ipairs(cursors) do
+    if #c.taken > 0 then bulk("ZREM", c.key, c.taken, 1) end
+  end
+  -- a full batch: more work may wait, so let another idle worker look too
+  if #out == limit then
+    for _, c in ipairs(cursors) do
+      if redis.call("ZCARD", c.key) > 0 then wake_channel(c.ch) end
+    end
+  end
+  return out
+end
+
+-- hand-off (enqueue.lua) -----------------------------------------------------------------
+-- An idle worker registers a standing claim (see handoff.py): P waiters maps its waiter
+-- id to JSON {t = lease token, w = worker id, n = limit, l = lease length (seconds),
+-- x = expires at (the end of its wait), c / i / e = channels / include / exclude (absent:
+-- no filter)}, and blocks on its own P hand:<waiter id>. An enqueue gives a new due job
+-- to a live waiter whose claim would take it right now: it matches the waiter's filters,
+-- its channel is not paused (nor everything), its group (if any) neither runs nor has a
+-- queued member, and nothing queued in its channel sorts before it (a claim would take
+-- that first). The batch's due jobs are considered in claim order, each waiter up to its
+-- limit. The job is then stored as running under the waiter's token and lease (as long
+-- as its claim's, from the enqueue's `now`), exactly as claim_jobs' take() stores it, and
+-- the waiter's rows are added to its key as one member: JSON [token, row, row, ...], row
+-- = id, name, payload, attempts, max_attempts, channel, priority, tenant, group, tags,
+-- options, run_at, created_at, remove_on_complete, stalls, max_stalls (null for none). A
+-- registration is used up by its hand-off, so a waiter's key holds at most one member.
+-- Expired registrations (their worker stopped waiting without saying so, or died) are
+-- dropped on sight.
+-- A hand-off key outlives its lease by this (real time), then Redis drops it: only a
+-- waiter that died leaves one behind (its jobs are rescued like any expired lease).
+local HAND_GRACE_MS = 60000
+
+-- the live registrations (with free slots), or nil when none can take anything
+local function load_waiters(now)
+  local regs = redis.call("HGETALL", K.waiters)  -- as cheap as EXISTS when there are none
+  if #regs == 0 then return nil end
+  local t = tonumber(now)
+  local ws = {left = 0, groups = {}}
+  for k = 1, #regs, 2 do
+    local ok, w = pcall(cjson.decode, regs[k + 1])
+    if ok and type(w) == "table" and (tonumber(w.x) or -1) >= t and tonumber(w.n)
+        and tonumber(w.l) and type(w.t) == "string" and type(w.w) == "string"
+        and type(w.c or {}) == "table" and type(w.i or {}) == "table"
+        and type(w.e or {}) == "table" then
+      w.id, w.n, w.rows = regs[k], tonumber(w.n), {}
+      w.lease_exp = string.format("%.17g", t + tonumber(w.l))
+      w.chans = w.c and as_set(w.c)
+      w.inc = w.i and as_set(w.i)
+      w.exc = w.e and as_set(w.e)
+      ws[#ws + 1] = w
+      ws.left = ws.left + math.max(w.n, 0)
+    else
+      redis.call("HDEL", K.waiters, regs[k])
+    end
+  end
+  if ws.left == 0 then return nil end
+  ws.paused = {}
+  if redis.call("EXISTS", K.paused_all, K.paused) > 0 then  -- usually nothing is paused
+    if redis.call("EXISTS", K.paused_all) == 1 then return nil end
+    ws.paused = as_set(redis.call("SMEMBERS", K.paused))
+  end
+  return ws
+end
+
+-- the waiter that takes the new job id (arguments at a[i], see write_job) and the job's
+-- row number there (in the order of these calls), or nil
+local function waiter_for(ws, id, a, i, now_ord)
+  local name, ord, priority, channel, group = a[i], a[i + 4], a[i + 5], a[i + 6], nz(a[i + 12])
+  if ord > now_ord or ws.paused[channel] then return nil end
+  local w
+  for _, c in ipairs(ws) do
+    if c.n > 0 and (not c.chans or c.chans[channel]) and (not c.inc or c.inc[name])
+        and not (c.exc and c.exc[name]) then
+      w = c
+      break
+    end
+  end
+  if not w then return nil end
+  if group and (ws.groups[group] or redis.call("HEXISTS", K.glock, group) == 1
+                or redis.call("EXISTS", K.gq(group)) == 1) then
+    return nil
+  end
+  local head = redis.call("ZRANGE", K.ready(channel), 0, 0, "WITHSCORES")
+  if head[1] then
+    local hp, p = tonumber(head[2]), tonumber(priority)
+    if hp < p or (hp == p and head[1] < member_of(ord, id)) then return nil end
+  end
+  w.n = w.n - 1
+  ws.left = ws.left - 1
+  if group then  -- locked before any write, so no other member becomes claimable
+    ws.groups[group] = true
+    redis.call("HSET", K.glock, group, id)
+  end
+  w.rows[#w.rows + 1] = false  -- write_job fills it in
+  return w, #w.rows
+end
+
+-- after the jobs are written: give each waiter its rows, using up its registration
+local function hand_over(ws)
+  for _, w in ipairs(ws) do
+    if #w.rows > 0 then
+      redis.call("HDEL", K.waiters, w.id)
+      local key = K.hand(w.id)
+      local item = {w.t}
+      for r, row in ipairs(w.rows) do item[r + 1] = row end
+      redis.call("ZADD", key, 0, cjson.encode(item))
+      redis.call("PEXPIRE", key, math.ceil(tonumber(w.l) * 1000) + HAND_GRACE_MS)
+    end
+  end
+end
