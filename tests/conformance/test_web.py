@@ -315,13 +315,17 @@ async def test_dashboard_page_is_self_contained_and_holds_no_job_data(
     assert r.headers["content-type"].startswith("text/html")
     page = r.text
     assert "alert(" not in page and "onerror" not in page
-    # No external assets: no src/href attributes at all, no absolute URLs.
-    assert not re.search(r"\s(src|href)\s*=", page)
+    # No external assets: src/href name only the dashboard's own two files, no absolute URLs.
+    assert re.findall(r"\s(?:src|href)\s*=\s*\"([^\"]*)\"", page) == [
+        "/dashboard/assets/dashboard.css",
+        "/dashboard/assets/dashboard.js",
+    ]
     assert "http://" not in page and "https://" not in page
-    # Rendered client-side with textContent only.
-    assert "textContent" in page
+    # Rendered client-side with textContent only (the script is a file of its own).
+    script = (await client.get("/dashboard/assets/dashboard.js")).text
+    assert "textContent" in script
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
-        assert sink not in page
+        assert sink not in page and sink not in script
     csp = r.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "script-src 'sha256-" in csp
     assert "unsafe-inline" not in csp

@@ -22,7 +22,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from conveyor.errors import (
@@ -33,12 +33,11 @@ from conveyor.errors import (
     ValidationError,
 )
 from conveyor.models import Job
-from conveyor.serialize import job_detail
-from conveyor.web import dashboard, stream
+from conveyor.web import stream
 from conveyor.web.hosts import AllowedHosts, split_host
 from conveyor.web.metrics import AppMetrics
 from conveyor.web.principal import Authenticate, Principal
-from conveyor.web.serialize import encode_json, job_status, job_summary
+from conveyor.web.serialize import encode_json, job_status
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -254,46 +253,6 @@ class _Web:
         await self.principal(request, admin=True)
         return _json(job_status(await self.act(request)))
 
-    # -- dashboard -----------------------------------------------------------------------
-    async def page(self, request: Request) -> Response:
-        await self.principal(request, admin=True)
-        self.available()
-        api = f"{request.scope.get('root_path', '')}{self.dashboard_prefix}/api"
-        return HTMLResponse(dashboard.render(api), headers=dashboard.headers())
-
-    async def stats(self, request: Request) -> Response:
-        await self.principal(request, admin=True)
-        self.available()
-        return _json({"counts": await self.queue.counts()})
-
-    async def jobs(self, request: Request) -> Response:
-        await self.principal(request, admin=True)
-        self.available()
-        q = request.query_params
-        found = await self.queue.list_jobs(
-            state=q.get("state") or None,
-            name=q.get("name") or None,
-            channel=q.get("channel") or None,
-            tenant=q.get("tenant") or None,
-            limit=_int_param(q.get("limit"), "limit", 1, 1000) or 50,
-            before_id=_int_param(q.get("before"), "before", 1, 10**18),
-        )
-        return _json({"jobs": [job_summary(j) for j in found]})
-
-    async def detail(self, request: Request) -> Response:
-        await self.principal(request, admin=True)
-        self.available()
-        job = await self.job(request)
-        events = await self.queue.get_job_events(job.id)
-        logs = await self.queue.get_job_logs(job.id)
-        return _json(job_detail(job, events, logs))
-
-    async def job_action(self, request: Request) -> Response:
-        check_same_origin(request)
-        await self.principal(request, admin=True)
-        self.available()
-        return _json(job_summary(await self.act(request)))
-
     # -- metrics -------------------------------------------------------------------------
     async def metrics(self, request: Request) -> Response:
         if not self.metrics_public:
@@ -303,15 +262,6 @@ class _Web:
         # A store that does not answer is conveyor_up 0: the scrape itself still succeeds.
         body, content_type = await self.app_metrics.render(request.headers.get("accept"))
         return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
-
-
-def _int_param(raw: str | None, name: str, lo: int, hi: int) -> int | None:
-    """An integer query parameter from ``lo`` to ``hi``, None when absent or empty."""
-    if raw is None or raw == "":
-        return None
-    if not re.fullmatch(r"[0-9]{1,19}", raw) or not lo <= int(raw) <= hi:
-        raise ApiError(400, "invalid", f"{name} must be an integer from {lo} to {hi}")
-    return int(raw)
 
 
 def _prefix(path: str, what: str) -> str | None:
@@ -416,14 +366,10 @@ def build_app(
 
     routes: list[BaseRoute] = []
     if dash is not None:
-        api = f"{dash}/api"
-        routes += [
-            Route(dash or "/", web.page, methods=["GET"]),
-            Route(f"{api}/stats", web.stats, methods=["GET"]),
-            Route(f"{api}/jobs", web.jobs, methods=["GET"]),
-            Route(f"{api}/jobs/{{job_id}}", web.detail, methods=["GET"]),
-            Route(f"{api}/jobs/{{job_id}}/{{action}}", web.job_action, methods=["POST"]),
-        ]
+        # Imported here: the dashboard's handlers use this module's guards and errors.
+        from conveyor.web.dashboard_api import DashboardApi
+
+        routes += DashboardApi(web, dash, float(stream_interval)).routes()
     if metrics_at is not None:
         routes.append(Route(metrics_at or "/", web.metrics, methods=["GET"]))
     # Status last: with status_path="/" its "/{job_id}" must not shadow the routes above.
