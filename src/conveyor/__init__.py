@@ -25,7 +25,9 @@ from conveyor.errors import (
     ValidationError,
     WorkerDisabled,
 )
+from conveyor.limits import ChannelLimits, Limit, Rate
 from conveyor.models import (
+    Batch,
     ChannelInfo,
     CronSchedule,
     CronSpec,
@@ -50,7 +52,9 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendError",
     "Backoff",
+    "Batch",
     "ChannelInfo",
+    "ChannelLimits",
     "Context",
     "ConveyorError",
     "CronSchedule",
@@ -63,11 +67,13 @@ __all__ = [
     "JobDefinition",
     "JobSpec",
     "JobState",
+    "Limit",
     "LogRecord",
     "PauseState",
     "PayloadError",
     "Queue",
     "QueueDormant",
+    "Rate",
     "Retry",
     "Rule",
     "Snooze",

@@ -9,7 +9,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -182,6 +182,8 @@ class Context:
         scheduled_for: the schedule tick this run is for (aware UTC datetime), else None.
         replayed: True when the schedule fired this tick late, replaying a tick missed
             while nothing ran (only within the schedule's ``catch_up`` window).
+        batch: for a batch's ``on_complete`` job, ``{"id", "total", "completed",
+            "failed", "cancelled"}``; else None.
     """
 
     def __init__(
@@ -202,6 +204,8 @@ class Context:
         scheduled_for: datetime | None = None,
         replayed: bool = False,
         durable: Durable | None = None,
+        batch: Mapping[str, Any] | None = None,
+        dependencies: Callable[[], Awaitable[dict[int, Any]]] | None = None,
     ):
         self.job_id = job_id
         self.name = name
@@ -218,6 +222,8 @@ class Context:
         self._control = control if control is not None else Control()
         self.log = JobLogger(name, job_id, clock, self._control)
         self._durable = durable
+        self.batch = batch
+        self._dependencies = dependencies
         self._steps: dict[str, str] | None = None  # loaded on the first durable call
         self._used: set[str] = set()  # step names this run used (unique per run)
         self._waits = 0  # waits (sleeps, token waits) reached in this run: their positions
@@ -279,6 +285,13 @@ class Context:
         if not callable(callback):
             raise ValidationError("on_timeout takes a callable")
         self._control.on_timeout.append(callback)  # type: ignore[arg-type]
+
+    async def dependency_results(self) -> dict[int, Any]:
+        """The results of the jobs this one depends on (``depends_on``), by job id (None
+        for one that returned nothing or was removed); ``{}`` without dependencies."""
+        if self._dependencies is None:
+            return {}
+        return await self._dependencies()
 
     # -- durable execution ----------------------------------------------------------------
     def step(self, name: str, fn: Callable[[], T | Awaitable[T]]) -> Coroutine[Any, Any, T]:

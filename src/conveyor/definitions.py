@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from conveyor.durations import Duration
 from conveyor.errors import ValidationError
+from conveyor.limits import Limit, Rate
 from conveyor.models import JobSpec
 from conveyor.retry import Backoff
 from conveyor.validation import (
@@ -61,6 +62,10 @@ class JobDefinition:
     timezone: str = "UTC"
     allow_overlap: bool = False
     catch_up: timedelta | None = None
+    #: Flow control: at most this many running at once (per key value), across workers.
+    concurrency: Limit | None = None
+    #: Flow control: at most this many starts per window (per key value), across workers.
+    rate: Rate | None = None
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -76,6 +81,14 @@ class JobDefinition:
             check_backoff(self.backoff)
         if self.timeout is not None:
             self.timeout = check_timeout(self.timeout)
+        if self.concurrency is not None and not isinstance(self.concurrency, Limit):
+            raise ValidationError(
+                f"job {self.name!r}: concurrency must be a conveyor.Limit, got {self.concurrency!r}"
+            )
+        if self.rate is not None and not isinstance(self.rate, Rate):
+            raise ValidationError(
+                f"job {self.name!r}: rate must be a conveyor.Rate, got {self.rate!r}"
+            )
         if not callable(self.fn):
             raise ValidationError(f"job {self.name!r}: handler must be callable")
         if self.cron is not None and self.every is not None:
@@ -104,6 +117,10 @@ class JobDefinition:
         tags: Sequence[str] = (),
         group: str | None = None,
         tenant: str | None = None,
+        depends_on: Sequence[int] = (),
+        on_dependency_failure: str | None = None,
+        unique_for: Duration | None = None,
+        unique_states: Sequence[str] | None = None,
         connection: Any = None,
     ) -> int:
         """Enqueue this job; takes every option of :meth:`conveyor.Queue.enqueue`."""
@@ -112,7 +129,9 @@ class JobDefinition:
                        timeout=timeout, kill_on_timeout=kill_on_timeout,
                        remove_on_complete=remove_on_complete, remove_on_fail=remove_on_fail,
                        idempotency_key=idempotency_key, tags=tags, group=group,
-                       tenant=tenant)  # fmt: skip
+                       tenant=tenant, depends_on=depends_on,
+                       on_dependency_failure=on_dependency_failure, unique_for=unique_for,
+                       unique_states=unique_states)  # fmt: skip
         return (await self.queue.enqueue_many([spec], connection=connection))[0]
 
     def enqueue_sync(
@@ -134,6 +153,10 @@ class JobDefinition:
         tags: Sequence[str] = (),
         group: str | None = None,
         tenant: str | None = None,
+        depends_on: Sequence[int] = (),
+        on_dependency_failure: str | None = None,
+        unique_for: Duration | None = None,
+        unique_states: Sequence[str] | None = None,
         connection: Any = None,
     ) -> int:
         """Enqueue from sync code; see :meth:`conveyor.Queue.enqueue_sync`."""
@@ -142,7 +165,9 @@ class JobDefinition:
                        timeout=timeout, kill_on_timeout=kill_on_timeout,
                        remove_on_complete=remove_on_complete, remove_on_fail=remove_on_fail,
                        idempotency_key=idempotency_key, tags=tags, group=group,
-                       tenant=tenant)  # fmt: skip
+                       tenant=tenant, depends_on=depends_on,
+                       on_dependency_failure=on_dependency_failure, unique_for=unique_for,
+                       unique_states=unique_states)  # fmt: skip
         return self.queue.enqueue_many_sync([spec], connection=connection)[0]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

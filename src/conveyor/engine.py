@@ -10,9 +10,11 @@ which backend it is.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import threading
+import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -20,8 +22,11 @@ from typing import Any, Protocol, TypeVar
 from conveyor import backends, tracing
 from conveyor.backends.base import (
     Backend,
+    ChannelLimitRecord,
+    ClaimLimit,
     EnqueueParams,
     EnqueueResult,
+    NewBatch,
     NewJob,
     PruneParams,
     PruneResult,
@@ -37,9 +42,11 @@ from conveyor.models import Event, JobSpec, JobState, Token
 from conveyor.settings import Settings
 from conveyor.validation import JobBuilder, payload_json
 
-__all__ = ["CancelListener", "Engine"]
+__all__ = ["CancelListener", "ClaimRules", "Engine"]
 
 T = TypeVar("T")
+#: What every claim obeys: its limits, and the (channel, "tenant" | "group") fairness pairs.
+ClaimRules = tuple[tuple[ClaimLimit, ...], tuple[tuple[str, str], ...]]
 
 PRUNE_BATCH = 1000
 
@@ -85,6 +92,10 @@ class Engine:
         self._lock = threading.RLock()
         self._listeners: weakref.WeakSet[Any] = weakref.WeakSet()
         self._after_migrate: list[Callable[[], Awaitable[None]]] = []
+        #: Flow control: the stored channel limits (refreshed every maintenance pass) and
+        #: the claim rules built from them and the definitions (None: rebuild).
+        self.channel_limits: tuple[ChannelLimitRecord, ...] = ()
+        self._claim_rules: ClaimRules | None = None
 
     def after_migrate(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` after every migration of the store (explicit or on first use)."""
@@ -104,6 +115,38 @@ class Engine:
         if definition.name in self.definitions:
             raise ValidationError(f"job {definition.name!r} is already registered on this queue")
         self.definitions[definition.name] = definition
+        self._claim_rules = None
+
+    # -- flow control ------------------------------------------------------------------------
+    def claim_rules(self) -> ClaimRules:
+        """``(limits, fair)`` for every claim: the definitions' ``Limit``/``Rate`` and the
+        stored channel limits, as :class:`ClaimLimit` s and fairness pairs (cached)."""
+        rules = self._claim_rules
+        if rules is None:
+            limits: list[ClaimLimit] = []
+            for d in self.definitions.values():
+                if d.concurrency is not None:
+                    limits.append(ClaimLimit("name", d.name, d.concurrency.key, d.concurrency.n))
+                if d.rate is not None:
+                    limits.append(ClaimLimit("name", d.name, d.rate.key, d.rate.n, d.rate.seconds))
+            fair: list[tuple[str, str]] = []
+            for c in self.channel_limits:
+                if c.concurrency is not None:
+                    limits.append(ClaimLimit("channel", c.channel, None, c.concurrency))
+                if c.rate_n is not None and c.rate_per is not None:
+                    limits.append(ClaimLimit("channel", c.channel, None, c.rate_n, c.rate_per))
+                if c.fair_by is not None:
+                    fair.append((c.channel, c.fair_by))
+            rules = self._claim_rules = (tuple(limits), tuple(fair))
+        return rules
+
+    async def refresh_limits(self, backend: Backend) -> None:
+        """Read the stored channel limits (every maintenance pass, so running workers obey
+        a change within one sweep interval)."""
+        records = tuple(await backend.list_channel_limits())
+        if records != self.channel_limits:
+            self.channel_limits = records
+            self._claim_rules = None
 
     # -- the backend -------------------------------------------------------------------------
     def _check_live(self) -> None:
@@ -271,6 +314,32 @@ class Engine:
     async def store(self, jobs: list[NewJob]) -> list[int]:
         """Store rows already built with :meth:`build` (all or nothing); their ids."""
         return await self._store(EnqueueParams(jobs=jobs, now=self.clock.now()))
+
+    async def enqueue_batch(
+        self, specs: Iterable[JobSpec], on_complete: JobSpec | None, connection: Any = None
+    ) -> tuple[str, list[int]]:
+        """Store ``specs`` as one batch (all or nothing) whose ``on_complete`` job is
+        enqueued once every member has finished; (the batch id, the members' ids)."""
+        specs = list(specs)
+        if not specs:
+            raise ValidationError("enqueue_batch needs at least one job")
+        if on_complete is not None and not isinstance(on_complete, JobSpec):
+            raise ValidationError(f"on_complete must be a JobSpec or None, got {on_complete!r}")
+        if any(isinstance(spec, JobSpec) and spec.idempotency_key is not None for spec in specs):
+            # A key that matched a stored job would make a member that is not new, and a
+            # batch that could never finish: refused rather than half-counted.
+            raise ValidationError("batch members cannot have an idempotency_key")
+        params = self._params(specs, connection)
+        batch_id = uuid.uuid4().hex
+        for job in params.jobs:
+            job.batch_id = batch_id
+        callback = None if on_complete is None else self.builder.build(on_complete, params.now)
+        params = dataclasses.replace(params, batch=NewBatch(batch_id, len(params.jobs), callback))
+        if tracing.ENABLED:
+            with tracing.enqueue_span([job.name for job in params.jobs]):
+                _store_trace(params.jobs)
+                return batch_id, await self._store(params)
+        return batch_id, await self._store(params)
 
     async def _store(self, params: EnqueueParams) -> list[int]:
         # Inside the caller's transaction we must not migrate on our own connection (the

@@ -14,6 +14,7 @@ from conveyor.retry import Backoff
 __all__ = [
     "TERMINAL_STATES",
     "UPCOMING_STATES",
+    "Batch",
     "ChannelInfo",
     "CronSchedule",
     "CronSpec",
@@ -73,6 +74,14 @@ class JobSpec:
     tags: Sequence[str] = ()
     group: str | None = None
     tenant: str | None = None
+    #: Workflows: the jobs this one waits for: ids of stored jobs, or JobSpec objects that
+    #: come earlier in the same ``enqueue_many`` / ``enqueue_batch`` call.
+    depends_on: Sequence[Any] = ()
+    on_dependency_failure: str | None = None  # "cancel" (default) or "run"
+    #: Uniqueness windows refining ``idempotency_key``: dedupe only within this long
+    #: after the first enqueue, and only while the first job is in these states.
+    unique_for: Duration | None = None
+    unique_states: Sequence[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +116,10 @@ class Job:
     finished_at: datetime | None
     timeout: float | None = None
     idempotency_key: str | None = None
-    #: The token a ``waiting`` job waits on (None: a sleep, or not waiting).
+    #: The token a ``waiting`` job waits on (None: a sleep, dependencies, or not waiting).
     wait_token: str | None = None
+    #: The jobs this one depends on (filled by ``Queue.get_job``).
+    depends_on: tuple[int, ...] = ()
     #: Durable steps stored for the job, oldest first: ``{"name", "result", "at"}``
     #: (waits and tokens are steps too, named ``conveyor:wait:N`` / ``conveyor:token:N``).
     #: Filled by ``Queue.get_job``; empty in lists.
@@ -224,12 +235,14 @@ class WorkerInfo:
 class ChannelInfo:
     """A channel, as :meth:`conveyor.Queue.channels` lists it: its jobs per state (every
     state present), whether workers skip it (paused by name or with every channel), and
-    when its longest-waiting due job became due."""
+    when its longest-waiting due job became due, and its stored limits
+    (``queue.set_channel_limits``), if any."""
 
     name: str
     counts: Mapping[str, int]
     paused: bool
     oldest_queued_at: datetime | None
+    limits: Any = None  # its conveyor.ChannelLimits, when it has any stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,3 +262,20 @@ class ThroughputPoint:
     completed: int
     failed: int
     cancelled: int
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A batch of jobs (``queue.enqueue_batch``): how many members finished which way, its
+    ``state`` (``running``, then ``done`` once every member has finished), and the id of
+    its ``on_complete`` job once enqueued."""
+
+    id: str
+    total: int
+    completed: int
+    failed: int
+    cancelled: int
+    state: str
+    created_at: datetime
+    callback_job_id: int | None
+    job_ids: tuple[int, ...] = ()  # the members, as enqueue_batch returned them

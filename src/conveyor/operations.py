@@ -1,5 +1,5 @@
-"""The operations half of the public :class:`conveyor.Queue`: workers, channels and their
-pause state, throughput over time, deleting jobs, and bulk actions by filter. A mixin, so
+"""The operations half of the public :class:`conveyor.Queue`: workers, channels with their
+pause state and limits, throughput over time, deleting jobs, and bulk actions by filter. A mixin, so
 ``queue.py`` stays a short façade; what the dashboard, the CLI and the MCP server show
 comes from here."""
 
@@ -10,13 +10,14 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor.backends.base import JobFilter, RetryOutcome, ThroughputParams
+from conveyor.backends.base import ChannelLimitRecord, JobFilter, RetryOutcome, ThroughputParams
 from conveyor.clock import from_ts
 from conveyor.durations import Duration, parse_duration
 from conveyor.engine import Engine
 from conveyor.errors import InvalidStateError, ValidationError
+from conveyor.limits import ChannelLimits, Rate
 from conveyor.models import ChannelInfo, JobState, PauseState, ThroughputPoint, WorkerInfo
-from conveyor.validation import job_filter
+from conveyor.validation import job_filter, validate_name
 
 __all__ = ["OperationsMethods"]
 
@@ -44,6 +45,40 @@ class OperationsMethods:
             for r in records
         ]  # fmt: skip
 
+    async def set_channel_limits(
+        self,
+        channel: str,
+        *,
+        concurrency: int | None = None,
+        rate: Rate | None = None,
+        fair_by: str | None = None,
+    ) -> ChannelLimits:
+        """Store ``channel``'s limits (all None: clear them): at most ``concurrency`` of its
+        jobs running at once, at most ``rate`` starts (a :class:`conveyor.Rate` without a
+        key), and its due jobs claimed round-robin across ``fair_by`` (``"tenant"`` or
+        ``"group"``) values. Every running worker obeys within one sweep interval.
+
+        Raises:
+            ValidationError: a bad channel name or value (nothing is stored).
+        """
+        limits = ChannelLimits(validate_name(channel, "channel"), concurrency, rate, fair_by)
+        record = ChannelLimitRecord(
+            limits.channel,
+            concurrency=limits.concurrency,
+            rate_n=None if rate is None else rate.n,
+            rate_per=None if rate is None else rate.seconds,
+            fair_by=limits.fair_by,
+        )
+        backend = await self.engine.ready()
+        await backend.set_channel_limits(record)
+        await self.engine.refresh_limits(backend)
+        return limits
+
+    async def channel_limits(self) -> list[ChannelLimits]:
+        """Every channel's stored limits, by channel."""
+        records = await (await self.engine.ready()).list_channel_limits()
+        return [_limits(r) for r in records]
+
     async def pause_state(self) -> PauseState:
         """What :meth:`pause` has paused: every channel, and channels by name."""
         state = await (await self.engine.ready()).paused_state()
@@ -56,6 +91,7 @@ class OperationsMethods:
         backend = await self.engine.ready()
         stats = await backend.channel_stats()
         state = await backend.paused_state()
+        limits = {r.channel: _limits(r) for r in await backend.list_channel_limits()}
         states = [s.value for s in JobState]
         out: dict[str, ChannelInfo] = {}
         for s in stats:
@@ -64,9 +100,11 @@ class OperationsMethods:
                 name=s.channel, counts=counts,
                 paused=state.everything or s.channel in state.channels,
                 oldest_queued_at=from_ts(s.oldest_queued_run_at),
+                limits=limits.get(s.channel),
             )  # fmt: skip
-        for name in state.channels - out.keys():
-            out[name] = ChannelInfo(name, dict.fromkeys(states, 0), True, None)
+        for name in (state.channels | limits.keys()) - out.keys():
+            paused = state.everything or name in state.channels
+            out[name] = ChannelInfo(name, dict.fromkeys(states, 0), paused, None, limits.get(name))
         return [out[name] for name in sorted(out)]
 
     async def throughput(
@@ -177,6 +215,13 @@ class OperationsMethods:
             self.engine.emit(
                 "removed", job.id, job.name, job.tenant, job.attempts, {"reason": "delete"}
             )
+
+
+def _limits(record: ChannelLimitRecord) -> ChannelLimits:
+    rate = None
+    if record.rate_n is not None and record.rate_per is not None:
+        rate = Rate(record.rate_n, record.rate_per)
+    return ChannelLimits(record.channel, record.concurrency, rate, record.fair_by)
 
 
 def _page(flt: JobFilter, before: int | None) -> JobFilter:

@@ -27,6 +27,7 @@ from conveyor.durations import Duration
 from conveyor.engine import Engine
 from conveyor.errors import InvalidStateError, QueueDormant, ValidationError, WorkerDisabled
 from conveyor.events import EventCallback
+from conveyor.limits import Limit, Rate
 from conveyor.models import Event, Job, JobSpec, JobState, LogRecord, Token
 from conveyor.operations import OperationsMethods
 from conveyor.retry import Backoff
@@ -36,6 +37,7 @@ from conveyor.settings import Settings
 from conveyor.validation import job_filter, validate_name
 from conveyor.worker import Worker
 from conveyor.worker.maintenance import Maintenance
+from conveyor.workflows import WorkflowMethods
 
 if TYPE_CHECKING:
     from conveyor.backends.base import Backend
@@ -53,7 +55,7 @@ def _retention(value: Any) -> Any:
     return None if value is _DEFAULT else ("forever" if value is None else value)
 
 
-class Queue(CronMethods, OperationsMethods):
+class Queue(CronMethods, OperationsMethods, WorkflowMethods):
     """A durable job queue on SQLite, PostgreSQL or Redis.
 
     Args:
@@ -191,6 +193,8 @@ class Queue(CronMethods, OperationsMethods):
         timezone: str = "UTC",
         allow_overlap: bool = False,
         catch_up: timedelta | None = None,
+        concurrency: Limit | None = None,
+        rate: Rate | None = None,
     ) -> Callable[[Callable[..., Any]], JobDefinition]:
         """Register a handler: ``@queue.job("send-welcome", attempts=5)``.
 
@@ -206,6 +210,11 @@ class Queue(CronMethods, OperationsMethods):
         finally fails (no retry left), instead of keeping it for ``keep_completed`` /
         ``keep_failed``; its events stay readable for a while. Each is this job's
         default; an enqueue may override it.
+
+        ``concurrency=conveyor.Limit(n, key=None|"group"|"tenant")`` runs at most ``n`` of
+        this job at once (per group or tenant value), across every worker;
+        ``rate=conveyor.Rate(n, per, key=…)`` starts at most ``n`` in any window of
+        ``per``. Jobs held back stay queued and use no attempt (DESIGN.md "Flow control").
         """
 
         def register(fn: Callable[..., Any]) -> JobDefinition:
@@ -227,6 +236,8 @@ class Queue(CronMethods, OperationsMethods):
                 timezone=timezone,
                 allow_overlap=allow_overlap,
                 catch_up=catch_up,
+                concurrency=concurrency,
+                rate=rate,
             )
             if cron is not None or every is not None:
                 compile_schedule(cron, every=every, timezone=timezone)  # refuse bad ones now
@@ -256,6 +267,10 @@ class Queue(CronMethods, OperationsMethods):
         tags: Sequence[str] = (),
         group: str | None = None,
         tenant: str | None = None,
+        depends_on: Sequence[int] = (),
+        on_dependency_failure: str | None = None,
+        unique_for: Duration | None = None,
+        unique_states: Sequence[str] | None = None,
         connection: Any = None,
     ) -> int:
         """Enqueue one job and return its id (an existing id for a repeated idempotency key).
@@ -268,7 +283,9 @@ class Queue(CronMethods, OperationsMethods):
                        timeout=timeout, kill_on_timeout=kill_on_timeout,
                        remove_on_complete=remove_on_complete, remove_on_fail=remove_on_fail,
                        idempotency_key=idempotency_key, tags=tags, group=group,
-                       tenant=tenant)  # fmt: skip
+                       tenant=tenant, depends_on=depends_on,
+                       on_dependency_failure=on_dependency_failure, unique_for=unique_for,
+                       unique_states=unique_states)  # fmt: skip
         return (await self.engine.enqueue([spec], connection))[0]
 
     async def enqueue_many(self, specs: Iterable[JobSpec], *, connection: Any = None) -> list[int]:
@@ -295,6 +312,10 @@ class Queue(CronMethods, OperationsMethods):
         tags: Sequence[str] = (),
         group: str | None = None,
         tenant: str | None = None,
+        depends_on: Sequence[int] = (),
+        on_dependency_failure: str | None = None,
+        unique_for: Duration | None = None,
+        unique_states: Sequence[str] | None = None,
         connection: Any = None,
     ) -> int:
         """Enqueue from sync code (Django, Flask, scripts); same options as :meth:`enqueue`.
@@ -307,7 +328,9 @@ class Queue(CronMethods, OperationsMethods):
                        timeout=timeout, kill_on_timeout=kill_on_timeout,
                        remove_on_complete=remove_on_complete, remove_on_fail=remove_on_fail,
                        idempotency_key=idempotency_key, tags=tags, group=group,
-                       tenant=tenant)  # fmt: skip
+                       tenant=tenant, depends_on=depends_on,
+                       on_dependency_failure=on_dependency_failure, unique_for=unique_for,
+                       unique_states=unique_states)  # fmt: skip
         return self.engine.enqueue_sync([spec], connection)[0]
 
     def enqueue_many_sync(self, specs: Iterable[JobSpec], *, connection: Any = None) -> list[int]:
@@ -326,13 +349,16 @@ class Queue(CronMethods, OperationsMethods):
         job = await backend.get_job(int(job_id), tenant)
         if job is None:
             return None
-        steps, tokens = await asyncio.gather(
-            backend.load_steps(job.id), backend.list_tokens(job.id)
+        steps, tokens, deps = await asyncio.gather(
+            backend.load_steps(job.id),
+            backend.list_tokens(job.id),
+            backend.dependency_results(job.id),
         )
-        if not steps and not tokens:
+        if not steps and not tokens and not deps:
             return job
         return dataclasses.replace(
             job,
+            depends_on=tuple(sorted(deps)),
             steps=tuple(
                 {"name": s.name, "result": json.loads(s.result), "at": from_ts(s.at)} for s in steps
             ),

@@ -45,6 +45,7 @@ def job_dict(job: Job) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "wait_token": job.wait_token,
+        "depends_on": list(job.depends_on),
         "steps": [{**step, "at": _iso_any(step.get("at"))} for step in job.steps],
         "tokens": [{k: _iso_any(v) for k, v in token.items()} for token in job.tokens],
     }

@@ -255,12 +255,14 @@ class JobBuilder:
     def build_many(self, specs: Iterable[JobSpec], now: float) -> list[NewJob]:
         """Every spec checked before any is returned: one bad spec and nothing is built."""
         jobs = []
+        refs: dict[int, int] = {}  # id(spec) -> its position, for depends_on=[spec]
         for i, spec in enumerate(specs):
             if not isinstance(spec, JobSpec):
                 raise ValidationError(
                     f"enqueue_many takes JobSpec items; item {i} is {type(spec).__name__}"
                 )
-            jobs.append(self.build(spec, now))
+            jobs.append(self.build(spec, now, refs=refs))
+            refs.setdefault(id(spec), i)
         return jobs
 
     def build(
@@ -271,6 +273,7 @@ class JobBuilder:
         *,
         system: bool = False,
         checked_name: bool = False,
+        refs: Mapping[int, int] | None = None,
     ) -> NewJob:
         """One spec as a row; ``extra_options`` are stored with the job's options (cron
         information, for instance). ``system`` jobs (a schedule's) need no tenant;
@@ -308,6 +311,10 @@ class JobBuilder:
             and spec.tenant is None
             and not extra_options
             and spec.tags == ()
+            and not spec.depends_on
+            and spec.on_dependency_failure is None
+            and spec.unique_for is None
+            and spec.unique_states is None
         ):
             # the common case, name and payload only: the definition's defaults
             if d is None:
@@ -355,6 +362,21 @@ class JobBuilder:
             if spec.idempotency_key is not None
             else None
         )
+        unique_for = unique_states = None
+        if spec.unique_for is not None or spec.unique_states is not None:
+            if key is None:
+                raise ValidationError(
+                    "unique_for and unique_states refine idempotency_key: give one"
+                )
+            if spec.unique_for is not None:
+                unique_for = parse_duration(spec.unique_for, "unique_for")
+            if spec.unique_states is not None:
+                unique_states = _states(spec.unique_states)
+        failure = spec.on_dependency_failure
+        if failure is not None and failure not in ("cancel", "run"):
+            raise ValidationError(
+                f"on_dependency_failure must be 'cancel' or 'run', got {failure!r}"
+            )
         return NewJob(
             name=name,
             payload=payload,
@@ -371,7 +393,59 @@ class JobBuilder:
             group=validate_name(spec.group, "group") if spec.group is not None else None,
             tenant=validate_name(spec.tenant, "tenant") if spec.tenant is not None else None,
             max_stalls=max_stalls,
+            depends_on=_dependencies(spec, refs) if spec.depends_on else (),
+            on_dependency_failure=failure or "cancel",
+            unique_for=unique_for,
+            unique_states=unique_states,
         )
+
+
+MAX_DEPENDENCIES = 10_000
+
+
+def _dependencies(spec: JobSpec, refs: Mapping[int, int] | None) -> tuple[int, ...]:
+    """``depends_on`` as backend refs: a stored job's id (>= 1), or ``-k`` for the k-th
+    spec (1-based) of the same call, which must come earlier (so no cycle can form)."""
+    items = spec.depends_on
+    if isinstance(items, str | bytes) or not isinstance(items, Iterable):
+        raise ValidationError(f"depends_on takes a list of job ids or JobSpecs, got {items!r}")
+    out: list[int] = []
+    for item in items:
+        if isinstance(item, JobSpec):
+            position = None if refs is None else refs.get(id(item))
+            if position is None:
+                what = "itself" if item is spec else "a JobSpec that is not earlier in this call"
+                raise ValidationError(
+                    f"job {spec.name!r} depends on {what}: a spec may depend only on job ids "
+                    "and on specs that come before it in the same enqueue_many (no cycles)"
+                )
+            out.append(-(position + 1))
+        elif isinstance(item, int) and not isinstance(item, bool) and item >= 1:
+            out.append(item)
+        else:
+            raise ValidationError(f"depends_on holds job ids (ints >= 1) or JobSpecs, got {item!r}")
+    if len(out) > MAX_DEPENDENCIES:
+        raise ValidationError(
+            f"a job may depend on at most {MAX_DEPENDENCIES} jobs, got {len(out)}"
+        )
+    return tuple(dict.fromkeys(out))
+
+
+def _states(states: Any) -> tuple[str, ...]:
+    if isinstance(states, str) or not isinstance(states, Iterable):
+        raise ValidationError(f"unique_states takes a list of job states, got {states!r}")
+    out = []
+    for state in states:
+        try:
+            out.append(JobState(state).value)
+        except ValueError:
+            raise ValidationError(
+                f"unknown state {state!r} in unique_states; expected some of "
+                f"{[s.value for s in JobState]}"
+            ) from None
+    if not out:
+        raise ValidationError("unique_states needs at least one state")
+    return tuple(dict.fromkeys(out))
 
 
 def job_filter(

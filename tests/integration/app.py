@@ -107,3 +107,42 @@ def complete_token_from_process(token_id: str, data: object) -> bool:
             await queue.close()
 
     return asyncio.run(go())
+
+
+@queue.job("limited-group", concurrency=conveyor.Limit(3, key="group"), attempts=3)
+async def limited_group(payload: dict, ctx: conveyor.Context) -> None:
+    """Marks start and end (wall time) so a test can check the overlap per group."""
+    _mark(
+        payload["probe"], f"start {ctx.job_id} {payload['group']} {time.time():.6f} {os.getpid()}"
+    )
+    seconds = payload.get("seconds", 0.2)
+    if isinstance(seconds, list):  # per attempt
+        seconds = seconds[min(ctx.attempt, len(seconds)) - 1]
+    await asyncio.sleep(seconds)
+    _mark(payload["probe"], f"end {ctx.job_id} {payload['group']} {time.time():.6f} {os.getpid()}")
+
+
+@queue.job("rated", rate=conveyor.Rate(10, per="1s"))
+async def rated(payload: dict, ctx: conveyor.Context) -> None:
+    _mark(payload["probe"], f"start {ctx.job_id} {time.time():.6f} {os.getpid()}")
+
+
+@queue.job("fair-share", channel="shared")
+async def fair_share(payload: dict, ctx: conveyor.Context) -> None:
+    _mark(payload["probe"], f"start {ctx.job_id} {ctx.tenant} {time.time():.6f}")
+    await asyncio.sleep(payload.get("seconds", 0.005))
+
+
+@queue.job("batch-member", attempts=2)
+async def batch_member(payload: dict, ctx: conveyor.Context) -> None:
+    await asyncio.sleep(payload.get("seconds", 0.002))
+    _mark(payload["probe"], f"member {ctx.job_id} {time.time():.6f} {os.getpid()}")
+
+
+@queue.job("batch-done")
+async def batch_done(payload: dict, ctx: conveyor.Context) -> None:
+    counts = ctx.batch or {}
+    _mark(
+        payload["probe"],
+        f"callback {ctx.job_id} {time.time():.6f} {counts.get('completed')} {counts.get('total')}",
+    )

@@ -11,21 +11,34 @@ suite (``tests/conformance``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor.backends.records import (
     NEVER,
+    BatchRecord,
+    CancelOutcome,
+    ChannelLimitRecord,
+    ChannelStats,
+    ClaimLimit,
     CronFire,
     CronFireResult,
     CronPause,
     CronRecord,
+    LockParams,
+    NewBatch,
     NewToken,
     PausedState,
+    PromoteParams,
+    PromoteResult,
+    PruneParams,
+    PruneResult,
+    RemovedJob,
     ResumedJob,
     ResumeParams,
+    RetryOutcome,
+    RetryResult,
     StepRecord,
     StepSave,
     ThroughputBucket,
@@ -43,8 +56,11 @@ if TYPE_CHECKING:
 __all__ = [
     "NEVER",
     "Backend",
+    "BatchRecord",
     "CancelOutcome",
+    "ChannelLimitRecord",
     "ChannelStats",
+    "ClaimLimit",
     "ClaimParams",
     "ClaimedJob",
     "CronFire",
@@ -61,6 +77,7 @@ __all__ = [
     "JobFilter",
     "LockParams",
     "LogEntry",
+    "NewBatch",
     "NewJob",
     "NewToken",
     "Outcome",
@@ -108,6 +125,17 @@ class NewJob:
     #: core put it); a backend needs it only where a job's row stands for its
     #: ``enqueued`` event: as for ``remove_on_complete``, that event must outlive the row.
     remove_on_fail: bool = False
+    #: Workflows (see :mod:`conveyor.backends.records`, "Workflows"): the jobs this one
+    #: waits for: an id >= 1 is a stored job; ``-k`` is the k-th job (1-based) of the same
+    #: ``EnqueueParams.jobs``, always an earlier one.
+    depends_on: tuple[int, ...] = ()
+    on_dependency_failure: str = "cancel"  # or "run"
+    batch_id: str | None = None  # member of this batch (``EnqueueParams.batch``)
+    #: Uniqueness windows, refining ``idempotency_key`` (River's UniqueOpts): the key
+    #: dedupes only while the first job was created less than ``unique_for`` seconds ago,
+    #: and (``unique_states``) only while it is in one of those states.
+    unique_for: float | None = None
+    unique_states: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +143,7 @@ class EnqueueParams:
     jobs: Sequence[NewJob]
     now: float
     connection: Any = None  # the caller's open transaction, backend-specific type
+    batch: NewBatch | None = None  # store this batch with the jobs (all or nothing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +175,14 @@ class ClaimParams:
     include: tuple[str, ...] | None = None
     exclude: tuple[str, ...] | None = None
     ordered: bool = True
+    #: Flow control: the limits this claim obeys (see :class:`ClaimLimit`).
+    limits: tuple[ClaimLimit, ...] = ()
+    #: Fairness: ``(channel, "tenant" | "group")`` pairs. The due jobs of such a channel
+    #: are claimed round-robin across the values of that column (jobs without one form
+    #: one value of their own): every value's first job in claim order before any
+    #: value's second, and so on; within a value, priority, run_at, id. Overall order:
+    #: (that round, priority, run_at, id), the round being 1 for jobs of other channels.
+    fair: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)  # not frozen: built per job (4x cheaper); never mutated
@@ -268,38 +305,6 @@ class LogEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class ChannelStats:
-    """Per-channel numbers for the insights job and metrics."""
-
-    channel: str
-    counts: Mapping[str, int]  # state value -> jobs (states with none may be absent)
-    oldest_queued_run_at: float | None  # run_at of the longest-waiting due job
-
-
-class CancelOutcome(StrEnum):
-    """What :meth:`Backend.cancel` did."""
-
-    CANCELLED = "cancelled"  # was upcoming (scheduled, queued, waiting): now cancelled
-    REQUESTED = "requested"  # running: cancel_requested is set; its worker ends it
-    FINISHED = "finished"  # already completed, failed or cancelled: nothing changed
-    MISSING = "missing"  # no such job
-
-
-class RetryOutcome(StrEnum):
-    """What :meth:`Backend.retry` did."""
-
-    RETRIED = "retried"  # was failed or cancelled: now queued with fresh attempts
-    MISSING = "missing"  # no such job
-    NOT_RETRYABLE = "not_retryable"  # in another state (``RetryResult.state``): unchanged
-
-
-@dataclass(frozen=True, slots=True)
-class RetryResult:
-    outcome: RetryOutcome
-    state: JobState | None = None  # the job's state when NOT_RETRYABLE
-
-
-@dataclass(frozen=True, slots=True)
 class ProgressUpdate:
     """Set a running job's progress (0..100), fenced by its lease token; a ``progress``
     event is stored with it."""
@@ -307,64 +312,6 @@ class ProgressUpdate:
     job_id: int
     token: str
     progress: int
-    now: float
-
-
-@dataclass(frozen=True, slots=True)
-class PromoteParams:
-    """scheduled → queued for every job with ``run_at <= now + horizon`` (at most
-    ``limit``)."""
-
-    now: float
-    horizon: float
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class PromoteResult:
-    count: int  # jobs promoted
-    earliest_future: float | None  # earliest run_at among them still after ``now``
-
-
-@dataclass(frozen=True, slots=True)
-class PruneParams:
-    """Delete up to ``limit`` jobs in ``state`` whose ``finished_at < finished_before``,
-    with their events and logs."""
-
-    state: JobState
-    finished_before: float
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class RemovedJob:
-    """A job :meth:`Backend.prune` deleted: what its ``removed`` event names."""
-
-    id: int
-    name: str
-    tenant: str | None
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class PruneResult:
-    """What :meth:`Backend.prune` deleted, read in the same statement or script that
-    deleted it (``RETURNING`` on SQL), so the core can emit a ``removed`` event each."""
-
-    removed: Sequence[RemovedJob] = ()
-
-    @property
-    def count(self) -> int:
-        return len(self.removed)
-
-
-@dataclass(frozen=True, slots=True)
-class LockParams:
-    """Take or renew the named lease ``name`` for ``owner`` until ``now + ttl``."""
-
-    name: str
-    owner: str
-    ttl: float
     now: float
 
 
@@ -580,6 +527,23 @@ class Backend(Protocol):
     async def delete_jobs(self, job_ids: Sequence[int], now: float) -> list[RemovedJob]:
         """Delete these jobs unless running (those, and unknown ids, are skipped), with
         their events, logs, steps and tokens, as :meth:`prune` deletes; what was deleted."""
+        ...
+
+    # -- workflows -----------------------------------------------------------------------
+    async def dependency_results(self, job_id: int) -> dict[int, str | None]:
+        """The results (JSON text; None when the dependency is gone or has none) of the
+        jobs ``job_id`` depends on, by id."""
+        ...
+
+    async def get_batch(self, batch_id: str) -> BatchRecord | None: ...
+
+    # -- flow control --------------------------------------------------------------------
+    async def set_channel_limits(self, record: ChannelLimitRecord) -> None:
+        """Store (replace) a channel's limits; a record with every limit None deletes it."""
+        ...
+
+    async def list_channel_limits(self) -> list[ChannelLimitRecord]:
+        """Every stored channel limit record, by channel."""
         ...
 
     # -- cron ---------------------------------------------------------------------------

@@ -15,26 +15,41 @@ runs again from the top, its steps replaying from storage.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from conveyor.clock import NEVER
-from conveyor.models import CronSchedule
+from conveyor.models import CronSchedule, JobState
 
 if TYPE_CHECKING:
     from conveyor.backends.base import NewJob
 
 __all__ = [
     "NEVER",
+    "BatchRecord",
+    "CancelOutcome",
+    "ChannelLimitRecord",
+    "ChannelStats",
+    "ClaimLimit",
     "CronFire",
     "CronFireResult",
     "CronPause",
     "CronRecord",
+    "LockParams",
+    "NewBatch",
     "NewToken",
     "PausedState",
+    "PromoteParams",
+    "PromoteResult",
+    "PruneParams",
+    "PruneResult",
+    "RemovedJob",
     "ResumeParams",
     "ResumedJob",
+    "RetryOutcome",
+    "RetryResult",
     "StepRecord",
     "StepSave",
     "ThroughputBucket",
@@ -262,3 +277,210 @@ class ThroughputBucket:
     completed: int = 0
     failed: int = 0
     cancelled: int = 0
+
+
+# -- flow control: limits and fairness ----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ClaimLimit:
+    """A limit every claim obeys (the core builds them from the job definitions' ``Limit``
+    / ``Rate`` and the stored channel limits, and passes them in ``ClaimParams.limits``).
+
+    Scope: ``scope == "name"``: the jobs named ``target``; ``"channel"``: the jobs of
+    channel ``target``. ``key`` None: all of them share one count; ``"group"`` /
+    ``"tenant"``: one count per value of the job's group / tenant (jobs without one
+    share one count of their own).
+
+    - **Concurrency** (``per`` is None): a job in scope is claimed only while fewer than
+      ``n`` jobs in its scope and key value are ``running`` (the jobs this claim takes
+      count as they are taken). Running jobs are counted from the store, so a slot held
+      by a worker that died is free again as soon as its job is rescued.
+      A ``scope="name"`` concurrency limit with ``key="group"`` replaces the one-running-
+      per-group rule for the jobs of that name: up to ``n`` of them run per group.
+    - **Rate** (``per`` set, seconds): a job in scope is claimed only while fewer than
+      ``n`` jobs in its scope and key value started in ``(now - per, now]`` (a sliding
+      window). Every claimed job records one start for each rate limit it falls under,
+      at the claim's ``now``, in the same transaction or script as the claim; a start is
+      never given back. Starts older than the longest window may be deleted.
+
+    A job that a limit holds back stays ``queued`` (no attempt used) and the claim goes
+    on with the next allowed job in claim order: no slot stays idle while an allowed
+    job is due, however many held-back jobs come first in claim order (at least 100,000
+    of one full key must not make a claim return short or slow: skip full keys through
+    an index, not one row at a time)."""
+
+    scope: str  # "name" | "channel"
+    target: str
+    key: str | None
+    n: int
+    per: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelLimitRecord:
+    """A channel's stored limits (``queue.set_channel_limits``); all None: none stored
+    (:meth:`Backend.set_channel_limits` then deletes the record)."""
+
+    channel: str
+    concurrency: int | None = None
+    rate_n: int | None = None
+    rate_per: float | None = None
+    fair_by: str | None = None  # "tenant" | "group"
+
+
+# -- workflows: dependencies, batches, uniqueness windows ------------------------------------
+#
+# Dependencies (``NewJob.depends_on``). At enqueue, in the same transaction or script:
+# an id that names no stored job refuses the whole enqueue with ``ValidationError``
+# ("unknown dependency ids […]") and stores nothing. The job's edges (dependent,
+# dependency) are stored. If every dependency is ``completed``, the job is stored as its
+# ``state`` says. If one is ``failed`` or ``cancelled`` (or deleted), the dependency has
+# failed (below). Otherwise the job is stored ``waiting`` (``wait_token`` None, its
+# ``run_at`` kept for later), waiting for the unfinished ones.
+#
+# When a job reaches ``completed``, ``failed`` (finally, not a retry) or ``cancelled`` by
+# any path (complete_many / complete_and_claim, cancel, cancel_jobs, a rescue that fails
+# it), or an unfinished job is deleted, each job waiting on it is updated in the same
+# transaction or script:
+# - completed (or failed/cancelled/deleted with the dependent's ``on_dependency_failure
+#   == "run"``): one dependency fewer to wait for; at none, the dependent becomes
+#   ``queued`` (``scheduled`` if its ``run_at`` is still ahead) with a ``resumed`` event
+#   ``{"reason": "dependencies"}``;
+# - failed, cancelled or deleted (``on_dependency_failure == "cancel"``): the dependent
+#   becomes ``cancelled`` (``finished_at`` now) with a ``cancelled`` event ``{"reason":
+#   "dependency_failed", "dependency": id}``, and that cancellation cascades to its own
+#   dependents the same way, to any depth.
+# Each waiting dependent is resolved exactly once. A job with dependents should carry a
+# cheap marker so that completing a job without dependents costs nothing more.
+# Retention, ``clean()`` and delete remove a job's edges with it.
+#
+# Batches (``EnqueueParams.batch``). The batch row is stored with its member jobs (each
+# ``batch_id``), all or nothing. Each time a member reaches ``completed``, ``failed``
+# (finally) or ``cancelled`` by any path (or an unfinished member is deleted: counted as
+# cancelled), the batch's matching counter goes up in the same transaction or script;
+# the transition that brings ``completed + failed + cancelled`` to ``total`` marks the
+# batch ``done`` and stores its ``callback`` job, once, with ``"batch": {"id", "total",
+# "completed", "failed", "cancelled"}`` merged into the callback's ``options`` JSON, and
+# records its id as ``callback_job_id``. A member that will be retried has not finished.
+# The batch row is deleted with its callback job (retention, ``clean()``, delete).
+#
+# Uniqueness windows (``NewJob.unique_for`` / ``unique_states``). When the idempotency
+# key matches a stored job and that job was created at or before ``now - unique_for``,
+# or ``unique_states`` is given and its state is not among them, the stored job gives up
+# the key (its ``idempotency_key`` becomes NULL; nothing else about it changes) and the
+# new job is created with it, in the same transaction or script. Otherwise the match
+# returns the existing id (``created=False``) as today.
+
+
+@dataclass(frozen=True, slots=True)
+class NewBatch:
+    """A batch to store with its members (``queue.enqueue_batch``)."""
+
+    id: str
+    total: int
+    callback: NewJob | None  # enqueued once every member has finished
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """A stored batch: its counters, ``state`` (``running`` or ``done``), and its callback
+    job's id once stored."""
+
+    id: str
+    total: int
+    completed: int
+    failed: int
+    cancelled: int
+    state: str
+    created_at: float
+    callback_job_id: int | None
+
+
+# -- management and maintenance: results of cancel/retry, stats, promote, prune, locks ------
+@dataclass(frozen=True, slots=True)
+class ChannelStats:
+    """Per-channel numbers for the insights job and metrics."""
+
+    channel: str
+    counts: Mapping[str, int]  # state value -> jobs (states with none may be absent)
+    oldest_queued_run_at: float | None  # run_at of the longest-waiting due job
+
+
+class CancelOutcome(StrEnum):
+    """What :meth:`Backend.cancel` did."""
+
+    CANCELLED = "cancelled"  # was upcoming (scheduled, queued, waiting): now cancelled
+    REQUESTED = "requested"  # running: cancel_requested is set; its worker ends it
+    FINISHED = "finished"  # already completed, failed or cancelled: nothing changed
+    MISSING = "missing"  # no such job
+
+
+class RetryOutcome(StrEnum):
+    """What :meth:`Backend.retry` did."""
+
+    RETRIED = "retried"  # was failed or cancelled: now queued with fresh attempts
+    MISSING = "missing"  # no such job
+    NOT_RETRYABLE = "not_retryable"  # in another state (``RetryResult.state``): unchanged
+
+
+@dataclass(frozen=True, slots=True)
+class RetryResult:
+    outcome: RetryOutcome
+    state: JobState | None = None  # the job's state when NOT_RETRYABLE
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteParams:
+    """scheduled → queued for every job with ``run_at <= now + horizon`` (at most
+    ``limit``)."""
+
+    now: float
+    horizon: float
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteResult:
+    count: int  # jobs promoted
+    earliest_future: float | None  # earliest run_at among them still after ``now``
+
+
+@dataclass(frozen=True, slots=True)
+class PruneParams:
+    """Delete up to ``limit`` jobs in ``state`` whose ``finished_at < finished_before``,
+    with their events and logs."""
+
+    state: JobState
+    finished_before: float
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedJob:
+    """A job :meth:`Backend.prune` deleted: what its ``removed`` event names."""
+
+    id: int
+    name: str
+    tenant: str | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What :meth:`Backend.prune` deleted, read in the same statement or script that
+    deleted it (``RETURNING`` on SQL), so the core can emit a ``removed`` event each."""
+
+    removed: Sequence[RemovedJob] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.removed)
+
+
+@dataclass(frozen=True, slots=True)
+class LockParams:
+    """Take or renew the named lease ``name`` for ``owner`` until ``now + ttl``."""
+
+    name: str
+    owner: str
+    ttl: float
+    now: float

@@ -255,6 +255,8 @@ class Executor:
             scheduled_for=from_ts(cron.get("tick")),
             replayed=bool(cron.get("replayed", False)),
             durable=durable,
+            batch=options.get("batch"),
+            dependencies=lambda: self._dependency_results(job),
         )
         if control.deadline is not None and not kill:
             r.timer = loop.call_at(control.deadline, self._check_deadline, r)
@@ -308,6 +310,11 @@ class Executor:
             return RunResult("error", exc=exc, message=f"{exc.type_name}: {exc}"), backoff
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: fail this attempt only
             return RunResult("error", exc=exc), backoff
+
+    async def _dependency_results(self, job: ClaimedJob) -> dict[int, Any]:
+        assert self._backend is not None
+        stored = await self._backend.dependency_results(job.id)
+        return {k: None if v is None else json.loads(v) for k, v in stored.items()}
 
     def _check_deadline(self, r: Running) -> None:
         deadline = r.control.deadline

@@ -61,6 +61,7 @@ class Fetcher:
 
     def claim_params(self, limit: int) -> ClaimParams:
         now = self.engine.clock.now()
+        limits, fair = self.engine.claim_rules()
         return ClaimParams(
             worker_id=self.worker_id,
             token=uuid.uuid4().hex,
@@ -71,6 +72,8 @@ class Fetcher:
             include=self.selector.include,
             exclude=self.selector.exclude,
             ordered=self.selector.ordered,
+            limits=limits,
+            fair=fair,
         )
 
     async def run(self, backend: Backend) -> None:

@@ -73,6 +73,7 @@ class Maintenance:
     async def run_once(self, force: bool = False) -> None:
         backend = await self.engine.ready()
         now = self.engine.clock.now()
+        await self.engine.refresh_limits(backend)
         await self.rescue(now)
         await self.promote(now)
         await cron.fire_due(self.engine, backend, now)

@@ -134,6 +134,7 @@ class Worker:
         try:
             backend = await self.engine.ready()
             await cron.sync_definition_schedules(self.engine)
+            await self.engine.refresh_limits(backend)
         except BaseException:
             self._finish()  # not running: stop() and queue.close() must not wait for it
             raise

@@ -78,7 +78,9 @@ from conveyor.backends.postgres.enqueue import (
     drive_sync,
     enqueue_plan,
     needs_transaction,
+    plan_for,
 )
+from conveyor.backends.postgres.limits import LimitVerbs
 from conveyor.backends.postgres.listener import Listener, Signal
 from conveyor.backends.postgres.ops import OpsVerbs
 from conveyor.backends.postgres.sqlfiles import (
@@ -89,6 +91,7 @@ from conveyor.backends.postgres.sqlfiles import (
     native,
     quote_schema,
 )
+from conveyor.backends.postgres.workflows import WorkflowVerbs
 from conveyor.backends.rows import event_from_row, log_from_row
 from conveyor.errors import BackendError, UnsupportedError
 from conveyor.models import Event, Job, JobState, LogRecord
@@ -101,9 +104,11 @@ log = logging.getLogger("conveyor")
 EVENTS_POLL = 0.25  # seconds between read_events polls when no wake-up arrives
 
 
-class PostgresBackend(DurableVerbs, OpsVerbs):
+class PostgresBackend(DurableVerbs, OpsVerbs, LimitVerbs, WorkflowVerbs):
     """Backend on one PostgreSQL schema (``settings.schema``); steps, tokens and resumes
-    are in :class:`~.durable.DurableVerbs`, the operations surface in :class:`~.ops.OpsVerbs`.
+    are in :class:`~.durable.DurableVerbs`, the operations surface in :class:`~.ops.OpsVerbs`,
+    flow control (a claim with limits or fairness) in :class:`~.limits.LimitVerbs`,
+    workflows (dependencies, batches) in :class:`~.workflows.WorkflowVerbs`.
 
     URL query parameters ``pool_min_size`` (default 1), ``pool_max_size`` (10) and
     ``pool_timeout`` (seconds, 5) size the pool; every other parameter goes to libpq.
@@ -242,7 +247,7 @@ class PostgresBackend(DurableVerbs, OpsVerbs):
 
     # -- enqueue ----------------------------------------------------------------------
     async def enqueue_many(self, params: EnqueueParams) -> list[EnqueueResult]:
-        plan = enqueue_plan(self.queries, self.notify_channel, params.jobs, params.now)
+        plan = plan_for(self.queries, self.notify_channel, params)
         if params.connection is not None:
             conn = caller_connection(params.connection, sync=False)
             if isinstance(conn, psycopg.Connection):
@@ -269,7 +274,7 @@ class PostgresBackend(DurableVerbs, OpsVerbs):
     def _enqueue_on_sync(
         self, conn: psycopg.Connection[Any], params: EnqueueParams
     ) -> list[EnqueueResult]:
-        plan = enqueue_plan(self.queries, self.notify_channel, params.jobs, params.now)
+        plan = plan_for(self.queries, self.notify_channel, params)
         with backend_errors("enqueue in the caller's transaction"):
             results: list[EnqueueResult] = drive_sync(conn, plan)
         return results
@@ -278,6 +283,8 @@ class PostgresBackend(DurableVerbs, OpsVerbs):
     async def claim(self, params: ClaimParams) -> list[ClaimedJob]:
         if params.limit <= 0:
             return []
+        if params.limits or params.fair:
+            return await self._claim_limited(params)
         rows = await self._fetch(
             "claim", self.queries.claim(params.channels), codec.claim_args(params)
         )
@@ -311,6 +318,8 @@ class PostgresBackend(DurableVerbs, OpsVerbs):
         if not outcomes or claim.limit <= 0:
             applied = await self.complete_many(outcomes)
             return applied, await self.claim(claim)
+        if claim.limits or claim.fair:
+            return await self._complete_and_claim_limited(outcomes, claim)
         args = codec.claim_args(claim)
         wait = codec.has_wait(outcomes)
         args.update(codec.complete_args(outcomes, self.notify_channel, wait))

@@ -182,7 +182,8 @@ ORDER BY seq;
 WITH due AS MATERIALIZED (
     SELECT j.id, j.wait_token
     FROM {schema}.jobs j
-    WHERE j.state = 'waiting' AND j.run_at <= to_timestamp(%(now)s::float8)
+    WHERE j.state = 'waiting' AND j.deps_left IS NULL  -- (not waiting on dependencies)
+      AND j.run_at <= to_timestamp(%(now)s::float8)
     ORDER BY j.run_at, j.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

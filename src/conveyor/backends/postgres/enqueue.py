@@ -21,13 +21,22 @@ from typing import Any
 from psycopg import AsyncConnection, AsyncRawCursor, Connection, RawCursor
 from psycopg.rows import tuple_row
 
-from conveyor.backends.base import EnqueueResult, NewJob
+from conveyor.backends.base import EnqueueParams, EnqueueResult, NewBatch, NewJob
 from conveyor.backends.postgres import codec
 from conveyor.backends.postgres.codec import dedupe_keys, notify_payload, queued_channels
 from conveyor.backends.postgres.sqlfiles import Queries, native
+from conveyor.backends.postgres.workflows import is_workflow, workflow_plan
 from conveyor.errors import BackendError
 
-__all__ = ["Plan", "drive", "drive_sync", "enqueue_plan", "needs_transaction"]
+__all__ = [
+    "Plan",
+    "drive",
+    "drive_sync",
+    "enqueue_plan",
+    "insert_plan",
+    "needs_transaction",
+    "plan_for",
+]
 
 Rows = list[tuple[Any, ...]]
 Step = tuple[str, dict[str, Any]]
@@ -39,13 +48,47 @@ MAX_ROUNDS = 5  # insert/lookup rounds before giving up on a key that keeps vani
 def needs_transaction(jobs: Sequence[NewJob]) -> bool:
     """Whether a pooled (autocommit) enqueue must run in a transaction: only a batch of
     several jobs with an idempotency key, or one with a ``remove_on_fail`` job, can need a
-    second statement, and all of it must commit or roll back together."""
-    return (len(jobs) > 1 and any(job.idempotency_key is not None for job in jobs)) or any(
-        job.remove_on_fail for job in jobs
+    second statement, and all of it must commit or roll back together; so does every
+    enqueue with workflow fields (``workflows.py``)."""
+    return (
+        (len(jobs) > 1 and any(job.idempotency_key is not None for job in jobs))
+        or any(job.remove_on_fail for job in jobs)
+        or is_workflow(jobs)
     )
 
 
 def enqueue_plan(
+    queries: Queries,
+    notify_channel: str,
+    jobs: Sequence[NewJob],
+    now: float,
+    batch: NewBatch | None = None,
+) -> Generator[Step, Rows, list[EnqueueResult]]:
+    """Insert ``jobs`` (in order); returns one result per input, in input order. Jobs
+    with dependencies, a batch or a uniqueness window go through ``workflows.py``, which
+    inserts them with :func:`insert_plan`."""
+    if batch is not None or is_workflow(jobs):
+        return (
+            yield from workflow_plan(
+                queries,
+                notify_channel,
+                jobs,
+                now,
+                batch,
+                lambda: insert_plan(queries, notify_channel, jobs, now),
+            )
+        )
+    return (yield from insert_plan(queries, notify_channel, jobs, now))
+
+
+def plan_for(
+    queries: Queries, notify_channel: str, params: EnqueueParams
+) -> Generator[Step, Rows, list[EnqueueResult]]:
+    """:func:`enqueue_plan` for an enqueue's parameters (its jobs, time and batch)."""
+    return enqueue_plan(queries, notify_channel, params.jobs, params.now, params.batch)
+
+
+def insert_plan(
     queries: Queries, notify_channel: str, jobs: Sequence[NewJob], now: float
 ) -> Generator[Step, Rows, list[EnqueueResult]]:
     """Insert ``jobs`` (in order); returns one result per input, in input order."""

@@ -97,11 +97,13 @@ class OpsVerbs:
     # -- delete -------------------------------------------------------------------------
     async def delete_jobs(self, job_ids: Sequence[int], now: float) -> list[RemovedJob]:
         """One statement (``ops.sql``): the jobs that are not running, with their
-        events, logs, steps and tokens. ``now`` is not needed here (nothing is stored
-        about a deleted job)."""
+        events, logs, steps and tokens. ``now`` is when an unfinished one ends for its
+        dependents and its batch (workflows)."""
         if not job_ids:
             return []
         rows = await self._fetch(
-            "delete_jobs", self.queries["delete_jobs"], {"ids": sorted(set(job_ids))}
+            "delete_jobs",
+            self.queries["delete_jobs"],
+            {"ids": sorted(set(job_ids)), "now": now},
         )
         return [RemovedJob(int(r[0]), r[1], r[2], int(r[3])) for r in rows]

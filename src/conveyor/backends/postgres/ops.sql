@@ -80,11 +80,17 @@ ORDER BY 1;
 -- asks for a cancel first; an unknown id is skipped). The rows are locked first, in id
 -- order, and FOR UPDATE re-reads a row another transaction changed meanwhile: a job
 -- that a concurrent claim made running is skipped, never deleted under its worker.
---   %(ids)s bigint[]
+-- An unfinished job deleted ends for its dependents and batch as cancelled at %(now)s
+-- (migration 0006: the delete trigger reads the time from conveyor.now, set here first).
+--   %(ids)s bigint[], %(now)s
 -- Returns the jobs deleted (id, name, tenant, attempts: their `removed` events), by id.
-WITH doomed AS MATERIALIZED (
+WITH clock AS MATERIALIZED (
+    SELECT set_config('conveyor.now', %(now)s::float8::text, true) AS now
+),
+doomed AS MATERIALIZED (
     SELECT id FROM {schema}.jobs
     WHERE id = ANY (%(ids)s::bigint[]) AND state <> 'running'
+      AND (SELECT count(*) FROM clock) > 0
     ORDER BY id
     FOR UPDATE
 ),

@@ -762,7 +762,7 @@ u AS (
     UPDATE {schema}.jobs j
     SET state = 'queued', attempts = 0, stalls = 0, run_at = to_timestamp(%(now)s),
         progress = 0, result = NULL, started_at = NULL, finished_at = NULL,
-        cancel_requested = false
+        cancel_requested = false, deps_left = NULL  -- (no longer waits on dependencies)
     FROM cur
     WHERE j.id = cur.id AND cur.state IN ('failed', 'cancelled')
     RETURNING j.id, j.name, j.tenant

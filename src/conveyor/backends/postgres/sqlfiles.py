@@ -1,7 +1,8 @@
 """The SQL of the PostgreSQL backend: named queries and numbered migrations.
 
 Both live in ``.sql`` files next to this module (``queries.sql``, ``durable.sql`` for
-steps, waits and tokens, ``ops.sql`` for the operations surface) and are read once per
+steps, waits and tokens, ``ops.sql`` for the operations surface, ``limits.sql`` for flow
+control, ``workflows.sql`` for workflows) and are read once per
 process. The only text ever substituted into them is the schema, as a quoted identifier
 built from the validated ``schema`` setting (``{schema}``), and fixed fragments from the
 same files: in the claim, one of three channel filters; in the complete steps, those of
@@ -88,7 +89,7 @@ def native(sql: str) -> tuple[str, tuple[str, ...]]:
 @cache
 def _raw_queries() -> dict[str, str]:
     merged: dict[str, str] = {}
-    for filename in ("queries.sql", "durable.sql", "ops.sql"):
+    for filename in ("queries.sql", "durable.sql", "ops.sql", "limits.sql", "workflows.sql"):
         found = load_queries(_PACKAGE, filename)
         if merged.keys() & found.keys():  # pragma: no cover - a name must be unique
             raise RuntimeError(f"queries named twice: {sorted(merged.keys() & found.keys())}")
@@ -142,6 +143,10 @@ class Queries:
                 self._sql[f"complete_{kind}claim_{variant}"] = (
                     f"WITH {complete},\n{claim}\n{raw['complete_claim_select']}"
                 )
+        for kind, complete in steps.items():  # a claim with limits: see limits.py
+            self._sql[f"complete_{kind}limited"] = (
+                f"WITH {complete}\n{raw['limited_complete_claim_select']}"
+            )
 
     def __getitem__(self, name: str) -> str:
         return self._sql[name]

@@ -83,6 +83,7 @@ from conveyor.backends.redis.ops import OpsVerbs
 from conveyor.backends.redis.scripts import Scripts
 from conveyor.backends.redis.stream import EventStream
 from conveyor.backends.redis.wakeup import Waker
+from conveyor.backends.redis.workflows import WorkflowVerbs, uses_workflows
 from conveyor.errors import BackendError, UnsupportedError
 from conveyor.models import UPCOMING_STATES, Event, Job, JobState, LogRecord
 from conveyor.settings import Settings
@@ -100,12 +101,13 @@ _NOT_CONNECTED = "the Redis backend is not connected (call connect() first)"
 _STATES = tuple(str(s) for s in JobState)
 
 
-class RedisBackend(DurableVerbs, OpsVerbs):
+class RedisBackend(DurableVerbs, OpsVerbs, WorkflowVerbs):
     """Storage for one queue on Redis (``redis://`` or ``rediss://``, db from the path).
     The durable-execution verbs (steps, tokens, resume_due) come from
     :class:`~conveyor.backends.redis.durable.DurableVerbs`, the operations surface
     (worker registry, pause state, throughput, delete) from
-    :class:`~conveyor.backends.redis.ops.OpsVerbs`.
+    :class:`~conveyor.backends.redis.ops.OpsVerbs`, the workflow verbs (dependencies,
+    batches) from :class:`~conveyor.backends.redis.workflows.WorkflowVerbs`.
 
     Args:
         settings: the queue's settings; uses ``url``, ``prefix`` (keys live under the
@@ -200,8 +202,10 @@ class RedisBackend(DurableVerbs, OpsVerbs):
         existing job's id with ``created=False``."""
         if params.connection is not None:
             raise UnsupportedError(_NO_TRANSACTIONS)
-        if not params.jobs:
+        if not params.jobs and params.batch is None:
             return []
+        if uses_workflows(params):  # dependencies, a batch, uniqueness windows
+            return await self._enqueue_workflow(params)
         reply = await self._require_lane().script(
             "enqueue", codec.enqueue_args(params.now, params.jobs)
         )
@@ -221,7 +225,8 @@ class RedisBackend(DurableVerbs, OpsVerbs):
     async def claim(self, params: ClaimParams) -> list[ClaimedJob]:
         """Claim up to ``params.limit`` due jobs in one script (see ``claim.lua``)."""
         self._note_channels(params.channels)
-        rows = await self._require_lane().script("claim", codec.claim_args(params))
+        script = "claim_limited" if params.limits or params.fair else "claim"
+        rows = await self._require_lane().script(script, codec.claim_args(params))
         token = params.token
         return [codec.claimed_from_reply(row, token) for row in rows]
 
@@ -257,7 +262,8 @@ class RedisBackend(DurableVerbs, OpsVerbs):
         lane, inflight = self._require_lane(), self._inflight
         write, done = inflight.begin(outcomes), None
         try:
-            applied, rows, woke = await lane.script("complete_claim", args)
+            script = "complete_claim_limited" if claim.limits or claim.fair else "complete_claim"
+            applied, rows, woke = await lane.script(script, args)
             done = [x == 1 for x in applied]
         finally:
             inflight.end(write, done)

@@ -125,7 +125,7 @@ def enqueue_args(now: float, jobs: Sequence[NewJob]) -> list[str]:
 def claim_args(params: ClaimParams) -> list[str]:
     """The arguments of ``claim.lua`` (from its ``ARGV[2]``)."""
     now = params.now
-    return [
+    args = [
         params.worker_id,
         params.token,
         str(int(params.limit)),
@@ -136,6 +136,17 @@ def claim_args(params: ClaimParams) -> list[str]:
         *counted(params.include),
         *counted(params.exclude),
     ]
+    if not params.limits and not params.fair:
+        return args
+    # claim_limited.lua / complete_claim_limited.lua: the limits and fairness follow
+    args.append(str(len(params.limits)))
+    for lim in params.limits:
+        per = "" if lim.per is None else repr(float(lim.per))
+        args += (lim.scope, lim.target, lim.key or "", str(int(lim.n)), per)
+    args.append(str(len(params.fair)))
+    for channel, column in params.fair:
+        args += (channel, column)
+    return args
 
 
 def registration(params: ClaimParams, expires_at: float) -> str:
@@ -156,6 +167,14 @@ def registration(params: ClaimParams, expires_at: float) -> str:
         reg["i"] = list(params.include)
     if params.exclude is not None:
         reg["e"] = list(params.exclude)
+    # what its limits and fairness cover is never handed over (a claim applies them)
+    names = sorted({lim.target for lim in params.limits if lim.scope == "name"})
+    channels = {lim.target for lim in params.limits if lim.scope != "name"}
+    channels.update(channel for channel, _ in params.fair)
+    if names:
+        reg["ln"] = names
+    if channels:
+        reg["lc"] = sorted(channels)
     return json.dumps(reg, ensure_ascii=False, separators=(",", ":"))
 
 

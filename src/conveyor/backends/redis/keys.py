@@ -52,13 +52,47 @@ key                           type    holds
                                       :mod:`~conveyor.backends.redis.ops`)
 ``P workers_exp``             ZSET    worker ids, score = expires_at (dropped once
                                       expired, when workers are listed)
+``P climits``                 HASH    channel -> its stored limits (JSON, see
+                                      :mod:`~conveyor.backends.redis.ops`)
+``P lon:<channel>``           STRING  present (with a TTL) while claims with limits or
+                                      fairness use the channel's lanes (below)
+``P lane:<lane>``             ZSET    the queued jobs of one lane: channel, name, tenant
+                                      and group (same encoding as ready sets); kept only
+                                      while ``P lon:<channel>`` exists
+``P lh:<channel>``            ZSET    the first member of each lane of the channel
+                                      (member: ready-set member + lane id)
+``P lreg:<channel>``          SET     the channel's lane ids (to drop them)
+``P lchans``                  SET     channels that have lanes (prune drops the lanes
+                                      of a channel whose ``P lon:`` expired)
+``P rl:<rate key>``           ZSET    starts under one rate limit and key value: member
+                                      ``<id>:<attempt>``, score = the claim's now
+``P deps:<id>``               LIST    the ids the job depends on (workflows, see
+                                      ``_lib_workflow.lua``), kept until it is deleted
+``P dnts:<id>``               SET     the jobs still waiting on this one (its dependents);
+                                      deleted when it finishes or is deleted
+``P batch:<id>``              HASH    one batch: total, completed, failed, cancelled,
+                                      state, created_at, callback (its job's enqueue
+                                      arguments, JSON), callback_job_id
 ============================  ======  ====================================================
+
+Lane and rate-key ids are length-prefixed values (``<len>:<value>``, ``-`` for None)
+concatenated, so different values never name the same key. A group's glock entry is
+the running member's id, or several ids joined by ``,`` while a ``Limit(n, key="group")``
+lets more than one member of the group run.
 
 A job's hash holds ``wait_token`` (the token a waiting job waits on; ``""`` or absent:
 none; cleared by every transition out of ``waiting``) and ``has_tokens`` (``"1"`` once a
 token was stored for it, so deleting a job reads ``P toks:<id>`` only when there is
 something to delete). Steps and tokens go with their job (prune, ``delete_jobs``,
 ``Outcome.remove``).
+
+Workflow fields of a job's hash (absent on other jobs, and read in the HMGET a
+transition does anyway, so a plain job pays nothing for them): ``has_deps`` (``"1"``:
+``P deps:<id>`` exists), ``dep_wait`` (while it waits on dependencies, how many are
+unfinished; ``""`` otherwise), ``on_dep_fail`` (``"run"``; absent: cancel),
+``has_dependents`` (``"1"`` while ``P dnts:<id>`` may hold ids), ``batch_id`` (a member of
+that batch), ``batch_counted`` (its end was counted in its batch), ``batch_of`` (the
+callback job of that batch).
 
 User data (channels, groups, lock and cron names, token ids) only ever appears as the
 *suffix* of a key family (step names only as hash fields), so two different values can
@@ -91,6 +125,8 @@ FIXED: dict[str, str] = {
     "crons": "crons",
     "workers": "workers",
     "workers_exp": "workers_exp",
+    "climits": "climits",
+    "lchans": "lchans",
 }
 """Keys without a variable part: Python/Lua name -> key suffix."""
 
@@ -111,6 +147,14 @@ FAMILIES: dict[str, str] = {
     "steps": "steps:",
     "job_tokens": "toks:",
     "token": "tok:",
+    "deps": "deps:",
+    "dnts": "dnts:",
+    "batch": "batch:",
+    "lon": "lon:",
+    "lane": "lane:",
+    "lheads": "lh:",
+    "lreg": "lreg:",
+    "rlog": "rl:",
 }
 """Key families with a variable suffix: Python/Lua name -> key infix."""
 
@@ -191,6 +235,12 @@ class Keys:
     def token(self, token_id: str) -> str:
         return self._family("token", token_id)
 
+    def deps(self, job_id: int | str) -> str:
+        return self._family("deps", job_id)
+
+    def batch(self, batch_id: str) -> str:
+        return self._family("batch", batch_id)
+
     @property
     def id(self) -> str:
         return self.fixed("id")
@@ -230,6 +280,10 @@ class Keys:
     @property
     def workers_exp(self) -> str:
         return self.fixed("workers_exp")
+
+    @property
+    def climits(self) -> str:
+        return self.fixed("climits")
 
 
 def lua_prelude(names: Collection[str] | None = None) -> str:

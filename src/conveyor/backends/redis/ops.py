@@ -1,5 +1,5 @@
-"""The operations surface on Redis: the worker registry, the pause state, throughput and
-deleting jobs.
+"""The operations surface on Redis: the worker registry, the pause state, throughput,
+deleting jobs and the stored channel limits.
 
 :class:`OpsVerbs` holds these verbs (mixed into
 :class:`~conveyor.backends.redis.backend.RedisBackend`); the contract is in
@@ -16,6 +16,8 @@ deleting jobs.
   ``ZCOUNT`` in one script (``throughput.lua``).
 * ``delete_jobs.lua`` deletes each job that is not running exactly as ``prune.lua``
   does (``delete_job`` in ``_lib.lua``).
+* channel limits: ``P climits`` (HASH) maps a channel to JSON ``{"concurrency",
+  "rate_n", "rate_per", "fair_by"}`` (the core reads them and passes them to claims).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, Protocol
 from redis.asyncio.client import Pipeline
 
 from conveyor.backends.base import (
+    ChannelLimitRecord,
     PausedState,
     RemovedJob,
     ThroughputBucket,
@@ -97,12 +100,64 @@ class OpsVerbs:
 
     async def delete_jobs(self: _Host, job_ids: Sequence[int], now: float) -> list[RemovedJob]:
         """Delete these jobs unless running (those, and unknown ids, are skipped), with
-        their events, logs, steps and tokens, as ``prune`` deletes, in one script."""
-        del now  # nothing stored on Redis needs it: the core emits ``removed`` itself
+        their events, logs, steps and tokens, as ``prune`` deletes, in one script. An
+        unfinished job's deletion cancels (at ``now``) the jobs waiting on it, and counts
+        as cancelled in its batch (see ``_lib_workflow.lua``)."""
         if not job_ids:
             return []
-        reply = await self._script("delete_jobs", *(str(int(i)) for i in job_ids))
+        ids = (str(int(i)) for i in job_ids)
+        reply = await self._script("delete_jobs", codec.ts(now), *ids)
         return list(codec.removed_from_reply(reply).removed)
+
+    async def set_channel_limits(self: _Host, record: ChannelLimitRecord) -> None:
+        """Store (replace) a channel's limits; with every limit None, delete them."""
+        client = self._require().client
+        key = self._keys.climits
+        if (
+            record.concurrency is None
+            and record.rate_n is None
+            and record.rate_per is None
+            and record.fair_by is None
+        ):
+            await self._require().guard("set_channel_limits", client.hdel(key, record.channel))
+            return
+        text = json.dumps(
+            {
+                "concurrency": record.concurrency,
+                "rate_n": record.rate_n,
+                "rate_per": record.rate_per,
+                "fair_by": record.fair_by,
+            },
+            separators=(",", ":"),
+        )
+        await self._require().guard("set_channel_limits", client.hset(key, record.channel, text))
+
+    async def list_channel_limits(self: _Host) -> list[ChannelLimitRecord]:
+        """Every stored channel limit record, by channel (unreadable ones left out)."""
+        client = self._require().client
+        stored = await self._require().guard(
+            "list_channel_limits", client.hgetall(self._keys.climits)
+        )
+        records = [r for r in (channel_limits_from(k, v) for k, v in stored.items()) if r]
+        records.sort(key=lambda r: r.channel)
+        return records
+
+
+def channel_limits_from(channel: Any, text: Any) -> ChannelLimitRecord | None:
+    """A stored channel limit record, or None when it is not one."""
+    try:
+        d = json.loads(text)
+        concurrency, rate_n, per = d.get("concurrency"), d.get("rate_n"), d.get("rate_per")
+        fair_by = d.get("fair_by")
+        return ChannelLimitRecord(
+            channel=channel.decode() if isinstance(channel, bytes) else str(channel),
+            concurrency=None if concurrency is None else int(concurrency),
+            rate_n=None if rate_n is None else int(rate_n),
+            rate_per=None if per is None else float(per),
+            fair_by=None if fair_by is None else str(fair_by),
+        )
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+        return None
 
 
 def worker_json(record: WorkerRecord) -> str:

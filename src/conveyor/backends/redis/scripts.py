@@ -32,7 +32,7 @@ from conveyor.backends.redis.keys import lua_prelude
 
 __all__ = ["LIBRARY", "SCRIPT_NAMES", "Scripts"]
 
-LIBRARY: tuple[str, ...] = ("_lib", "_lib_jobs", "_lib_worker")
+LIBRARY: tuple[str, ...] = ("_lib", "_lib_jobs", "_lib_limits", "_lib_workflow", "_lib_worker")
 """The library's files (``scripts/<name>.lua``), in order: a definition may use only
 those before it."""
 
@@ -43,8 +43,10 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "cancel_requests",
     "channel_stats",
     "claim",
+    "claim_limited",
     "complete",
     "complete_claim",
+    "complete_claim_limited",
     "complete_token",
     "cron_delete",
     "cron_fire",
@@ -52,7 +54,9 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "cron_pause",
     "cron_upsert",
     "delete_jobs",
+    "dependency_results",
     "enqueue",
+    "enqueue_workflow",
     "expired_leases",
     "heartbeat",
     "list_jobs",

@@ -23,7 +23,9 @@ connection:
 - ``events.py``: stored events, a job's history, the event stream;
 - ``operations.py``: the worker registry, the pause state, throughput, deleting jobs;
 - ``durable.py``: steps, tokens and resuming waiting jobs (the waits are outcomes);
-- ``cron.py``: schedules and firing ticks.
+- ``cron.py``: schedules and firing ticks;
+- ``flow.py``: the claim under limits and fairness, and the stored channel limits;
+- ``workflows.py``: dependencies, batches and uniqueness windows (``workflows.sql``).
 
 The SQL is in ``queries.sql`` (named queries) and ``schema.sql``.
 """
@@ -34,15 +36,28 @@ from conveyor.backends.sqlite.cron import Cron
 from conveyor.backends.sqlite.durable import Durable
 from conveyor.backends.sqlite.enqueue import Enqueue
 from conveyor.backends.sqlite.events import Events
+from conveyor.backends.sqlite.flow import FlowControl
 from conveyor.backends.sqlite.hotpath import HotPath
 from conveyor.backends.sqlite.maintenance import Maintenance
 from conveyor.backends.sqlite.manage import Management
 from conveyor.backends.sqlite.operations import Operations
+from conveyor.backends.sqlite.workflows import Workflows
 
 __all__ = ["SQLiteBackend"]
 
 
-class SQLiteBackend(Enqueue, HotPath, Maintenance, Management, Events, Durable, Cron, Operations):
+class SQLiteBackend(
+    Enqueue,
+    HotPath,
+    Maintenance,
+    Management,
+    Events,
+    Durable,
+    Cron,
+    Operations,
+    FlowControl,
+    Workflows,
+):
     """Backend on one SQLite file (or ``:memory:``), safe across worker processes."""
 
     name = "sqlite"

@@ -12,3 +12,13 @@ ALTER TABLE conveyor_jobs ADD COLUMN max_stalls INTEGER NOT NULL DEFAULT 1;
 
 -- wait_token: the token a waiting job waits on (DESIGN.md "Durable multi-step jobs")
 ALTER TABLE conveyor_jobs ADD COLUMN wait_token TEXT;
+
+-- workflows: batches, dependencies (DESIGN.md "Workflows: dependencies and batches")
+ALTER TABLE conveyor_jobs ADD COLUMN batch_id TEXT;
+ALTER TABLE conveyor_jobs ADD COLUMN deps_left INTEGER;
+ALTER TABLE conveyor_jobs ADD COLUMN on_dependency_failure TEXT;
+ALTER TABLE conveyor_jobs ADD COLUMN dependents INTEGER NOT NULL DEFAULT 0;
+-- Due durable waits (resume_due), without the jobs waiting on dependencies (their run_at
+-- is kept for later, not a time to wake).
+CREATE INDEX IF NOT EXISTS conveyor_jobs_waiting_due
+    ON conveyor_jobs (run_at) WHERE state = 'waiting' AND deps_left IS NULL;

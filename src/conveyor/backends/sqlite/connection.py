@@ -67,6 +67,12 @@ def _statements(sql: str) -> list[str]:
     return statements
 
 
+def _autoincrement(conn: sqlite3.Connection, table: str) -> bool:
+    """Whether ``table`` was created with an AUTOINCREMENT key (its ids never reused)."""
+    row = conn.execute(Q["table_sql"], (table,)).fetchone()
+    return row is not None and "AUTOINCREMENT" in str(row[0]).upper()
+
+
 def _busy_backoff() -> Iterator[tuple[float, bool]]:
     """(sleep before the next attempt, is this attempt the last) for up to BUSY_TIMEOUT."""
     deadline = time.monotonic() + BUSY_TIMEOUT
@@ -205,14 +211,18 @@ class SQLiteConnection:
 
     # -- schema -----------------------------------------------------------------------
     async def migrate(self) -> None:
-        """schema.sql, then the columns added since (columns.sql) that a table lacks, in
-        one transaction."""
+        """schema.sql, the tables rebuilt since (an events table without AUTOINCREMENT),
+        then the columns added since (columns.sql) that a table lacks, in one transaction."""
         statements = _statements(self.migration_sql())
+        rebuild_events = _statements(read_sql(_PACKAGE, "rebuild_events.sql"))
         added = [(_ADD_COLUMN.match(s), s) for s in _statements(read_sql(_PACKAGE, "columns.sql"))]
 
         def apply(conn: sqlite3.Connection) -> None:
             for statement in statements:
                 conn.execute(statement)
+            if not _autoincrement(conn, "conveyor_events"):
+                for statement in rebuild_events:
+                    conn.execute(statement)
             for match, statement in added:
                 if match is not None:
                     table, column = match.groups()

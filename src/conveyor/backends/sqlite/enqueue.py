@@ -13,20 +13,24 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from conveyor.backends.base import EnqueueParams, EnqueueResult, NewJob
+from conveyor.backends.base import EnqueueParams, EnqueueResult, NewBatch, NewJob
 from conveyor.backends.sqlite.connection import Q, SQLiteConnection
+from conveyor.backends.sqlite.workflows import enqueue_workflow, is_workflow
 from conveyor.errors import BackendError, ValidationError
 
 __all__ = ["Enqueue", "insert_jobs"]
 
 
 def insert_jobs(
-    conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float
+    conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float, batch: NewBatch | None = None
 ) -> list[EnqueueResult]:
-    """Insert ``jobs`` (inside the caller's transaction when there are several).
+    """Insert ``jobs`` (inside the caller's transaction when there are several, or a
+    workflow: dependencies, a batch, uniqueness windows; see ``workflows.py``).
 
     Reads result columns by index only: the caller's own connection (``connection=``)
     may lack the backend's row factory."""
+    if is_workflow(jobs, batch):
+        return enqueue_workflow(conn, jobs, now, batch)
     if len(jobs) > 1:
         return _insert_bulk(conn, jobs, now)
     return _insert_rows(conn, jobs, now)
@@ -127,7 +131,7 @@ def _enqueue_in(params: EnqueueParams) -> list[EnqueueResult]:
     try:
         if not conn.in_transaction:
             conn.execute("BEGIN")
-        return insert_jobs(conn, params.jobs, params.now)
+        return insert_jobs(conn, params.jobs, params.now, params.batch)
     except sqlite3.Error as exc:
         raise BackendError(f"enqueue in the caller's transaction failed: {exc}") from exc
 
@@ -139,9 +143,9 @@ class Enqueue(SQLiteConnection):
         if params.connection is not None:
             return _enqueue_in(params)
         # One job is one autocommit INSERT (atomic by itself); several share a transaction.
-        single = len(params.jobs) == 1
+        single = len(params.jobs) == 1 and not is_workflow(params.jobs, params.batch)
         result = await self._run(
-            lambda c: insert_jobs(c, params.jobs, params.now), write=not single
+            lambda c: insert_jobs(c, params.jobs, params.now, params.batch), write=not single
         )
         self.wake()
         return result
@@ -150,7 +154,9 @@ class Enqueue(SQLiteConnection):
         """In the calling thread, event loop or not; opens the connection if needed."""
         if params.connection is not None:
             return _enqueue_in(params)
-        single = len(params.jobs) == 1
-        result = self._run_sync(lambda c: insert_jobs(c, params.jobs, params.now), write=not single)
+        single = len(params.jobs) == 1 and not is_workflow(params.jobs, params.batch)
+        result = self._run_sync(
+            lambda c: insert_jobs(c, params.jobs, params.now, params.batch), write=not single
+        )
         self.wake()
         return result

@@ -35,6 +35,8 @@ from conveyor.backends.base import (
 )
 from conveyor.backends.sqlite.connection import Q, SQLiteConnection
 from conveyor.backends.sqlite.events import store_event
+from conveyor.backends.sqlite.flow import limited_claim, record_starts
+from conveyor.backends.sqlite.workflows import settle_outcomes
 from conveyor.models import JobState
 
 __all__ = ["HotPath"]
@@ -47,6 +49,8 @@ def _claim_tx(params: ClaimParams) -> Callable[[sqlite3.Connection], list[Claime
     def tx(conn: sqlite3.Connection) -> list[ClaimedJob]:
         if params.limit <= 0:
             return []
+        if params.limits or params.fair:
+            return _limited_claim_tx(conn, params)
         args = {
             "now": params.now,
             "channels": json.dumps(params.channels) if params.channels is not None else None,
@@ -65,46 +69,62 @@ def _claim_tx(params: ClaimParams) -> Callable[[sqlite3.Connection], list[Claime
             ids.append(row[0])
             if len(ids) >= params.limit:
                 break
-        if not ids:
-            return []
-        id_json = json.dumps(ids)
-        rows = conn.execute(
-            Q["claim_mark"],
-            {
-                "ids": id_json,
-                "token": params.token,
-                "lease_expires_at": params.lease_expires_at,
-                "now": params.now,
-                "worker_id": params.worker_id,
-            },
-        ).fetchall()
-        conn.execute(Q["claim_events"], {"ids": id_json, "now": params.now})
-        claimed = [
-            ClaimedJob(
-                id=r["id"],
-                name=r["name"],
-                payload=r["payload"],
-                attempts=r["attempts"],
-                max_attempts=r["max_attempts"],
-                channel=r["channel"],
-                priority=r["priority"],
-                tenant=r["tenant"],
-                group=r["group_key"],
-                tags=tuple(json.loads(r["tags"])) if r["tags"] else (),
-                options=r["options"],
-                run_at=r["run_at"],
-                created_at=r["created_at"],
-                token=params.token,
-                remove_on_complete=bool(r["remove_on_complete"]),
-                stalls=r["stalls"],
-                max_stalls=r["max_stalls"],
-            )
-            for r in rows
-        ]
+        claimed = _mark(conn, params, ids)
         claimed.sort(key=lambda j: (j.priority, j.run_at, j.id))
         return claimed
 
     return tx
+
+
+def _limited_claim_tx(conn: sqlite3.Connection, params: ClaimParams) -> list[ClaimedJob]:
+    """A claim under limits or fairness (``flow.py``): its jobs in claim order, their
+    rate starts recorded in the same transaction."""
+    ids, gate = limited_claim(conn, params)
+    claimed = _mark(conn, params, ids)
+    record_starts(conn, params, gate)
+    position = {job_id: i for i, job_id in enumerate(ids)}
+    claimed.sort(key=lambda j: position[j.id])
+    return claimed
+
+
+def _mark(conn: sqlite3.Connection, params: ClaimParams, ids: list[int]) -> list[ClaimedJob]:
+    """Flip the chosen queued jobs to running and store their ``started`` events."""
+    if not ids:
+        return []
+    id_json = json.dumps(ids)
+    rows = conn.execute(
+        Q["claim_mark"],
+        {
+            "ids": id_json,
+            "token": params.token,
+            "lease_expires_at": params.lease_expires_at,
+            "now": params.now,
+            "worker_id": params.worker_id,
+        },
+    ).fetchall()
+    conn.execute(Q["claim_events"], {"ids": id_json, "now": params.now})
+    return [
+        ClaimedJob(
+            id=r["id"],
+            name=r["name"],
+            payload=r["payload"],
+            attempts=r["attempts"],
+            max_attempts=r["max_attempts"],
+            channel=r["channel"],
+            priority=r["priority"],
+            tenant=r["tenant"],
+            group=r["group_key"],
+            tags=tuple(json.loads(r["tags"])) if r["tags"] else (),
+            options=r["options"],
+            run_at=r["run_at"],
+            created_at=r["created_at"],
+            token=params.token,
+            remove_on_complete=bool(r["remove_on_complete"]),
+            stalls=r["stalls"],
+            max_stalls=r["max_stalls"],
+        )
+        for r in rows
+    ]
 
 
 def _token_waits(
@@ -164,6 +184,8 @@ def _complete_tx(
         rows_back = conn.execute(Q["finish_many"], {"outcomes": outcomes_json}).fetchall()
         done: dict[int, tuple[str, str | None, int]] = {r[0]: (r[1], r[2], r[3]) for r in rows_back}
         freed = any(r[4] is not None for r in rows_back)
+        # Workflows: jobs with dependents or a batch (workflows.py), by their markers.
+        marked = [(r[0], r[5], r[6]) for r in rows_back if r[5] or r[6] is not None]
         for o in removals:
             args = {"job_id": o.job_id, "token": o.token, "expired_before": o.expired_before}
             row = conn.execute(Q["finish_remove"], args).fetchone()
@@ -171,6 +193,8 @@ def _complete_tx(
                 conn.execute(Q["delete_job_children"], {"job_id": o.job_id})
                 done[o.job_id] = (row[0], row[1], row[2])
                 freed = freed or row[3] is not None
+                if row[4] or row[5] is not None:
+                    marked.append((o.job_id, row[4], row[5]))
         events = []
         for o in outcomes:
             hit = done.get(o.job_id)
@@ -196,6 +220,8 @@ def _complete_tx(
             if expire:
                 conn.execute(Q["expire_tokens"], {"ids": json.dumps(expire)})
             requeued = requeued or any(i in done for i in diverted)
+        if marked:
+            requeued = settle_outcomes(conn, outcomes, marked) or requeued
         return [o.job_id in done for o in outcomes], freed or requeued
 
     return tx

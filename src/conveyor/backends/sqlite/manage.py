@@ -23,6 +23,7 @@ from conveyor.backends.base import (
 from conveyor.backends.rows import job_from_row, log_from_row
 from conveyor.backends.sqlite.connection import Q, SQLiteConnection
 from conveyor.backends.sqlite.events import store_event
+from conveyor.backends.sqlite.workflows import settle
 from conveyor.models import Job, JobState, LogRecord
 
 __all__ = ["Management"]
@@ -59,6 +60,7 @@ def _cancel_one(conn: sqlite3.Connection, job_id: int, now: float) -> CancelOutc
     row = conn.execute(Q["cancel_upcoming"], {"job_id": job_id, "now": now}).fetchone()
     if row is not None:
         store_event(conn, job_id, "cancelled", row, row[2], now)
+        settle(conn, [(job_id, "cancelled", row[3], row[4])], now)  # workflows
         return CancelOutcome.CANCELLED
     if conn.execute(Q["cancel_running"], {"job_id": job_id}).fetchone() is not None:
         return CancelOutcome.REQUESTED
@@ -99,7 +101,10 @@ class Management(SQLiteConnection):
         return [ChannelStats(ch, c, oldest.get(ch)) for ch, c in sorted(counts.items())]
 
     async def cancel(self, job_id: int, now: float) -> CancelOutcome:
-        return await self._run(lambda c: _cancel_one(c, job_id, now))
+        outcome = await self._run(lambda c: _cancel_one(c, job_id, now))
+        if outcome is CancelOutcome.CANCELLED:
+            self.wake()  # its dependents may run anyway, or its batch's callback was stored
+        return outcome
 
     async def cancel_jobs(self, flt: JobFilter, now: float) -> int:
         def tx(conn: sqlite3.Connection) -> int:
@@ -108,7 +113,10 @@ class Management(SQLiteConnection):
             ids = [r["id"] for r in conn.execute(Q["list_jobs"], args)]
             return sum(_cancel_one(conn, i, now) is CancelOutcome.CANCELLED for i in ids)
 
-        return await self._run(tx)
+        cancelled = await self._run(tx)
+        if cancelled:
+            self.wake()  # dependents that run anyway, batch callbacks (workflows)
+        return cancelled
 
     async def retry(self, job_id: int, now: float) -> RetryResult:
         def tx(conn: sqlite3.Connection) -> RetryResult:

@@ -29,6 +29,7 @@ from conveyor.backends.base import (
 )
 from conveyor.backends.sqlite.connection import Q, SQLiteConnection
 from conveyor.backends.sqlite.maintenance import delete_children
+from conveyor.backends.sqlite.workflows import settle
 
 __all__ = ["Operations"]
 
@@ -80,11 +81,16 @@ def _buckets(rows: list[sqlite3.Row]) -> list[ThroughputBucket]:
     return [ThroughputBucket(index, **by_state) for index, by_state in sorted(counts.items())]
 
 
-def _delete(conn: sqlite3.Connection, job_ids: list[int]) -> list[RemovedJob]:
+def _delete(conn: sqlite3.Connection, job_ids: list[int], now: float) -> list[RemovedJob]:
     rows = conn.execute(Q["delete_not_running"], {"ids": json.dumps(job_ids)}).fetchall()
     removed = [RemovedJob(r[0], r[1], r[2], r[3]) for r in rows]
     if removed:
         delete_children(conn, {"ids": json.dumps([r.id for r in removed])})
+        # Workflows: an unfinished job deleted counts as cancelled for its dependents and
+        # its batch (workflows.py); a finished one settled them when it finished.
+        unfinished = [(r[0], "deleted", r[5], r[6]) for r in rows if r[4] not in _FINAL]
+        if unfinished:
+            settle(conn, unfinished, now)
     return removed
 
 
@@ -121,4 +127,7 @@ class Operations(SQLiteConnection):
         ids = [int(i) for i in job_ids]
         if not ids:
             return []
-        return await self._run(lambda c: _delete(c, ids))
+        removed = await self._run(lambda c: _delete(c, ids, now))
+        if removed:
+            self.wake()  # a dependent that runs anyway, a batch callback (workflows)
+        return removed

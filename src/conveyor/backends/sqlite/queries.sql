@@ -5,6 +5,10 @@
 -- Whether table ? has column ? (migrate: the columns added since a table was created).
 SELECT 1 FROM pragma_table_info(?) WHERE name = ?
 
+-- name: table_sql
+-- The CREATE TABLE text of table ? (migrate: whether conveyor_events is AUTOINCREMENT).
+SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?
+
 -- name: insert_job
 INSERT INTO conveyor_jobs (name, channel, payload, state, priority, run_at, created_at,
     max_attempts, max_stalls, tags, group_key, tenant, idempotency_key, options,
@@ -93,13 +97,13 @@ FROM (SELECT value ->> '$.id' AS id, value ->> '$.token' AS token, value ->> '$.
       FROM json_each(:outcomes)) AS o
 WHERE j.id = o.id AND j.state = 'running' AND j.lease_token = o.token
   AND (o.expired_before IS NULL OR j.lease_expires_at <= o.expired_before)
-RETURNING id, name, tenant, attempts, group_key
+RETURNING id, name, tenant, attempts, group_key, dependents, batch_id
 
 -- name: finish_remove
 DELETE FROM conveyor_jobs
 WHERE id = :job_id AND state = 'running' AND lease_token = :token
   AND (:expired_before IS NULL OR lease_expires_at <= :expired_before)
-RETURNING name, tenant, attempts, group_key
+RETURNING name, tenant, attempts, group_key, dependents, batch_id
 
 -- name: delete_job_children
 DELETE FROM conveyor_logs WHERE job_id = :job_id
@@ -153,7 +157,7 @@ DELETE FROM conveyor_jobs WHERE id IN (SELECT value FROM json_each(:ids))
 -- the caller deletes their events and logs in the same transaction, as prune does).
 DELETE FROM conveyor_jobs
 WHERE id IN (SELECT value FROM json_each(:ids)) AND state <> 'running'
-RETURNING id, name, tenant, attempts
+RETURNING id, name, tenant, attempts, state, dependents, batch_id
 
 -- name: delete_events_of
 DELETE FROM conveyor_events WHERE job_id IN (SELECT value FROM json_each(:ids))
@@ -214,9 +218,10 @@ SELECT channel, state, count(*) AS n,
 FROM conveyor_jobs GROUP BY channel, state
 
 -- name: cancel_upcoming
-UPDATE conveyor_jobs SET state = 'cancelled', finished_at = :now, wait_token = NULL
+UPDATE conveyor_jobs SET state = 'cancelled', finished_at = :now, wait_token = NULL,
+    deps_left = NULL
 WHERE id = :job_id AND state IN ('scheduled', 'queued', 'waiting')
-RETURNING name, tenant, attempts
+RETURNING name, tenant, attempts, dependents, batch_id
 
 -- name: cancel_running
 UPDATE conveyor_jobs SET cancel_requested = 1
@@ -338,9 +343,11 @@ WHERE id = :job_id AND state = 'waiting' AND wait_token = :token
 RETURNING name, tenant, attempts
 
 -- name: due_waiting
--- Reads the partial conveyor_jobs_waiting index only.
+-- Reads the partial conveyor_jobs_waiting_due index only (jobs waiting on dependencies
+-- are not in it: their run_at is no time to wake).
 SELECT id, name, tenant, attempts, wait_token FROM conveyor_jobs
-WHERE state = 'waiting' AND run_at <= :now
+    INDEXED BY conveyor_jobs_waiting_due
+WHERE state = 'waiting' AND deps_left IS NULL AND run_at <= :now
 ORDER BY run_at
 LIMIT :limit
 
@@ -388,3 +395,119 @@ FROM b JOIN conveyor_jobs AS j
  AND j.finished_at >= :since + b.i * :bucket
  AND j.finished_at < :since + (b.i + 1) * :bucket
 GROUP BY b.i, j.state
+
+-- Flow control (flow.py): the limited claim, the start log of rates, channel limits.
+-- Claimed rows are (id, name, channel, tenant, group_key, priority, run_at).
+
+-- name: flow_running
+-- The running jobs (few: bounded by the workers' slots), counted against the limits.
+SELECT name, channel, tenant, group_key FROM conveyor_jobs INDEXED BY conveyor_jobs_running
+WHERE state = 'running'
+
+-- name: flow_walk
+-- The due jobs in claim order, read lazily (the caller stops when it has enough, or
+-- when too many are held back and it takes the cell merge instead).
+SELECT id, name, channel, tenant, group_key, priority, run_at
+FROM conveyor_jobs AS j INDEXED BY conveyor_jobs_ready
+WHERE state = 'queued' AND run_at <= :now
+  AND (:channels IS NULL OR channel IN (SELECT value FROM json_each(:channels)))
+  AND (:include IS NULL OR name IN (SELECT value FROM json_each(:include)))
+  AND (:exclude IS NULL OR name NOT IN (SELECT value FROM json_each(:exclude)))
+  AND NOT EXISTS (SELECT 1 FROM conveyor_paused AS p WHERE p.channel IN (j.channel, ''))
+ORDER BY priority, run_at, id
+
+-- name: has_cells_index
+SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'conveyor_jobs_ready_cells'
+
+-- name: create_cells_index
+-- The queued jobs by cell (channel, name, tenant, group), each cell in claim order: one
+-- seek per cell skips its whole backlog (a full key's), however long. Tenants and
+-- groups are never '' (validated), so coalesce(…, '') is the cell of jobs without one.
+-- Created by the first claim that needs the cell merge (see schema.sql).
+CREATE INDEX IF NOT EXISTS conveyor_jobs_ready_cells
+    ON conveyor_jobs (channel, name, coalesce(tenant, ''), coalesce(group_key, ''),
+                      priority, run_at, id)
+    WHERE state = 'queued'
+
+-- name: flow_cells
+-- Every cell (channel, name, tenant, group) with queued jobs, found by a skip scan of
+-- conveyor_jobs_ready_cells (one seek per cell, whatever its backlog), with its first
+-- due job in claim order; cells the claim may not take from are left out.
+WITH RECURSIVE cells(id, channel, name, tenant, grp) AS (
+    SELECT id, channel, name, coalesce(tenant, ''), coalesce(group_key, '')
+    FROM conveyor_jobs
+    WHERE id = (SELECT n.id FROM conveyor_jobs AS n INDEXED BY conveyor_jobs_ready_cells
+                WHERE n.state = 'queued'
+                ORDER BY n.channel, n.name, coalesce(n.tenant, ''), coalesce(n.group_key, '')
+                LIMIT 1)
+    UNION ALL
+    SELECT x.id, x.channel, x.name, coalesce(x.tenant, ''), coalesce(x.group_key, '')
+    FROM cells, conveyor_jobs AS x
+    WHERE x.id = coalesce(
+        (SELECT n.id FROM conveyor_jobs AS n INDEXED BY conveyor_jobs_ready_cells
+         WHERE n.state = 'queued' AND n.channel = cells.channel AND n.name = cells.name
+           AND coalesce(n.tenant, '') = cells.tenant AND coalesce(n.group_key, '') > cells.grp
+         ORDER BY coalesce(n.group_key, '') LIMIT 1),
+        (SELECT n.id FROM conveyor_jobs AS n INDEXED BY conveyor_jobs_ready_cells
+         WHERE n.state = 'queued' AND n.channel = cells.channel AND n.name = cells.name
+           AND coalesce(n.tenant, '') > cells.tenant
+         ORDER BY coalesce(n.tenant, ''), coalesce(n.group_key, '') LIMIT 1),
+        (SELECT n.id FROM conveyor_jobs AS n INDEXED BY conveyor_jobs_ready_cells
+         WHERE n.state = 'queued' AND n.channel = cells.channel AND n.name > cells.name
+         ORDER BY n.name, coalesce(n.tenant, ''), coalesce(n.group_key, '') LIMIT 1),
+        (SELECT n.id FROM conveyor_jobs AS n INDEXED BY conveyor_jobs_ready_cells
+         WHERE n.state = 'queued' AND n.channel > cells.channel
+         ORDER BY n.channel, n.name, coalesce(n.tenant, ''), coalesce(n.group_key, '')
+         LIMIT 1))
+)
+SELECT h.id, h.name, h.channel, h.tenant, h.group_key, h.priority, h.run_at
+FROM cells JOIN conveyor_jobs AS h ON h.id = (
+    SELECT n.id FROM conveyor_jobs AS n INDEXED BY conveyor_jobs_ready_cells
+    WHERE n.state = 'queued' AND n.channel = cells.channel AND n.name = cells.name
+      AND coalesce(n.tenant, '') = cells.tenant AND coalesce(n.group_key, '') = cells.grp
+      AND n.run_at <= :now
+    ORDER BY n.priority, n.run_at, n.id LIMIT 1)
+WHERE (:channels IS NULL OR cells.channel IN (SELECT value FROM json_each(:channels)))
+  AND (:include IS NULL OR cells.name IN (SELECT value FROM json_each(:include)))
+  AND (:exclude IS NULL OR cells.name NOT IN (SELECT value FROM json_each(:exclude)))
+  AND NOT EXISTS (SELECT 1 FROM conveyor_paused AS p WHERE p.channel IN (cells.channel, ''))
+
+-- name: flow_cell_next
+-- The next due jobs of one cell after (priority, run_at, id), in claim order.
+SELECT id, name, channel, tenant, group_key, priority, run_at
+FROM conveyor_jobs AS n INDEXED BY conveyor_jobs_ready_cells
+WHERE n.state = 'queued' AND n.channel = :channel AND n.name = :name
+  AND coalesce(n.tenant, '') = :tenant AND coalesce(n.group_key, '') = :grp
+  AND n.run_at <= :now AND (n.priority, n.run_at, n.id) > (:priority, :run_at, :id)
+ORDER BY n.priority, n.run_at, n.id
+LIMIT :limit
+
+-- name: starts_count
+-- Starts of one (scope, target, key) in the window (now - per, now], per value; the
+-- range on "at" (with a second of slack) is the index's, the exact test is at + per.
+SELECT value, count(*) FROM conveyor_starts
+WHERE scope = :scope AND target = :target AND key = :key
+  AND at > :now - :per - 1.0 AND at + :per > :now
+GROUP BY value
+
+-- name: starts_insert
+INSERT INTO conveyor_starts (scope, target, key, value, at)
+VALUES (:scope, :target, :key, :value, :at)
+
+-- name: starts_forget
+-- Starts no window of this (scope, target, key) counts any more.
+DELETE FROM conveyor_starts
+WHERE scope = :scope AND target = :target AND key = :key AND at < :now - :per - 1.0
+
+-- name: set_channel_limits
+INSERT INTO conveyor_channel_limits (channel, concurrency, rate_n, rate_per, fair_by)
+VALUES (:channel, :concurrency, :rate_n, :rate_per, :fair_by)
+ON CONFLICT (channel) DO UPDATE SET concurrency = excluded.concurrency,
+    rate_n = excluded.rate_n, rate_per = excluded.rate_per, fair_by = excluded.fair_by
+
+-- name: delete_channel_limits
+DELETE FROM conveyor_channel_limits WHERE channel = :channel
+
+-- name: list_channel_limits
+SELECT channel, concurrency, rate_n, rate_per, fair_by FROM conveyor_channel_limits
+ORDER BY channel

@@ -32,7 +32,15 @@ CREATE TABLE IF NOT EXISTS conveyor_jobs (
     lease_expires_at   REAL,
     worker_id          TEXT,
     cancel_requested   INTEGER NOT NULL DEFAULT 0,
-    wait_token         TEXT                        -- the token a waiting job waits on
+    wait_token         TEXT,                       -- the token a waiting job waits on
+    -- Workflows (workflows.py): the batch of a member not yet counted (and of a batch's
+    -- callback job), the dependencies a waiting job still waits on (NULL: it waits on
+    -- none), what a failed dependency does to it (NULL: it has no dependencies), and
+    -- whether it may have dependents still waiting on it.
+    batch_id              TEXT,
+    deps_left             INTEGER,
+    on_dependency_failure TEXT,
+    dependents            INTEGER NOT NULL DEFAULT 0
 );
 
 -- The claim reads only this partial index, however many finished rows the table holds.
@@ -54,7 +62,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS conveyor_jobs_idempotency
     ON conveyor_jobs (coalesce(tenant, ''), idempotency_key) WHERE idempotency_key IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS conveyor_events (
-    id       INTEGER PRIMARY KEY,  -- the cursor of Queue.events(); only old rows are deleted
+    -- the cursor of Queue.events(): AUTOINCREMENT, so that an id is never handed out
+    -- twice, even after the newest event is deleted (a reader past it would miss the next)
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id   INTEGER NOT NULL,
     type     TEXT    NOT NULL,
     job_name TEXT    NOT NULL,
@@ -138,6 +148,42 @@ BEGIN
     DELETE FROM conveyor_tokens WHERE job_id = old.id;
 END;
 
+-- Workflows (DESIGN.md "Workflows: dependencies and batches", workflows.py): one edge per
+-- dependency of a job; resolved once the dependency's final transition counted it.
+CREATE TABLE IF NOT EXISTS conveyor_dependencies (
+    job_id     INTEGER NOT NULL,            -- the dependent
+    depends_on INTEGER NOT NULL,            -- the job it waits for
+    resolved   INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (job_id, depends_on)
+);
+CREATE INDEX IF NOT EXISTS conveyor_dependencies_open
+    ON conveyor_dependencies (depends_on) WHERE resolved = 0;
+
+-- Batches (queue.enqueue_batch): counters of the members' ends, and the callback job
+-- (JSON of a NewJob) stored once every member has finished.
+CREATE TABLE IF NOT EXISTS conveyor_batches (
+    id              TEXT    PRIMARY KEY,
+    total           INTEGER NOT NULL,
+    completed       INTEGER NOT NULL DEFAULT 0,
+    failed          INTEGER NOT NULL DEFAULT 0,
+    cancelled       INTEGER NOT NULL DEFAULT 0,
+    state           TEXT    NOT NULL CHECK (state IN ('running', 'done')),
+    created_at      REAL    NOT NULL,
+    callback        TEXT,
+    callback_job_id INTEGER
+);
+
+-- A deleted job's edges go with it, and a batch with its callback job. Only rows with a
+-- marker fire it: a job without dependencies or batch costs its delete nothing more.
+CREATE TRIGGER IF NOT EXISTS conveyor_jobs_deleted_workflow AFTER DELETE ON conveyor_jobs
+WHEN old.on_dependency_failure IS NOT NULL OR old.batch_id IS NOT NULL
+BEGIN
+    DELETE FROM conveyor_dependencies
+    WHERE old.on_dependency_failure IS NOT NULL AND job_id = old.id;
+    DELETE FROM conveyor_batches
+    WHERE old.batch_id IS NOT NULL AND id = old.batch_id AND callback_job_id = old.id;
+END;
+
 -- Workers registered by Queue.worker() (the operations surface): one row each, replaced
 -- at every heartbeat; a row whose expires_at has passed is a dead worker, no longer
 -- listed, and deleted by the next registration.
@@ -152,3 +198,31 @@ CREATE TABLE IF NOT EXISTS conveyor_workers (
     last_seen   REAL    NOT NULL,
     expires_at  REAL    NOT NULL
 );
+
+-- Flow control (DESIGN.md "Flow control: limits and fairness"), see flow.py.
+-- The cell merge of a limited claim reads queued jobs per cell through the index
+-- conveyor_jobs_ready_cells, which is created (queries.sql, create_cells_index) by the
+-- first claim that needs it, not here: a store that never limits a backlog keeps
+-- today's cost of every enqueue and claim (no index more to maintain).
+
+-- A channel's stored limits (set_channel_limits); a row has at least one of them.
+CREATE TABLE IF NOT EXISTS conveyor_channel_limits (
+    channel     TEXT PRIMARY KEY,
+    concurrency INTEGER,
+    rate_n      INTEGER,
+    rate_per    REAL,
+    fair_by     TEXT
+);
+
+-- The start log of rate limits: one row per claimed job and (scope, target, key) of a
+-- rate it falls under, at the claim's now, written in the claim's transaction. Counted
+-- in the window (now - per, now]; rows older than the longest window are deleted by
+-- the claims that count them.
+CREATE TABLE IF NOT EXISTS conveyor_starts (
+    scope  TEXT NOT NULL,  -- 'name' | 'channel'
+    target TEXT NOT NULL,
+    key    TEXT NOT NULL,  -- '' (the whole scope), 'group' or 'tenant'
+    value  TEXT,           -- the job's group or tenant; NULL: none (or key '')
+    at     REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conveyor_starts_window ON conveyor_starts (scope, target, key, at);

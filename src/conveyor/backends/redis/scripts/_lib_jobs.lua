@@ -63,9 +63,9 @@ local function write_job(id, a, i, now, ifield, w, slot)
     move_state(id, channel, nil, state)
     if state == "queued" then
       place_queued(id, channel, priority, ord, group, run_at)
-    else
+    elseif state == "scheduled" then
       zadd_later(K.due, run_at, id)
-    end
+    end  -- "waiting" (on dependencies, enqueue_workflow.lua): in no structure but its index
   end
   if #stored > 0 then push_events(id, unpack(stored)) end
 end
@@ -94,8 +94,9 @@ end
 local function cancel_upcoming(id, j, now)
   detach(id, j)
   move_state(id, j.channel, j.state, "cancelled")
-  if j.state == "waiting" then
-    redis.call("HSET", K.job(id), "state", "cancelled", "finished_at", now, "wait_token", "")
+  if j.state == "waiting" then  -- stops waiting on its token, or on its dependencies
+    redis.call("HSET", K.job(id), "state", "cancelled", "finished_at", now, "wait_token", "",
+               "dep_wait", "")
   else
     redis.call("HSET", K.job(id), "state", "cancelled", "finished_at", now)
   end

@@ -1,5 +1,5 @@
--- _lib_worker.lua: the library's third part (after _lib.lua and _lib_jobs.lua, whose
--- rules it follows): complete, claim, hand-off.
+-- _lib_worker.lua: the library's last part (after _lib.lua, _lib_jobs.lua and
+-- _lib_limits.lua, whose rules it follows): complete, claim, hand-off.
 
 -- complete (complete.lua, complete_claim.lua) ------------------------------------------
 -- A batch of fenced outcomes at a[i ..]: seconds a removed job's events are kept, n, then
@@ -33,9 +33,12 @@ local function apply_outcome(a, i, keep, names)
     state, event, data, run_at, wait_token = "queued", "resumed", '{"reason": "token"}', at, nil
     resumed = true
   end
+  -- a final end resolves the job's dependents and counts it in its batch (_lib_workflow.lua)
+  local flow = TERMINAL[state] and (j.has_dependents or j.batch_id)
   if remove then
     emit(id, event, j.name, j.tenant, j.attempts, at, data)
     keep_enqueued(id, j)
+    if flow then workflow_finished(id, state, at, j.has_dependents, j.batch_id) end
     purge(id, j, keep)
     return 1
   end
@@ -86,6 +89,7 @@ local function apply_outcome(a, i, keep, names)
     zadd_later(K.wait, run_at or "+inf", id)
   end
   emit(id, event, j.name, j.tenant, j.attempts, at, data)
+  if flow then workflow_finished(id, state, at, j.has_dependents, j.batch_id) end
   return 1
 end
 
@@ -94,7 +98,8 @@ local function complete_outcomes(a, i)
   local keep, n = a[i], tonumber(a[i + 1])
   local names = {"state", "lease_token", "lease_expires_at", "channel", "group_key", "ord",
                  "priority", "run_at", "name", "tenant", "attempts", "idempotency_key",
-                 "errors", "stalls", "has_tokens"}
+                 "errors", "stalls", "has_tokens", "has_deps", "has_dependents",
+                 "batch_id", "batch_of"}
   local out = {}
   for k = 0, n - 1 do
     out[k + 1] = apply_outcome(a, i + 2 + k * OUTCOME_ARGS, keep, names)
@@ -111,20 +116,22 @@ end
 -- ready set). At most CLAIM_SCAN entries beyond the claimed ones are examined per call.
 -- Arguments at a[i ..]: worker id, lease token, limit, now, order_key(now),
 -- lease_expires_at, then three counted lists (count, then values; count -1 = no
--- filter): channels, include (names), exclude (names).
+-- filter): channels, include (names), exclude (names). `limited` (claim_limited, from
+-- claim_limited.lua and complete_claim_limited.lua) takes over a claim with limits or
+-- fairness, whose arguments follow (see read_limits in _lib_limits.lua).
 -- Returns one array per claimed job: id, name, payload, attempts, max_attempts, channel,
 -- priority, tenant, group_key, tags, options, run_at, created_at, remove_on_complete,
 -- stalls, max_stalls.
 local CLAIM_SCAN = 1000
 local CLAIM_CHUNK = 64
 
-local function claim_jobs(a, i)
+local function claim_jobs(a, i, limited)
   local worker, token, limit = a[i], a[i + 1], tonumber(a[i + 2])
   local now, now_ord, lease_exp = a[i + 3], a[i + 4], a[i + 5]
   local channels, include, exclude
   channels, i = read_list(a, i + 6)
   include, i = read_list(a, i)
-  exclude = read_list(a, i)
+  exclude, i = read_list(a, i)
   if limit <= 0 then return {} end
 
   if redis.call("EXISTS", K.paused_all) == 1 then return {} end
@@ -135,6 +142,12 @@ local function claim_jobs(a, i)
   local read = {"state", "name", "group_key", "payload", "attempts", "max_attempts",
                 "priority", "tenant", "tags", "options", "run_at", "created_at",
                 "remove_on_complete", "stalls", "max_stalls"}
+  if limited then  -- limits or fairness: walk lanes instead (see above)
+    read[16], read[17] = "ord", "channel"
+    return limited({worker = worker, token = token, limit = limit, now = now,
+                    now_ord = now_ord, lease_exp = lease_exp, channels = channels,
+                    paused = paused, inc = inc, exc = exc, read = read}, a, i)
+  end
 
   -- one cursor per channel; `offset` counts the examined entries still in the set
   -- (claimed entries are removed only at the end)
@@ -228,7 +241,9 @@ end
 -- An idle worker registers a standing claim (see handoff.py): P waiters maps its waiter
 -- id to JSON {t = lease token, w = worker id, n = limit, l = lease length (seconds),
 -- x = expires at (the end of its wait), c / i / e = channels / include / exclude (absent:
--- no filter)}, and blocks on its own P hand:<waiter id>. An enqueue gives a new due job
+-- no filter), ln / lc = the job names / channels its claim's limits or fairness cover
+-- (absent: none)}, and blocks on its own P hand:<waiter id>. A job such a limit covers
+-- is never handed over (a claim applies the limits). An enqueue gives a new due job
 -- to a live waiter whose claim would take it right now: it matches the waiter's filters,
 -- its channel is not paused (nor everything), its group (if any) neither runs nor has a
 -- queued member, and nothing queued in its channel sorts before it (a claim would take
@@ -256,12 +271,15 @@ local function load_waiters(now)
     if ok and type(w) == "table" and (tonumber(w.x) or -1) >= t and tonumber(w.n)
         and tonumber(w.l) and type(w.t) == "string" and type(w.w) == "string"
         and type(w.c or {}) == "table" and type(w.i or {}) == "table"
-        and type(w.e or {}) == "table" then
+        and type(w.e or {}) == "table" and type(w.ln or {}) == "table"
+        and type(w.lc or {}) == "table" then
       w.id, w.n, w.rows = regs[k], tonumber(w.n), {}
       w.lease_exp = string.format("%.17g", t + tonumber(w.l))
       w.chans = w.c and as_set(w.c)
       w.inc = w.i and as_set(w.i)
       w.exc = w.e and as_set(w.e)
+      w.lnames = w.ln and as_set(w.ln)
+      w.lchans = w.lc and as_set(w.lc)
       ws[#ws + 1] = w
       ws.left = ws.left + math.max(w.n, 0)
     else
@@ -285,7 +303,8 @@ local function waiter_for(ws, id, a, i, now_ord)
   local w
   for _, c in ipairs(ws) do
     if c.n > 0 and (not c.chans or c.chans[channel]) and (not c.inc or c.inc[name])
-        and not (c.exc and c.exc[name]) then
+        and not (c.exc and c.exc[name]) and not (c.lnames and c.lnames[name])
+        and not (c.lchans and c.lchans[channel]) then
       w = c
       break
     end

@@ -1,5 +1,6 @@
 -- cancel_jobs: cancel the upcoming jobs of one state that match a filter, one chunk
 -- (newest first) per call; the caller repeats with the returned cursor until it is nil.
+-- A cancelled job's dependents and batch follow (workflow_finished in _lib_workflow.lua).
 -- KEYS[1] = P id
 -- ARGV[1] = P, ARGV[2] = now, ARGV[3] = state (scheduled|queued|waiting),
 -- ARGV[4] = cursor ("+inf" or "(<id>"), ARGV[5..] = filter (see list_jobs.lua)
@@ -15,6 +16,9 @@ for _, id in ipairs(ids) do
   local j = fields(id, wanted)
   if j.state == state and matches(j, f) then
     cancel_upcoming(id, j, now)
+    if j.has_dependents or j.batch_id then
+      workflow_finished(id, "cancelled", now, j.has_dependents, j.batch_id)
+    end
     n = n + 1
   end
 end

@@ -5,6 +5,7 @@
 -- ARGV[5] = now, ARGV[6] = order_key(now), ARGV[7] = lease_expires_at,
 -- ARGV[8..] = three counted lists (count, then values; count -1 = no filter):
 --   channels, include (names), exclude (names)
+-- (claim_limited.lua claims with limits or fairness)
 -- Returns: one array per claimed job: id, name, payload, attempts, max_attempts,
 --   channel, priority, tenant, group_key, tags, options, run_at, created_at,
 --   remove_on_complete, stalls, max_stalls
