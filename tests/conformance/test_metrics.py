@@ -186,6 +186,23 @@ async def test_gauges_match_the_store(cq: conveyor.Queue, clock: ManualClock) ->
     assert value(samples, age, channel="alpha") == pytest.approx(40, abs=1e-3)
     assert value(samples, age, channel="beta") == pytest.approx(10, abs=1e-3)
     assert value(samples, age, channel="gamma") == 0
+    assert value(samples, "conveyor_workers") == 0
+
+
+async def test_worker_gauges_read_the_registry(cq: conveyor.Queue, clock: ManualClock) -> None:
+    from conveyor.backends.base import WorkerRecord
+
+    backend = await cq.engine.ready()
+    now = clock.now()
+    for worker_id, running, slots in (("w1", (1, 2), 10), ("w2", (), 5)):
+        await backend.register_worker(
+            WorkerRecord(worker_id, "h", 1, None, slots, running, now, now, now + 30)
+        )
+    async with client_for(create_app(cq, authenticate=authenticate)) as client:
+        samples = await scrape(client)
+    assert value(samples, "conveyor_workers") == 2
+    assert value(samples, "conveyor_worker_slots", state="busy") == 2
+    assert value(samples, "conveyor_worker_slots", state="total") == 15
 
 
 # -- who may read them ----------------------------------------------------------------------

@@ -139,3 +139,10 @@ async def test_migrate_sql_prints_the_schema(store: Store) -> None:
     r = cli(store, "migrate", "--sql")
     assert r.returncode == 0, r.stderr
     assert "CREATE TABLE" in r.stdout and store.token in r.stdout
+
+
+def test_shell_completion_is_served(tmp_path: object) -> None:
+    env = {**os.environ, "_CONVEYOR_COMPLETE": "bash_source"}
+    script = os.path.join(os.path.dirname(sys.executable), "conveyor")  # the console script
+    out = subprocess.run([script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "_conveyor_completion" in out.stdout, out.stderr

@@ -8,14 +8,15 @@ Two kinds, counted in different places:
   :class:`conveyor.Queue` object (:func:`job_metrics`), shared by every app built on it
   and by the worker's own metrics server (``conveyor worker --metrics-port``).
 - :class:`StoreCollector`: gauges read from the store at scrape time (jobs per state and
-  channel, the oldest queued job's age). The same for every process, so only the web
+  channel, the oldest queued job's age, workers and their slots). The same for every process, so only the web
   app's ``/metrics`` serves them, never a worker's port (N workers would repeat them).
 
-In-process events do not carry a job's channel or its ``run_at``. The channel label is
-the registered job definition's channel (``"default"`` for a name this process has no
-definition of); an enqueue that overrides ``channel=`` is counted under the
-definition's. The queue wait (``run_at`` to start) is read from the job right after it
-starts, off the job's path, by one task per process (skipped when it falls behind).
+The channel label is the registered job definition's channel (``"default"`` for a name
+this process has no definition of); an enqueue that overrides ``channel=`` is counted
+under the definition's. The queue wait (``run_at`` to start) comes with the ``started``
+event of this process's workers (its data holds ``channel`` and ``run_at``); for a
+``started`` event without it, it is read from the job right after it starts, off the
+job's path, by one task per process (skipped when it falls behind).
 """
 
 from __future__ import annotations
@@ -202,6 +203,12 @@ class JobMetrics:
         starts[event.job_id] = event.at
         if len(starts) > MAX_TRACKED:
             del starts[next(iter(starts))]
+        run_at = event.data.get("run_at")
+        if isinstance(run_at, float):  # a worker of this process: no read needed
+            wait = event.at.timestamp() - run_at
+            if wait >= 0:
+                self.queue_wait.labels(event.job_name).observe(wait)
+            return
         if len(self._waits) >= MAX_PENDING_WAITS:
             return
         self._waits.append((event.job_id, event.job_name, event.attempt))
@@ -299,29 +306,32 @@ class StoreSnapshot:
 
     counts: Mapping[str, int]
     channels: Sequence[tuple[str, Mapping[str, int], float | None]]
+    workers: int = 0  # live workers in the registry
+    slots: tuple[int, int] = (0, 0)  # (busy, total) over those workers
 
 
 async def read_store(queue: Queue) -> StoreSnapshot | None:
     """The store's numbers for one scrape, or None when the store does not answer."""
     try:
         counts = await queue.counts()
-        # The per-channel numbers come from the store's channel_stats verb: no Queue
-        # method exposes them yet, so this is read through the queue's engine.
-        backend = await queue.engine.ready()
-        stats = await backend.channel_stats()
+        stats = await queue.channels()
+        workers = await queue.workers()
     except BackendError as exc:
         log.warning("metrics: the job store did not answer: %s", exc)
         return None
     now = queue.clock.now()
     channels = [
         (
-            s.channel,
-            s.counts,
-            None if s.oldest_queued_run_at is None else max(0.0, now - s.oldest_queued_run_at),
+            c.name,
+            c.counts,
+            None if c.oldest_queued_at is None else max(0.0, now - c.oldest_queued_at.timestamp()),
         )
-        for s in sorted(stats, key=lambda s: s.channel)
+        for c in stats
+        if sum(c.counts.values())  # a channel with only a pause or limits has no jobs
     ]
-    return StoreSnapshot(counts, channels)
+    busy = sum(len(w.running) for w in workers)
+    total = sum(w.concurrency for w in workers)
+    return StoreSnapshot(counts, channels, len(workers), (busy, total))
 
 
 _UNREAD: Any = object()
@@ -336,6 +346,8 @@ class StoreCollector:
     - ``conveyor_channel_jobs{channel,state}``: the same per channel.
     - ``conveyor_oldest_queued_age_seconds{channel}``: how long the channel's oldest due
       job has been due (0 when none is queued).
+    - ``conveyor_workers``: workers in the registry; ``conveyor_worker_slots{state}``:
+      their slots, ``busy`` and ``total``.
     """
 
     def __init__(self) -> None:
@@ -357,6 +369,12 @@ class StoreCollector:
                 "Seconds the oldest due (queued) job of the channel has been waiting.",
                 labels=["channel"],
             ),
+            GaugeMetricFamily("conveyor_workers", "Workers running now (the registry)."),
+            GaugeMetricFamily(
+                "conveyor_worker_slots",
+                "Job slots of the running workers: busy, and in all.",
+                labels=["state"],
+            ),
         )
 
     def describe(self) -> Iterable[Metric]:
@@ -366,7 +384,7 @@ class StoreCollector:
         snap = self.snapshot
         if snap is _UNREAD:
             return ()
-        up, jobs, channel_jobs, oldest = self._families()
+        up, jobs, channel_jobs, oldest, workers, slots = self._families()
         up.add_metric([], 0 if snap is None else 1)
         if snap is None:  # an outage is not zero jobs: report nothing but conveyor_up 0
             return (up,)
@@ -377,7 +395,10 @@ class StoreCollector:
             for state in JobState:
                 channel_jobs.add_metric([channel, state.value], int(counts.get(state.value, 0)))
             oldest.add_metric([channel], 0.0 if age is None else age)
-        return (up, jobs, channel_jobs, oldest)
+        workers.add_metric([], snap.workers)
+        slots.add_metric(["busy"], snap.slots[0])
+        slots.add_metric(["total"], snap.slots[1])
+        return (up, jobs, channel_jobs, oldest, workers, slots)
 
 
 class AppMetrics:

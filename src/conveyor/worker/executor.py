@@ -150,7 +150,9 @@ class Executor:
         self.running[job.id] = running
         self.busy += 1
         running.task = asyncio.create_task(self._execute(running), name=f"conveyor-job-{job.id}")
-        self.engine.emit("started", job.id, job.name, job.tenant, job.attempts)
+        if self.engine.wants("started"):  # what a metrics listener needs, without a read
+            data = {"channel": job.channel, "run_at": job.run_at}
+            self.engine.emit("started", job.id, job.name, job.tenant, job.attempts, data)
 
     def refund(self, job: ClaimedJob, now: float) -> None:
         """Give a claimed job straight back (queued, attempt refunded) without running it."""
