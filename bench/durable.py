@@ -51,8 +51,10 @@ async def _drop(kind: str, queue: conveyor.Queue) -> None:
     elif kind == "redis":
         import redis.asyncio as redis
 
+        from conveyor.backends.redis.keys import scan_pattern
+
         client = redis.Redis.from_url(settings.url)
-        async for key in client.scan_iter(match=f"{settings.prefix}:*", count=10_000):
+        async for key in client.scan_iter(match=scan_pattern(settings.prefix), count=10_000):
             await client.delete(key)
         await client.aclose()
 
