@@ -13,6 +13,7 @@ import base64
 import hashlib
 import itertools
 import json
+import os
 import re
 import shutil
 import socket
@@ -426,6 +427,8 @@ watchJob(id, {
 def _node() -> str:
     node = shutil.which("node")
     if node is None:
+        if os.environ.get("CI"):
+            pytest.fail("Node.js must be installed in CI: watchJob is run in it")
         pytest.skip("Node.js is not installed: watchJob is not run")
     return node
 

@@ -8,10 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 import conveyor
 from conveyor import JobState
@@ -23,13 +20,6 @@ from tests.integration.test_processes import (
     fast_queue,
     probe_lines,
 )
-
-
-@pytest.fixture
-def workers(store: Store, tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(store, tmp_path)
-    yield w
-    w.stop_all()
 
 
 async def test_a_sigkill_mid_handler_reruns_only_the_step_in_flight(

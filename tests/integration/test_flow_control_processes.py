@@ -5,10 +5,7 @@ between tenants, and limit slots coming back after a SIGKILL."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 import conveyor
 from conveyor import JobState
@@ -19,13 +16,6 @@ from tests.integration.test_processes import (
     fast_queue,
     probe_lines,
 )
-
-
-@pytest.fixture
-def workers(store: Store, tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(store, tmp_path)
-    yield w
-    w.stop_all()
 
 
 async def _all_done(q: conveyor.Queue, ids: list[int], timeout: float = 60) -> None:

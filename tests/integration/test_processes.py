@@ -12,10 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 import conveyor
 from conveyor import JobState
@@ -73,13 +70,6 @@ class Workers:
                     pass
                 p.kill()
             p.wait(10)
-
-
-@pytest.fixture
-def workers(store: Store, tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(store, tmp_path)
-    yield w
-    w.stop_all()
 
 
 def probe_lines(path: Path) -> list[list[str]]:

@@ -4,10 +4,7 @@ member (judged from a log the handlers append to)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 import conveyor
 from tests.conftest import Store, wait_for
@@ -17,13 +14,6 @@ from tests.integration.test_processes import (
     fast_queue,
     probe_lines,
 )
-
-
-@pytest.fixture
-def workers(store: Store, tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(store, tmp_path)
-    yield w
-    w.stop_all()
 
 
 async def test_a_batch_callback_fires_once_after_the_last_member(

@@ -28,6 +28,7 @@ from conveyor.backends.records import (
     CronRecord,
     LockParams,
     NewBatch,
+    NewJob,
     NewToken,
     PausedState,
     PromoteParams,
@@ -101,41 +102,6 @@ __all__ = [
     "TokenRecord",
     "WorkerRecord",
 ]
-
-
-@dataclass(slots=True)  # not frozen: built per job (4x cheaper); never mutated
-class NewJob:
-    """A validated job ready to store (built by the core from enqueue options)."""
-
-    name: str
-    payload: str  # JSON text
-    state: JobState  # QUEUED when due now, SCHEDULED when run_at is in the future
-    run_at: float
-    priority: int
-    channel: str
-    max_attempts: int
-    options: str | None  # JSON text of per-job overrides (backoff, timeout, ...), opaque
-    remove_on_complete: bool
-    idempotency_key: str | None
-    tags: tuple[str, ...]
-    group: str | None
-    tenant: str | None
-    max_stalls: int = 1  # rescues that requeue it (the core's rule); one more fails it
-    #: Deleted when it finally fails. The core reads this from ``options`` (where the
-    #: core put it); a backend needs it only where a job's row stands for its
-    #: ``enqueued`` event: as for ``remove_on_complete``, that event must outlive the row.
-    remove_on_fail: bool = False
-    #: Workflows (see :mod:`conveyor.backends.records`, "Workflows"): the jobs this one
-    #: waits for: an id >= 1 is a stored job; ``-k`` is the k-th job (1-based) of the same
-    #: ``EnqueueParams.jobs``, always an earlier one.
-    depends_on: tuple[int, ...] = ()
-    on_dependency_failure: str = "cancel"  # or "run"
-    batch_id: str | None = None  # member of this batch (``EnqueueParams.batch``)
-    #: Uniqueness windows, refining ``idempotency_key`` (River's UniqueOpts): the key
-    #: dedupes only while the first job was created less than ``unique_for`` seconds ago,
-    #: and (``unique_states``) only while it is in one of those states.
-    unique_for: float | None = None
-    unique_states: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ import inspect
 import logging
 import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers, MutableHeaders
@@ -34,10 +33,11 @@ from conveyor.errors import (
 )
 from conveyor.models import Job
 from conveyor.web import stream
-from conveyor.web.hosts import AllowedHosts, split_host
+from conveyor.web.guards import ApiError, check_same_origin, json_response
+from conveyor.web.hosts import AllowedHosts
 from conveyor.web.metrics import AppMetrics
 from conveyor.web.principal import Authenticate, Principal
-from conveyor.web.serialize import encode_json, job_status
+from conveyor.web.serialize import job_status
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -51,7 +51,6 @@ __all__ = ["ApiError", "build_app", "check_same_origin", "error_response"]
 log = logging.getLogger("conveyor")
 
 _JOB_ID = re.compile(r"[0-9]{1,18}")  # fits a signed 64-bit id on every backend
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _JS = "text/javascript; charset=utf-8"
 _ACTIONS = ("retry", "cancel")
 _CONVEYOR_ERRORS: tuple[tuple[type[ConveyorError], int, str], ...] = (
@@ -61,36 +60,12 @@ _CONVEYOR_ERRORS: tuple[tuple[type[ConveyorError], int, str], ...] = (
 )
 
 
-class ApiError(Exception):
-    """An error answered as ``{"error": {"code", "message"}}`` with an HTTP status.
-
-    Args:
-        status: the HTTP status code.
-        code: a stable, machine-readable code (``not_found``, ``unauthorized``, …).
-        message: a human-readable message (never containing job data).
-    """
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
 _NOSNIFF = ("X-Content-Type-Options", "nosniff")
-
-
-class _JSONResponse(JSONResponse):
-    """JSON that every stored job renders to (see :func:`encode_json`)."""
-
-    def render(self, content: Any) -> bytes:
-        return encode_json(content)
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
     # nosniff here too: a 500 is answered outside _Guard (by Starlette's error middleware).
-    base = {"Cache-Control": "no-store", _NOSNIFF[0]: _NOSNIFF[1]}
-    return _JSONResponse(data, status, headers={**base, **(headers or {})})
+    return json_response(data, status, headers)
 
 
 def error_response(
@@ -103,42 +78,6 @@ def error_response(
 def _not_found() -> ApiError:
     # One message for an unknown id, a malformed id and another tenant's job.
     return ApiError(404, "not_found", "job not found")
-
-
-def _origin_matches(origin: str, scheme: str, host: str | None) -> bool:
-    """Whether the ``Origin`` header names this request's origin: its scheme, and the host
-    and port of its ``Host`` header."""
-    h = split_host(host)
-    if scheme not in _DEFAULT_PORTS or h is None:
-        return False
-    try:
-        o = urlsplit(origin)
-    except ValueError:  # a malformed IPv6 literal
-        return False
-    theirs = split_host(o.netloc) if o.scheme == scheme and o.path == "" else None
-    default = _DEFAULT_PORTS[scheme]
-    return theirs is not None and (theirs[0], theirs[1] or default) == (h[0], h[1] or default)
-
-
-def check_same_origin(request: Request) -> None:
-    """Refuse a state-changing request made by another site (CSRF).
-
-    ``Sec-Fetch-Site: cross-site`` (and ``same-site``: a sibling subdomain is another
-    origin) is refused, and so is an ``Origin`` (``null`` included) that is not this
-    request's origin: its scheme, and the host and port of its ``Host`` header. Requests
-    without either header (curl, server-to-server) pass: browsers send at least one of
-    them on every cross-origin POST.
-
-    Raises:
-        ApiError: 403 ``cross_site``.
-    """
-    site = request.headers.get("sec-fetch-site", "").strip().lower()
-    origin = request.headers.get("origin")
-    if site in ("cross-site", "same-site") or (
-        origin is not None
-        and not _origin_matches(origin.strip(), request.url.scheme, request.headers.get("host"))
-    ):
-        raise ApiError(403, "cross_site", "cross-site request refused")
 
 
 class _Web:

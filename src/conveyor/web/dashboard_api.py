@@ -14,27 +14,49 @@ import json
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from conveyor.clock import from_ts
 from conveyor.durations import parse_duration
 from conveyor.errors import BackendError, InvalidStateError, ValidationError
-from conveyor.models import ChannelInfo, JobState, WorkerInfo
+from conveyor.models import JobState
 from conveyor.serialize import iso, job_detail, schedule_dict
 from conveyor.web import dashboard
-from conveyor.web.app import ApiError, check_same_origin
-from conveyor.web.serialize import encode_json, job_summary
+from conveyor.web.dashboard_query import (
+    UNFINISHED,
+    JobQuery,
+    channel_dict,
+    int_param,
+    invalid,
+    tally,
+    without,
+    worker_dict,
+)
+from conveyor.web.guards import ApiError, check_same_origin, json_response
+from conveyor.web.serialize import job_summary
 from conveyor.web.stream import KEEPALIVE, RECONNECT_MS, EventStream, sse
 
 if TYPE_CHECKING:
+    from conveyor.models import Job
     from conveyor.queue import Queue
-    from conveyor.web.app import _Web
+    from conveyor.web.principal import Principal
+
+
+class Guards(Protocol):
+    """What the dashboard takes from the app's route handlers (``app._Web``): the queue
+    and the guards every route applies in the same order."""
+
+    queue: Queue
+
+    async def principal(self, request: Request, *, admin: bool) -> Principal: ...
+    def available(self) -> None: ...
+    async def act(self, request: Request) -> Job: ...
+
 
 __all__ = ["BULK_PREVIEW_MAX", "DashboardApi", "JobQuery"]
 
@@ -51,194 +73,14 @@ MAX_BUCKETS = 1_000
 _PAGE = 500
 _JOB_ID = re.compile(r"[0-9]{1,18}")
 _INT = re.compile(r"[0-9]{1,19}")
-UNFINISHED = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.WAITING, JobState.RUNNING})
-RETRYABLE = frozenset({JobState.FAILED, JobState.CANCELLED})
-_FILTER_KEYS = ("state", "name", "prefix", "channel", "tenant", "tag", "tag_mode")
 _BULK = ("retry", "cancel", "delete")
 _JOB_ACTIONS = ("retry", "cancel", "delete")
 _CRON_ACTIONS = ("pause", "resume", "run")
 _PAUSE_ACTIONS = ("pause", "resume")
-_NOSNIFF = "nosniff"
-
-
-class _Json(JSONResponse):
-    def render(self, content: Any) -> bytes:
-        return encode_json(content)
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return _Json(
-        data, status, headers={"Cache-Control": "no-store", "X-Content-Type-Options": _NOSNIFF}
-    )
 
 
 def _job_not_found() -> ApiError:
     return ApiError(404, "not_found", "job not found")
-
-
-def _invalid(message: str) -> ApiError:
-    return ApiError(400, "invalid", message)
-
-
-def _int_param(raw: str | None, name: str, lo: int, hi: int) -> int | None:
-    """An integer query parameter from ``lo`` to ``hi``, None when absent or empty."""
-    if raw is None or raw == "":
-        return None
-    if not _INT.fullmatch(raw) or not lo <= int(raw) <= hi:
-        raise _invalid(f"{name} must be an integer from {lo} to {hi}")
-    return int(raw)
-
-
-@dataclass(frozen=True, slots=True)
-class JobQuery:
-    """The filter of the job list and of the bulk actions: every given field must match.
-
-    ``name`` is an exact name, ``prefix`` a name prefix, ``tags`` with ``tag_mode``
-    (``any`` or ``all``) the tags.
-    """
-
-    state: JobState | None = None
-    name: str | None = None
-    prefix: str | None = None
-    channel: str | None = None
-    tenant: str | None = None
-    tags: tuple[str, ...] | None = None
-    tag_mode: str = "any"
-
-    @classmethod
-    def parse(cls, get: Callable[[str], list[str]]) -> JobQuery:
-        """From ``get(key)``: the values given for ``key`` (empty ones are ignored)."""
-
-        def one(key: str) -> str | None:
-            values = [v for v in get(key) if v != ""]
-            if len(values) > 1:
-                raise _invalid(f"{key} is given more than once")
-            return values[0] if values else None
-
-        state = one("state")
-        if state is not None and state not in {s.value for s in JobState}:
-            raise _invalid(
-                f"unknown state {state!r}; expected one of {[s.value for s in JobState]}"
-            )
-        tags = tuple(dict.fromkeys(v for v in get("tag") if v != "")) or None
-        tag_mode = one("tag_mode") or "any"
-        if tag_mode not in ("any", "all"):
-            raise _invalid(f"tag_mode must be any or all, got {tag_mode!r}")
-        return cls(
-            state=JobState(state) if state else None,
-            name=one("name"),
-            prefix=one("prefix"),
-            channel=one("channel"),
-            tenant=one("tenant"),
-            tags=tags,
-            tag_mode=tag_mode,
-        )
-
-    @classmethod
-    def from_params(cls, params: Any) -> JobQuery:
-        """From a query string (Starlette's ``QueryParams``)."""
-        return cls.parse(params.getlist)
-
-    @classmethod
-    def from_body(cls, body: Any) -> JobQuery:
-        """From a JSON object with the query string's keys (``tag``: a string or a list)."""
-        if not isinstance(body, dict):
-            raise _invalid("the body must be a JSON object with the filter")
-        unknown = sorted(set(body) - set(_FILTER_KEYS))
-        if unknown:
-            raise _invalid(f"unknown filter keys {unknown}; known: {list(_FILTER_KEYS)}")
-
-        def get(key: str) -> list[str]:
-            value = body.get(key)
-            if value is None:
-                return []
-            values = value if isinstance(value, list) and key == "tag" else [value]
-            if not all(isinstance(v, str) for v in values):
-                raise _invalid(f"{key} must be a string (tag: a string or a list of them)")
-            return list(values)
-
-        return cls.parse(get)
-
-    def kwargs(self) -> dict[str, Any]:
-        """The filter as keyword arguments of ``list_jobs``, ``retry_jobs``, ``delete_jobs``."""
-        return {
-            "state": self.state,
-            "name": self.name,
-            "name_prefix": self.prefix,
-            "channel": self.channel,
-            "tenant": self.tenant,
-            "tags": list(self.tags) if self.tags else None,
-            "tag_mode": self.tag_mode,
-        }
-
-    def as_dict(self) -> dict[str, Any]:
-        """The filter as answered (only the given fields)."""
-        out: dict[str, Any] = {
-            "state": self.state.value if self.state else None,
-            "name": self.name,
-            "prefix": self.prefix,
-            "channel": self.channel,
-            "tenant": self.tenant,
-            "tag": list(self.tags) if self.tags else None,
-        }
-        if self.tags and len(self.tags) > 1:
-            out["tag_mode"] = self.tag_mode
-        return {k: v for k, v in out.items() if v is not None}
-
-    @property
-    def counts_only(self) -> bool:
-        """Whether ``queue.counts(channel)`` answers this filter exactly (state and channel
-        at most)."""
-        return not (self.name or self.prefix or self.tenant or self.tags)
-
-
-def channel_dict(channel: ChannelInfo, now: float) -> dict[str, Any]:
-    oldest = channel.oldest_queued_at
-    age = None if oldest is None else round(max(0.0, now - oldest.timestamp()), 1)
-    return {
-        "name": channel.name,
-        "counts": dict(channel.counts),
-        "paused": channel.paused,
-        "oldest_queued_at": iso(oldest),
-        "oldest_queued_age": age,
-        "limits": limits_dict(channel.limits),
-    }
-
-
-def limits_dict(limits: Any) -> dict[str, Any] | None:
-    """A channel's stored limits (``queue.set_channel_limits``), or None."""
-    if limits is None:
-        return None
-    rate = limits.rate
-    return {
-        "concurrency": limits.concurrency,
-        "rate": None if rate is None else {"n": rate.n, "per": rate.seconds},
-        "fair_by": limits.fair_by,
-    }
-
-
-def worker_dict(worker: WorkerInfo) -> dict[str, Any]:
-    return {
-        "id": worker.id,
-        "host": worker.host,
-        "pid": worker.pid,
-        "channels": list(worker.channels) if worker.channels is not None else None,
-        "concurrency": worker.concurrency,
-        "busy": len(worker.running),
-        "running": list(worker.running),
-        "started_at": iso(worker.started_at),
-        "last_seen": iso(worker.last_seen),
-    }
-
-
-def _without(data: dict[str, Any], *volatile: str) -> dict[str, Any]:
-    """``data`` without the keys that change on every read (for comparing snapshots)."""
-    out = {k: v for k, v in data.items() if k not in volatile}
-    if "channels" in out:
-        out["channels"] = [
-            {k: v for k, v in c.items() if k != "oldest_queued_age"} for c in out["channels"]
-        ]
-    return out
 
 
 class DashboardApi:
@@ -251,7 +93,7 @@ class DashboardApi:
         interval: seconds between two reads of a stream.
     """
 
-    def __init__(self, web: _Web, prefix: str, interval: float) -> None:
+    def __init__(self, web: Guards, prefix: str, interval: float) -> None:
         self.web = web
         self.prefix = prefix
         self.interval = interval
@@ -336,7 +178,7 @@ class DashboardApi:
     # -- overview ------------------------------------------------------------------------
     async def stats(self, request: Request) -> Response:
         await self.admin(request)
-        return _json({"counts": await self.queue.counts()})
+        return json_response({"counts": await self.queue.counts()})
 
     async def read_overview(self) -> dict[str, Any]:
         queue = self.queue
@@ -358,7 +200,7 @@ class DashboardApi:
 
     async def overview(self, request: Request) -> Response:
         await self.admin(request)
-        return _json(await self.read_overview())
+        return json_response(await self.read_overview())
 
     async def overview_stream(self, request: Request) -> Response:
         await self.admin(request)
@@ -374,9 +216,9 @@ class DashboardApi:
             span = parse_duration(window, "window")
             step = parse_duration(bucket, "bucket")
         except ValidationError as exc:
-            raise _invalid(str(exc)) from None
+            raise invalid(str(exc)) from None
         if span > 31 * 86400 or math.ceil(span / step) > MAX_BUCKETS:
-            raise _invalid(f"window must be at most 31d, in at most {MAX_BUCKETS} buckets")
+            raise invalid(f"window must be at most 31d, in at most {MAX_BUCKETS} buckets")
         points = await self.queue.throughput(window=span, bucket=step)
         rows = [
             {"start": iso(p.start), "completed": p.completed, "failed": p.failed,
@@ -388,7 +230,7 @@ class DashboardApi:
             "failed": sum(p.failed for p in points),
             "cancelled": sum(p.cancelled for p in points),
         }
-        return _json({"window": span, "bucket": step, "points": rows, "totals": totals})
+        return json_response({"window": span, "bucket": step, "points": rows, "totals": totals})
 
     async def pause_answer(self) -> dict[str, Any]:
         state = await self.queue.pause_state()
@@ -397,12 +239,12 @@ class DashboardApi:
     async def pause_all(self, request: Request) -> Response:
         await self.admin(request, changes=True)
         await self.queue.pause()
-        return _json(await self.pause_answer())
+        return json_response(await self.pause_answer())
 
     async def resume_all(self, request: Request) -> Response:
         await self.admin(request, changes=True)
         await self.queue.resume()
-        return _json(await self.pause_answer())
+        return json_response(await self.pause_answer())
 
     async def pause_channel(self, request: Request) -> Response:
         action = request.path_params["action"]
@@ -414,18 +256,18 @@ class DashboardApi:
             await self.queue.pause(channel)
         else:
             await self.queue.resume(channel)
-        return _json({"channel": channel, **(await self.pause_answer())})
+        return json_response({"channel": channel, **(await self.pause_answer())})
 
     # -- jobs ----------------------------------------------------------------------------
     async def jobs(self, request: Request) -> Response:
         await self.admin(request)
         q = request.query_params
         query = JobQuery.from_params(q)
-        limit = _int_param(q.get("limit"), "limit", 1, 1000) or 50
-        before = _int_param(q.get("before"), "before", 1, 10**18)
+        limit = int_param(q.get("limit"), "limit", 1, 1000) or 50
+        before = int_param(q.get("before"), "before", 1, 10**18)
         found = await self.queue.list_jobs(**query.kwargs(), limit=limit + 1, before_id=before)
         older = found[limit - 1].id if len(found) > limit else None
-        return _json({"jobs": [job_summary(j) for j in found[:limit]], "older": older})
+        return json_response({"jobs": [job_summary(j) for j in found[:limit]], "older": older})
 
     async def read_detail(self, job_id: int) -> dict[str, Any] | None:
         job = await self.queue.get_job(job_id)
@@ -441,7 +283,7 @@ class DashboardApi:
         found = await self.read_detail(self.job_id(request))
         if found is None:
             raise _job_not_found()
-        return _json(found)
+        return json_response(found)
 
     async def job_stream(self, request: Request) -> Response:
         await self.admin(request)
@@ -461,7 +303,7 @@ class DashboardApi:
             raise ApiError(404, "not_found", "no such route")
         await self.admin(request, changes=True)
         if action != "delete":
-            return _json(job_summary(await self.web.act(request)))
+            return json_response(job_summary(await self.web.act(request)))
         job_id = self.job_id(request)
         try:
             deleted = await self.queue.delete(job_id)
@@ -471,14 +313,14 @@ class DashboardApi:
             ) from None
         if not deleted:
             raise _job_not_found()
-        return _json({"id": job_id, "deleted": True})
+        return json_response({"id": job_id, "deleted": True})
 
     # -- bulk actions --------------------------------------------------------------------
     async def bulk_preview(self, request: Request) -> Response:
         """What each bulk action would change for the filter (counted now)."""
         await self.admin(request)
         query = JobQuery.from_params(request.query_params)
-        return _json({"filter": query.as_dict(), **(await self.count(query))})
+        return json_response({"filter": query.as_dict(), **(await self.count(query))})
 
     async def count(self, query: JobQuery) -> dict[str, Any]:
         if query.counts_only:
@@ -486,7 +328,7 @@ class DashboardApi:
             per = {JobState(k): v for k, v in counts.items()}
             if query.state is not None:
                 per = {s: (n if s is query.state else 0) for s, n in per.items()}
-            return _tally(per, capped=False)
+            return tally(per, capped=False)
         per = dict.fromkeys(JobState, 0)
         seen, before = 0, None
         while True:
@@ -495,11 +337,11 @@ class DashboardApi:
                 per[job.state] += 1
             seen += len(page)
             if len(page) < _PAGE:
-                return _tally(per, capped=False)
+                return tally(per, capped=False)
             before = page[-1].id
             if seen >= BULK_PREVIEW_MAX:
                 more = await self.queue.list_jobs(**query.kwargs(), limit=1, before_id=before)
-                return _tally(per, capped=bool(more))
+                return tally(per, capped=bool(more))
 
     async def bulk(self, request: Request) -> Response:
         """Retry, cancel or delete every job matching the filter in the JSON body."""
@@ -508,11 +350,11 @@ class DashboardApi:
             raise ApiError(404, "not_found", "no such route")
         await self.admin(request, changes=True)
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-            raise _invalid("send the filter as a JSON object (Content-Type: application/json)")
+            raise invalid("send the filter as a JSON object (Content-Type: application/json)")
         try:
             body = json.loads(await request.body())
         except ValueError:
-            raise _invalid("the body is not JSON") from None
+            raise invalid("the body is not JSON") from None
         query = JobQuery.from_body(body)
         if action == "retry":
             count = await self.queue.retry_jobs(**query.kwargs())
@@ -520,7 +362,7 @@ class DashboardApi:
             count = await self.queue.delete_jobs(**query.kwargs())
         else:
             count = await self.cancel_matching(query)
-        return _json({"action": action, "filter": query.as_dict(), "count": count})
+        return json_response({"action": action, "filter": query.as_dict(), "count": count})
 
     async def cancel_matching(self, query: JobQuery) -> int:
         """Cancel every matching job that has not finished (running ones are asked to
@@ -542,7 +384,9 @@ class DashboardApi:
         await self.admin(request)
         schedules = await self.queue.list_cron()
         now = self.queue.clock.now()
-        return _json({"now": iso(from_ts(now)), "schedules": [schedule_dict(s) for s in schedules]})
+        return json_response(
+            {"now": iso(from_ts(now)), "schedules": [schedule_dict(s) for s in schedules]}
+        )
 
     async def cron_action(self, request: Request) -> Response:
         action = request.path_params["action"]
@@ -554,7 +398,7 @@ class DashboardApi:
             raise ApiError(404, "not_found", "no such schedule")
         if action == "run":
             job_id = await self.queue.run_cron(name)
-            return _json({"name": name, "job_id": job_id})
+            return json_response({"name": name, "job_id": job_id})
         if action == "pause":
             await self.queue.pause_cron(name)
         else:
@@ -562,13 +406,13 @@ class DashboardApi:
         found = [s for s in await self.queue.list_cron() if s.name == name]
         if not found:
             raise ApiError(404, "not_found", "no such schedule")
-        return _json({"schedule": schedule_dict(found[0])})
+        return json_response({"schedule": schedule_dict(found[0])})
 
     async def workers(self, request: Request) -> Response:
         await self.admin(request)
         found = await self.queue.workers()
         now = self.queue.clock.now()
-        return _json({"now": iso(from_ts(now)), "workers": [worker_dict(w) for w in found]})
+        return json_response({"now": iso(from_ts(now)), "workers": [worker_dict(w) for w in found]})
 
     # -- streams -------------------------------------------------------------------------
     async def watch(
@@ -585,7 +429,7 @@ class DashboardApi:
         browser reconnects). A store that fails skips one read."""
         loop = asyncio.get_running_loop()
         started = quiet_since = loop.time()
-        last = _without(first, *volatile)
+        last = without(first, *volatile)
         yield f"retry: {RECONNECT_MS}\n\n".encode() + sse(event, first)
         while loop.time() - started < STREAM_LIFETIME:
             await asyncio.sleep(self.interval)
@@ -598,7 +442,7 @@ class DashboardApi:
                 if fresh is None:
                     yield sse("gone", {"error": {"code": "not_found", "message": "gone"}})
                     return
-                comparable = _without(fresh, *volatile)
+                comparable = without(fresh, *volatile)
                 if comparable != last:
                     last = comparable
                     quiet_since = loop.time()
@@ -607,15 +451,3 @@ class DashboardApi:
             if loop.time() - quiet_since >= KEEPALIVE:
                 quiet_since = loop.time()
                 yield b": keep-alive\n\n"
-
-
-def _tally(per: Mapping[JobState, int], *, capped: bool) -> dict[str, Any]:
-    """What each bulk action would change, from the matching jobs per state."""
-    return {
-        "matching": sum(per.values()),
-        "retry": sum(n for s, n in per.items() if s in RETRYABLE),
-        "cancel": sum(n for s, n in per.items() if s in UNFINISHED),
-        "delete": sum(n for s, n in per.items() if s is not JobState.RUNNING),
-        "by_state": {s.value: n for s, n in per.items()},
-        "capped": capped,
-    }

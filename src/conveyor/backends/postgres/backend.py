@@ -39,10 +39,6 @@ from conveyor.backends.base import (
     ChannelStats,
     ClaimedJob,
     ClaimParams,
-    CronFire,
-    CronFireResult,
-    CronPause,
-    CronRecord,
     EnqueueParams,
     EnqueueResult,
     EventPage,
@@ -71,12 +67,12 @@ from conveyor.backends.postgres.connections import (
     parse_url,
     pooled,
 )
+from conveyor.backends.postgres.cronverbs import CronVerbs
 from conveyor.backends.postgres.cursor import EventsCursor
 from conveyor.backends.postgres.durable import DurableVerbs
 from conveyor.backends.postgres.enqueue import (
     drive,
     drive_sync,
-    enqueue_plan,
     needs_transaction,
     plan_for,
 )
@@ -104,7 +100,7 @@ log = logging.getLogger("conveyor")
 EVENTS_POLL = 0.25  # seconds between read_events polls when no wake-up arrives
 
 
-class PostgresBackend(DurableVerbs, OpsVerbs, LimitVerbs, WorkflowVerbs):
+class PostgresBackend(DurableVerbs, OpsVerbs, LimitVerbs, WorkflowVerbs, CronVerbs):
     """Backend on one PostgreSQL schema (``settings.schema``); steps, tokens and resumes
     are in :class:`~.durable.DurableVerbs`, the operations surface in :class:`~.ops.OpsVerbs`,
     flow control (a claim with limits or fairness) in :class:`~.limits.LimitVerbs`,
@@ -553,57 +549,3 @@ class PostgresBackend(DurableVerbs, OpsVerbs, LimitVerbs, WorkflowVerbs):
             if events or remaining <= 0:
                 return EventPage(events, cursor.encode())
             await self._events.wait(min(EVENTS_POLL, remaining))
-
-    # -- cron ---------------------------------------------------------------------------
-    async def upsert_cron(self, record: CronRecord) -> None:
-        await self._fetch("upsert_cron", self.queries["upsert_cron"], codec.cron_args(record))
-
-    async def list_cron(self) -> list[CronRecord]:
-        rows = await self._fetch("list_cron", self.queries["list_cron"], {})
-        return [codec.cron_record(row) for row in rows]
-
-    async def delete_cron(self, names: Sequence[str]) -> int:
-        if not names:
-            return 0
-        with backend_errors("delete_cron"):
-            async with self._connection() as conn:
-                cur = await conn.execute(self.queries["delete_cron"], {"names": list(names)})
-                return int(cur.rowcount)
-
-    async def set_cron_paused(self, params: CronPause) -> bool:
-        with backend_errors("set_cron_paused"):
-            async with self._connection() as conn:
-                cur = await conn.execute(
-                    self.queries["set_cron_paused"],
-                    {
-                        "name": params.name,
-                        "paused": params.paused,
-                        "next_run_at": params.next_run_at,
-                    },
-                )
-                return bool(cur.rowcount == 1)
-
-    async def fire_cron(self, fire: CronFire) -> CronFireResult:
-        """The compare-and-swap on ``next_run_at`` and the job's insert commit together."""
-        args = {
-            "name": fire.name,
-            "expected": fire.expected_next,
-            "new_next": fire.new_next,
-            "tick": fire.tick,
-        }
-        job_id: int | None = None
-        with backend_errors("fire_cron"):
-            async with self._connection() as conn, conn.transaction():
-                cur = await conn.execute(self.queries["fire_cron"], args)
-                if not await cur.fetchall():
-                    return CronFireResult(won=False, job_id=None)
-                if fire.job is not None:
-                    plan = enqueue_plan(self.queries, self.notify_channel, [fire.job], fire.now)
-                    results: list[EnqueueResult] = await drive(conn, plan)
-                    job_id = results[0].id
-                    await conn.execute(
-                        self.queries["cron_set_job"], {"name": fire.name, "job_id": job_id}
-                    )
-        if job_id is not None:
-            self._notified()
-        return CronFireResult(won=True, job_id=job_id)
