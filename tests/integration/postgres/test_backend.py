@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -482,3 +483,26 @@ async def test_read_events_passes_a_rolled_back_id_at_once(
 async def test_migration_sql_is_the_schema(backend: PostgresBackend) -> None:
     text = backend.migration_sql()
     assert "CREATE TABLE" in text and backend.schema in text and "schema_migrations" in text
+
+
+async def test_the_pool_hands_out_the_connection_returned_last(backend: PostgresBackend) -> None:
+    """After a burst opened several connections, calls one at a time keep landing on the
+    one warm server process (LIFO) instead of round-robin over all of them, and the
+    connection idle longest is the one left for the pool to close."""
+    pool = backend._pool
+    assert pool is not None
+
+    async def pid(hold: float = 0.0) -> int:
+        async with backend._connection() as conn:
+            cur = await conn.execute("SELECT pg_backend_pid(), pg_sleep(%s)", (hold,))
+            row = await cur.fetchone()
+            assert row is not None
+            return int(row[0])
+
+    burst = await asyncio.gather(*(pid(0.2) for _ in range(4)))
+    assert len(set(burst)) == 4, burst  # the burst grew the pool to four connections
+    serial = [await pid() for _ in range(8)]
+    assert len(set(serial)) == 1, serial
+    assert serial[0] in burst
+    idle = list(pool._pool)  # the oldest-returned idle connection is at the left end
+    assert idle[-1].info.backend_pid == serial[0]

@@ -61,6 +61,7 @@ from conveyor.backends.base import (
 )
 from conveyor.backends.postgres import codec
 from conveyor.backends.postgres.connections import (
+    LifoConnectionPool,
     backend_errors,
     caller_connection,
     configure_session,
@@ -142,7 +143,7 @@ class PostgresBackend(DurableVerbs, OpsVerbs, LimitVerbs, WorkflowVerbs, CronVer
         loop = asyncio.get_running_loop()
         self._work.loop = self._events.loop = loop
         opts = self.pool_options
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = LifoConnectionPool(
             self.conninfo,
             min_size=opts.min_size,
             max_size=opts.max_size,

@@ -6,11 +6,19 @@ that died (``pg_terminate_backend``, a server restart) is noticed before use wit
 round trip (its socket turned readable while idle) and swapped for a fresh one, and one
 that dies during a call fails that call and is dropped by the pool, which reconnects by
 itself. Nothing waits long: connect, pool checkout and TCP keepalives are bounded.
+
+The pool hands out the connection returned last (LIFO), as Rails, node-postgres and
+npgsql do: psycopg_pool's own order is round-robin, which after a burst (a worker at
+concurrency 50, a bulk enqueue) spreads every later call over all the connections the
+burst opened. Each call then lands on a server process whose caches went cold, and the
+cold ones never sit idle long enough to be closed. Measured on the durable-waits bench:
+a drain round-robined over 11 connections ran 15 % slower than over the 2 it needs.
 """
 
 from __future__ import annotations
 
 import select
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -23,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 from conveyor.errors import BackendError, UnsupportedError, ValidationError
 
 __all__ = [
+    "LifoConnectionPool",
     "PoolOptions",
     "backend_errors",
     "caller_connection",
@@ -42,6 +51,24 @@ LIBPQ_DEFAULTS = {
     "tcp_user_timeout": "15000",
     "application_name": "conveyor",
 }
+
+
+class LifoConnectionPool(AsyncConnectionPool[psycopg.AsyncConnection[Any]]):
+    """An :class:`AsyncConnectionPool` that hands out its most recently returned idle
+    connection. Only the order changes: the pool takes idle connections from the left
+    of its deque and returns them to the right, so one rotation before each take makes
+    the right end (the warmest) the one taken, and the left end (idle longest) the one
+    the pool's ``max_idle`` shrink closes. The test suite pins this order, so a
+    psycopg_pool release that renames its deque fails a test instead of going quietly
+    back to round-robin."""
+
+    async def _get_ready_connection(
+        self, timeout: float | None
+    ) -> psycopg.AsyncConnection[Any] | None:
+        idle = getattr(self, "_pool", None)
+        if isinstance(idle, deque) and len(idle) > 1:
+            idle.rotate(1)
+        return await super()._get_ready_connection(timeout)
 
 
 @dataclass(frozen=True, slots=True)
