@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 
 from conveyor.backends.base import Backend, ChannelLimitRecord, ClaimLimit
+from conveyor.limits import rate_span
 from conveyor.models import JobState
 from tests.backends.helpers import NOW, claim, claim_ids, enqueue, finish, get, new_job
 
@@ -71,9 +72,30 @@ async def test_a_rate_limits_starts_in_a_sliding_window(backend: Backend) -> Non
     for job_id in first:  # finishing does not give a start back
         await finish(backend, job_id, "a", at=NOW + 1)
     assert await claim_ids(backend, token="b", limit=10, limits=limits, now=NOW + 9.9) == []
-    assert await claim_ids(backend, token="c", limit=10, limits=limits, now=NOW + 10.0) == ids[2:4]
+    # free again once the starts' span (NOW is a span's start) has left the window
+    later = NOW + 10.0 + rate_span(10.0)
+    assert await claim_ids(backend, token="c", limit=10, limits=limits, now=later) == ids[2:4]
     assert await claim_ids(backend, token="d", limit=10, limits=limits, now=NOW + 15) == []
     assert await claim_ids(backend, token="e", limit=1, limits=limits, now=NOW + 20.5) == [ids[4]]
+
+
+async def test_a_rate_never_undercounts_starts_that_share_a_span(backend: Backend) -> None:
+    """Starts at NOW and just before the span's end: a claim whose window still holds
+    the later one never takes more than an exact count allows, and once the whole span
+    has left the window the rate is free again."""
+    span = rate_span(10.0)
+    ids = await enqueue(backend, *(new_job("api") for _ in range(6)))
+    limits = (by_name("api", 2, per=10.0),)
+    assert await claim_ids(backend, token="a", limit=1, limits=limits, now=NOW) == ids[:1]
+    at = NOW + span * 0.9
+    assert await claim_ids(backend, token="b", limit=1, limits=limits, now=at) == ids[1:2]
+    assert await claim_ids(backend, token="c", limit=10, limits=limits, now=at + 5) == []
+    # the exact count at NOW + 10 + span/2 is 1 (the start at NOW has left): at most 1
+    half = await claim_ids(backend, token="d", limit=10, limits=limits, now=NOW + 10 + span / 2)
+    assert half in ([], ids[2:3])
+    rest = await claim_ids(backend, token="e", limit=10, limits=limits, now=NOW + 10 + span)
+    assert half + rest == ids[2:4]
+    assert await claim_ids(backend, token="f", limit=10, limits=limits, now=NOW + 10 + span) == []
 
 
 async def test_held_back_jobs_never_leave_a_slot_idle(backend: Backend) -> None:

@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from conveyor.clock import NEVER
+from conveyor.limits import rate_span
 from conveyor.models import CronSchedule, JobState
 
 __all__ = [
@@ -333,7 +334,15 @@ class ClaimLimit:
       ``n`` jobs in its scope and key value started in ``(now - per, now]`` (a sliding
       window). Every claimed job records one start for each rate limit it falls under,
       at the claim's ``now``, in the same transaction or script as the claim; a start is
-      never given back. Starts older than the longest window may be deleted.
+      never given back. A start recorded at any time later than ``now`` (another
+      worker's clock) counts too. The starts may be kept per span instead of one by
+      one: a start at ``t`` is added to the count of the span ``[s, s + w)`` with
+      ``w = conveyor.limits.rate_span(per)`` and ``s = floor(t / w) * w`` (stored with
+      its end ``s + w``), and a span counts in full while its end is later than
+      ``now - per``. That never counts a start too few (the limit is never exceeded)
+      and costs a claim one row per span and key value instead of one per start; a
+      job may start up to ``w`` later than an exact count would let it. Starts (or
+      spans) whose end is older than the longest window may be deleted.
 
     A job that a limit holds back stays ``queued`` (no attempt used) and the claim goes
     on with the next allowed job in claim order: no slot stays idle while an allowed
@@ -346,6 +355,12 @@ class ClaimLimit:
     key: str | None
     n: int
     per: float | None = None
+
+    @property
+    def span(self) -> float | None:
+        """How long a span of this rate's start log lasts (``rate_span(per)``); None for
+        a concurrency limit."""
+        return None if self.per is None else rate_span(self.per)
 
 
 @dataclass(frozen=True, slots=True)
