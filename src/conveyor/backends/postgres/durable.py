@@ -72,7 +72,8 @@ class DurableVerbs:
     async def complete_token(self, completion: TokenCompletion) -> TokenCompletionResult:
         """Two statements in one transaction: the token's update (which waits for a
         suspend holding its row), then the job's resume, whose fresh snapshot sees what
-        that suspend committed (``durable.sql``)."""
+        that suspend committed (``durable.sql``). Both, with the transaction's begin and
+        commit, go out in one pipeline: one round trip."""
         args = {
             "id": completion.id,
             "data": completion.data,
@@ -80,14 +81,15 @@ class DurableVerbs:
             "notify_channel": self.notify_channel,
         }
         with backend_errors("complete_token"):
-            async with self._connection() as conn, conn.transaction():
-                rows = await _execute(conn, self.queries["token_complete"], args)
-                if not rows:
-                    return TokenCompletionResult(completed=False)
-                job_id = int(rows[0][0])
-                resumed = await _execute(
-                    conn, self.queries["token_resume"], {**args, "job_id": job_id}
-                )
+            async with self._connection() as conn:
+                async with conn.pipeline(), conn.transaction():
+                    first = await _queue(conn, self.queries["token_complete"], args)
+                    second = await _queue(conn, self.queries["token_resume"], args)
+                async with first, second:
+                    rows, resumed = await first.fetchall(), await second.fetchall()
+        if not rows:
+            return TokenCompletionResult(completed=False)
+        job_id = int(rows[0][0])
         if not resumed:
             return TokenCompletionResult(completed=True, job_id=job_id)
         self._work.fire()
@@ -126,6 +128,17 @@ async def _execute(
         await cur.execute(sql, [args[name] for name in names])
         result = cur.pgresult
         return await cur.fetchall() if result is not None and result.nfields else []
+
+
+async def _queue(
+    conn: psycopg.AsyncConnection[Any], query: str, args: dict[str, Any]
+) -> psycopg.AsyncRawCursor[tuple[Any, ...]]:
+    """One statement sent on ``conn`` in pipeline mode; its cursor, to read the rows
+    from once the pipeline has synced."""
+    sql, names = native(query)
+    cur = psycopg.AsyncRawCursor(conn, row_factory=tuple_row)
+    await cur.execute(sql, [args[name] for name in names])
+    return cur
 
 
 def _token(row: Sequence[Any]) -> TokenRecord:

@@ -130,12 +130,16 @@ RETURNING job_id;
 -- name: token_resume
 -- complete_token, second statement (same transaction, a fresh snapshot: see the head):
 -- the job waiting on the token is requeued now with a `resumed` event, and a NOTIFY.
---   %(id)s, %(job_id)s, %(now)s, %(notify_channel)s
+-- It finds the job through the token itself (completed: by the first statement, since
+-- a job only waits on a pending token), so both statements go out in one pipeline.
+--   %(id)s, %(now)s, %(notify_channel)s
 -- Returns (name, tenant, attempts) of the job resumed, or no row.
 WITH r AS (
     UPDATE {schema}.jobs
     SET state = 'queued', run_at = to_timestamp(%(now)s::float8), wait_token = NULL
-    WHERE id = %(job_id)s AND state = 'waiting' AND wait_token = %(id)s::text
+    WHERE id = (SELECT k.job_id FROM {schema}.job_tokens k
+                WHERE k.id = %(id)s::text AND k.state = 'completed')
+      AND state = 'waiting' AND wait_token = %(id)s::text
     RETURNING id, name, tenant, attempts
 ),
 events AS (
