@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from conveyor.backends.base import Backend, EnqueueParams, ProgressUpdate
+from conveyor.backends.base import Backend, ClaimLimit, EnqueueParams, ProgressUpdate
 from conveyor.models import Job, JobState
 from tests.backends.helpers import (
     NOW,
@@ -331,3 +331,58 @@ async def test_a_failed_complete_and_claim_applies_nothing(backend: Backend) -> 
     assert (await get(backend, a)).state == "running"  # the completion was not applied
     assert (await get(backend, b)).state == "queued"
     assert await backend.complete_many([outcome(a, "t1")]) == [True]
+
+
+@pytest.mark.parametrize(
+    ("state", "event"),
+    [(JobState.QUEUED, "retrying"), (JobState.SCHEDULED, "retrying"), (JobState.QUEUED, "snoozed")],
+)
+async def test_a_cancel_requested_while_running_wins_over_running_again(
+    backend: Backend, state: JobState, event: str
+) -> None:
+    """A retry or a snooze of a job whose cancel was requested (too late for the worker to
+    stop the handler) is stored as cancelled: the cancel is never lost."""
+    job_id = await running(backend)
+    assert (await backend.cancel(job_id, NOW)).value == "requested"
+    retry = outcome(job_id, state=state, event=event, run_at=NOW + 60, error=error("late"))
+    assert await backend.complete_many([retry]) == [True]
+    job, events = await snapshot(backend, job_id)
+    assert (job.state, ts(job.finished_at)) == ("cancelled", NOW)
+    assert events[-1] == "cancelled" and event not in events
+    assert [e["message"] for e in job.errors] == ["late"]  # why the attempt ended: kept
+    assert (retry.state, retry.event, retry.event_data) == ("cancelled", "cancelled", None)
+    assert await claim_ids(backend, now=NOW + 120, token="t2") == []
+
+
+async def test_a_cancel_requested_too_late_leaves_a_finished_job_as_it_ended(
+    backend: Backend,
+) -> None:
+    job_id = await running(backend)
+    assert (await backend.cancel(job_id, NOW)).value == "requested"
+    done = outcome(job_id, result='"ok"')
+    assert await backend.complete_many([done]) == [True]
+    assert (await get(backend, job_id)).state == "completed"
+    assert (done.state, done.event) == ("completed", "completed")
+
+
+async def test_a_cancel_request_is_honoured_through_complete_and_claim(backend: Backend) -> None:
+    job_id = await running(backend)
+    assert (await backend.cancel(job_id, NOW)).value == "requested"
+    retry = outcome(job_id, state=JobState.QUEUED, event="retrying", run_at=NOW)
+    applied, jobs = await backend.complete_and_claim([retry], claim_params(token="t2"))
+    assert applied == [True] and job_id not in [j.id for j in jobs]
+    assert (await get(backend, job_id)).state == "cancelled"
+    assert retry.state == "cancelled"
+
+
+async def test_a_cancel_request_is_honoured_through_a_limited_complete_and_claim(
+    backend: Backend,
+) -> None:
+    job_id = await running(backend)
+    assert (await backend.cancel(job_id, NOW)).value == "requested"
+    retry = outcome(job_id, state=JobState.QUEUED, event="retrying", run_at=NOW)
+    limits = (ClaimLimit("name", "other", None, 5),)
+    applied, _ = await backend.complete_and_claim([retry], claim_params(token="t2", limits=limits))
+    assert applied == [True]
+    assert (await get(backend, job_id)).state == "cancelled"
+    assert (retry.state, retry.event) == ("cancelled", "cancelled")

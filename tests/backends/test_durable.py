@@ -291,10 +291,19 @@ async def test_a_token_completed_before_its_job_suspends_resumes_it_at_once(
     done = await backend.complete_token(TokenCompletion("early", '"yes"', NOW + 1))
     assert (done.completed, done.job_id, done.resumed) == (True, job_id, False)
     assert (await get(backend, job_id)).state == "running"
-    assert await backend.complete_many([suspend(job_id, NOW + 100, "early")]) == [True]
+    wait = suspend(job_id, NOW + 100, "early")
+    assert await backend.complete_many([wait]) == [True]
     job = await get(backend, job_id)
     assert (job.state, job.wait_token, ts(job.run_at)) == ("queued", None, NOW)
     assert (await event_types(backend, job_id))[-1] == "resumed"
+    # the outcome now says what was stored, for the core to report
+    assert (wait.state, wait.event, wait.run_at, wait.wait_token) == (
+        "queued",
+        "resumed",
+        NOW,
+        None,
+    )
+    assert json.loads(wait.event_data or "null") == {"reason": "token"}
     assert await claim_ids(backend, now=NOW, token="t2") == [job_id]
 
 
@@ -323,6 +332,37 @@ async def test_a_waiting_job_can_be_cancelled(backend: Backend) -> None:
     assert (job.state, job.wait_token) == ("cancelled", None)
     assert await backend.resume_due(ResumeParams(now=NOW + 100, limit=10)) == []
     done = await backend.complete_token(TokenCompletion(token_id, "1", NOW + 2))
+    assert not done.resumed
+    assert (await get(backend, job_id)).state == "cancelled"
+
+
+async def test_a_cancel_requested_before_a_suspend_cancels_instead_of_waiting(
+    backend: Backend,
+) -> None:
+    """The cancel came after the worker's last look and before the handler suspended:
+    the job is cancelled, not left waiting with the request forgotten."""
+    job_id = await running(backend)
+    assert await backend.cancel(job_id, NOW) is CancelOutcome.REQUESTED
+    wait = suspend(job_id, NOW + 3600)
+    assert await backend.complete_many([wait]) == [True]
+    job = await get(backend, job_id)
+    assert (job.state, job.wait_token, ts(job.finished_at)) == ("cancelled", None, NOW)
+    assert (await event_types(backend, job_id))[-1] == "cancelled"
+    assert (wait.state, wait.event, wait.event_data, wait.wait_token) == (
+        "cancelled", "cancelled", None, None)  # fmt: skip
+    assert await backend.resume_due(ResumeParams(now=NOW + 7200, limit=10)) == []
+    assert await claim_ids(backend, now=NOW + 7200, token="t2") == []
+
+
+async def test_a_cancel_requested_before_a_token_wait_cancels_it(backend: Backend) -> None:
+    job_id = await running(backend)
+    assert await backend.save_step(
+        step(job_id, "conveyor:token:1", {"id": "tk"}, new_token=NewToken("tk", NOW + 100))
+    )
+    assert await backend.cancel(job_id, NOW) is CancelOutcome.REQUESTED
+    assert await backend.complete_many([suspend(job_id, NOW + 100, "tk")]) == [True]
+    assert (await get(backend, job_id)).state == "cancelled"
+    done = await backend.complete_token(TokenCompletion("tk", "1", NOW + 1))
     assert not done.resumed
     assert (await get(backend, job_id)).state == "cancelled"
 

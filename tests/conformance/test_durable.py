@@ -15,6 +15,7 @@ import conveyor
 from conveyor import JobState
 from conveyor.testing import ManualClock
 from tests.conformance._util import Events, running, wait_state
+from tests.conftest import Store
 
 
 async def _state(queue: conveyor.Queue, job_id: int) -> JobState:
@@ -264,6 +265,41 @@ async def test_a_waiting_job_can_be_cancelled(cq: conveyor.Queue, clock: ManualC
     assert await cq.worker().run_once() == 0
     assert await _state(cq, job_id) == JobState.CANCELLED
     assert (await cq.counts())["waiting"] == 0
+
+
+@pytest.mark.parametrize("how", ["sleep", "token", "snooze", "retry"])
+async def test_a_cancel_that_comes_as_the_handler_suspends_or_fails_is_not_lost(
+    cq: conveyor.Queue, store: Store, clock: ManualClock, how: str
+) -> None:
+    """The cancel lands (from another process: nothing tells this worker at once) after
+    the worker's last look at its job and before the handler ends its attempt with a
+    wait, a snooze or a retryable error: the job ends cancelled (never left waiting or
+    queued with the request forgotten), and this process reports what was stored."""
+    other = store.queue(clock=clock)
+
+    @cq.job("cancelled-late", attempts=3)
+    async def cancelled_late(payload: Any, ctx: conveyor.Context) -> None:
+        assert await other.cancel(ctx.job_id) is True  # running: requested
+        if how == "sleep":
+            await ctx.sleep("1h")
+        elif how == "token":
+            await ctx.wait_for_token(await ctx.create_token(timeout="1h"))
+        elif how == "snooze":
+            raise conveyor.Snooze("1h")
+        raise RuntimeError("flaky")
+
+    events = Events(cq)
+    job_id = await cancelled_late.enqueue()
+    assert await cq.worker().run_once() == 1
+    job = await cq.get_job(job_id)
+    assert job is not None
+    assert job.state == JobState.CANCELLED
+    assert (await cq.counts())["waiting"] == 0
+    seen = events.types(job_id)
+    assert seen[-1] == "cancelled"
+    assert not {"waiting", "snoozed", "retrying"} & set(seen), seen
+    if how == "retry":
+        assert [e["message"] for e in job.errors] == ["flaky"]  # why the attempt ended
 
 
 async def test_snooze_runs_again_later_without_using_an_attempt(

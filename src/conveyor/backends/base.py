@@ -11,7 +11,7 @@ suite (``tests/conformance``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NEVER",
+    "RESUMED_BY_TOKEN",
+    "RUN_AGAIN",
     "Backend",
     "BatchRecord",
     "CancelOutcome",
@@ -101,6 +103,9 @@ __all__ = [
     "TokenCompletionResult",
     "TokenRecord",
     "WorkerRecord",
+    "as_stored",
+    "stored_as_cancelled",
+    "stored_as_resumed",
 ]
 
 
@@ -172,13 +177,27 @@ class ClaimedJob:
     max_stalls: int
 
 
-@dataclass(slots=True)  # not frozen: built per job (4x cheaper); never mutated
+@dataclass(slots=True)  # not frozen: built per job (4x cheaper); see "What was stored"
 class Outcome:
     """A fenced transition of a running job, decided by the core.
 
     Applied only if the job is still ``running`` with ``lease_token == token`` (and, when
     ``expired_before`` is set, ``lease_expires_at <= expired_before``: a rescue). Else
     it changes nothing and reports False.
+
+    A cancel requested while the job ran (``cancel_requested``, set by
+    :meth:`Backend.cancel`) wins over running it again: an outcome to ``queued``,
+    ``scheduled`` or ``waiting`` (a retry, a snooze, a drained requeue, a durable wait)
+    of such a job is applied as ``cancelled`` instead: ``finished_at = at``, a
+    ``cancelled`` event with no data, no ``wait_token``; its error (if any) is still
+    appended and its attempt refunded as asked. A cancel that came too late for the
+    worker to stop the handler is so never lost, whatever the handler did meanwhile.
+
+    What was stored: when the store applies an outcome as something else than asked
+    (that cancel; a wait whose token is no longer waitable, see ``wait_token``), it sets
+    the outcome's ``state``, ``event``, ``run_at``, ``event_data`` and ``wait_token`` to
+    what it stored before it returns, so the core reports what happened. Nothing else
+    ever changes an Outcome.
 
     Part of every transition, in the same statement or script: the lease is cleared
     (``lease_token``, ``lease_expires_at``, ``worker_id``); ``progress`` becomes 100 on
@@ -215,6 +234,33 @@ class Outcome:
     #: ``expired``). Checked under the same lock or script as :meth:`Backend.complete_token`
     #: takes, so a completion racing the suspend is never lost.
     wait_token: str | None = None
+
+
+#: The event data of a wait stored as a ``resumed`` requeue (its token was done).
+RESUMED_BY_TOKEN = '{"reason": "token"}'
+#: The states an outcome of a job whose cancel was requested is stored as ``cancelled``.
+RUN_AGAIN = frozenset({JobState.QUEUED, JobState.SCHEDULED, JobState.WAITING})
+
+
+def stored_as_cancelled(outcome: Outcome) -> None:
+    """Make ``outcome`` say what the store wrote for it: ``cancelled`` (a cancel requested
+    while the job ran wins over running it again; see :class:`Outcome`)."""
+    outcome.state, outcome.event = JobState.CANCELLED, "cancelled"
+    outcome.run_at = outcome.event_data = outcome.wait_token = None
+
+
+def stored_as_resumed(outcome: Outcome) -> None:
+    """Make ``outcome`` say what the store wrote for it: a wait turned into a ``resumed``
+    requeue at ``at``, its token being no longer waitable (``Outcome.wait_token``)."""
+    outcome.state, outcome.event = JobState.QUEUED, "resumed"
+    outcome.run_at, outcome.event_data, outcome.wait_token = outcome.at, RESUMED_BY_TOKEN, None
+
+
+def as_stored(outcomes: Sequence[Outcome], changed: Mapping[int, str]) -> None:
+    """Make the outcomes a store applied as something else say so: ``changed`` maps an
+    outcome's position to ``"cancelled"`` or ``"resumed"`` (see :class:`Outcome`)."""
+    for i, what in changed.items():
+        (stored_as_cancelled if what == "cancelled" else stored_as_resumed)(outcomes[int(i)])
 
 
 @dataclass(frozen=True, slots=True)

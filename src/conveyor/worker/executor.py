@@ -361,7 +361,7 @@ class Executor:
                 data["error"] = json.loads(outcome.error)
             if outcome.result is not None:
                 data["result"] = json.loads(outcome.result)
-            if outcome.event in ("waiting", "snoozed") and outcome.event_data is not None:
+            if outcome.event in ("waiting", "snoozed", "resumed") and outcome.event_data:
                 data.update(json.loads(outcome.event_data))
             engine.emit(outcome.event, job.id, job.name, job.tenant, attempt, data)
         if log.isEnabledFor(logging.INFO):

@@ -58,6 +58,7 @@ from conveyor.backends.base import (
     RemovedJob,
     RetryOutcome,
     RetryResult,
+    as_stored,
 )
 from conveyor.backends.postgres import codec
 from conveyor.backends.postgres.connections import (
@@ -299,6 +300,7 @@ class PostgresBackend(DurableVerbs, OpsVerbs, LimitVerbs, WorkflowVerbs, CronVer
             codec.complete_args(outcomes, self.notify_channel, wait),
         )
         applied = {row[0] for row in rows}
+        as_stored(outcomes, {row[0]: row[1] for row in rows if row[1] is not None})
         if rows:
             self._events.fire()
             if wait or any(o.state in (JobState.QUEUED, JobState.SCHEDULED) for o in outcomes):
@@ -324,6 +326,7 @@ class PostgresBackend(DurableVerbs, OpsVerbs, LimitVerbs, WorkflowVerbs, CronVer
         rows = await self._fetch("complete and claim", query, args)
         first = rows[0]
         done = set(first[0] or ())
+        as_stored(outcomes, first[18] or {})
         if first[1]:
             self._work.fire()
         if done or first[2] is not None:

@@ -65,7 +65,7 @@ AND (SELECT count(*) FROM wtok) >= 0
 
 -- name: complete_wait_set
 -- The job's wait_token: the token of a job now waiting, else none.
-wait_token = t.wait_token,
+wait_token = CASE WHEN t.instead = 'cancelled' THEN NULL ELSE t.wait_token END,
 
 -- name: complete_wait_tail
 -- A pending token whose wait came too late (it expired) is marked expired.

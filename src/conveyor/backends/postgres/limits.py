@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from conveyor.backends.base import ClaimedJob, ClaimParams, Outcome
+from conveyor.backends.base import ClaimedJob, ClaimParams, Outcome, as_stored
 from conveyor.backends.postgres import codec
 from conveyor.backends.postgres.listener import Signal
 from conveyor.backends.postgres.sqlfiles import Queries
@@ -77,6 +77,7 @@ class LimitVerbs:
         rows = await self._fetch("complete and claim", query, args)
         first = rows[0]
         done = set(first[0] or ())
+        as_stored(outcomes, first[18] or {})
         if first[1]:
             self._work.fire()
         if done or first[2] is not None:

@@ -22,7 +22,7 @@ ORDER BY c.ord;
 -- name: limited_complete_claim_select
 -- The claim half of a limited complete_and_claim (after the steps of complete_many, see
 -- sqlfiles.Queries): one row per claimed job, or one row of NULL job columns, each with
--- what complete_claim_select gives (applied, woke). The claim runs after the outcomes'
+-- what complete_claim_select gives (applied, woke, changed). The claim runs after the outcomes'
 -- rows are locked (it takes `a.leaving`, a lateral reference), so it never holds its
 -- advisory locks while it waits for a job row; the jobs those outcomes move out of
 -- running (a.leaving) do not count as running (their slots are free for this claim);
@@ -30,11 +30,12 @@ ORDER BY c.ord;
 -- them, as for complete_claim).
 SELECT a.applied, a.woke, c.id, c.name, c.payload, c.attempts, c.max_attempts, c.channel,
        c.priority, c.tenant, c.group_key, c.tags, c.options, c.run_at, c.created_at,
-       c.remove_on_complete, c.stalls, c.max_stalls
+       c.remove_on_complete, c.stalls, c.max_stalls, a.changed
 FROM (SELECT array_agg(t.i) AS applied,
              bool_or(t.group_key IS NOT NULL
                      OR (t.state = 'queued' AND NOT t.remove)) AS woke,
-             coalesce(array_agg(t.id), '{}') AS leaving
+             coalesce(array_agg(t.id), '{}') AS leaving,
+             jsonb_object_agg(t.i, t.instead) FILTER (WHERE t.instead IS NOT NULL) AS changed
       FROM tgt t
       WHERE (SELECT count(*) FROM notified) >= 0) a
 LEFT JOIN LATERAL (

@@ -364,20 +364,32 @@ AND array_position(%(channels)s::text[], j.channel) IS NOT NULL
 {wait_input}
 locked AS MATERIALIZED (
     SELECT j.id, j.state, j.lease_token, j.lease_expires_at, j.name, j.tenant, j.attempts,
-           j.group_key
+           j.group_key, j.cancel_requested
     FROM {schema}.jobs j
     WHERE j.id = ANY (ARRAY(SELECT o.id FROM o))
       {wait_gate}
     ORDER BY j.id
     FOR UPDATE
 ),
+-- `instead`: what the outcome is stored as when not as asked, given back to the caller
+-- (Outcome): 'cancelled' (a cancel requested while the job ran wins over running it
+-- again: queued, scheduled or waiting), 'resumed' (a wait whose token was done).
 tgt AS MATERIALIZED (
     SELECT DISTINCT ON (l.id)
-           l.id, l.name, l.tenant, l.attempts, l.group_key, o.i, o.state, o.at, o.event,
-           o.run_at, o.result, o.error, o.refund, o.stall, o.remove, o.data
+           l.id, l.name, l.tenant, l.attempts, l.group_key, o.i,
+           CASE WHEN x.cancel THEN 'cancelled' ELSE o.state END AS state,
+           o.at,
+           CASE WHEN x.cancel THEN 'cancelled' ELSE o.event END AS event,
+           o.run_at, o.result, o.error, o.refund, o.stall, o.remove,
+           CASE WHEN x.cancel THEN NULL ELSE o.data END AS data,
+           CASE WHEN x.cancel THEN 'cancelled' WHEN o.event = 'resumed' THEN 'resumed'
+           END AS instead
            {wait_columns}
     FROM locked l
     JOIN o ON o.id = l.id
+    CROSS JOIN LATERAL (
+        SELECT l.cancel_requested AND o.state IN ('queued', 'scheduled', 'waiting') AS cancel
+    ) x
     WHERE l.state = 'running'
       AND l.lease_token = o.token
       AND (o.expired_before IS NULL OR l.lease_expires_at <= to_timestamp(o.expired_before))
@@ -404,7 +416,8 @@ updated AS (
         lease_expires_at = NULL,
         worker_id = NULL,
         {wait_set}
-        cancel_requested = CASE WHEN t.state IN ('queued', 'scheduled') THEN false
+        cancel_requested = CASE WHEN t.state IN ('queued', 'scheduled')
+                                  OR t.instead = 'cancelled' THEN false
                                 ELSE j.cancel_requested END
     FROM tgt t
     WHERE j.id = t.id AND NOT t.remove
@@ -458,8 +471,9 @@ o AS (
 ),
 
 -- name: complete_select
--- complete_many's result: the input positions of the outcomes that applied.
-SELECT t.i FROM tgt t
+-- complete_many's result: the input positions of the outcomes that applied, and what
+-- each was stored as when not as asked (tgt.instead).
+SELECT t.i, t.instead FROM tgt t
 WHERE (SELECT count(*) FROM notified) >= 0;
 
 
@@ -468,15 +482,17 @@ WHERE (SELECT count(*) FROM notified) >= 0;
 -- one commit): one row per claimed job, or a single row of NULL job columns when none
 -- was claimed; every row carries the input positions of the outcomes that applied and
 -- whether they requeued a job or freed a group (the caller then wakes its fetcher: the
--- claim's snapshot cannot see those changes).
+-- claim's snapshot cannot see those changes), and last the outcomes stored as something
+-- else (position -> tgt.instead, or NULL).
 SELECT a.applied, a.woke,
        c.id, c.name, c.payload, c.attempts, c.max_attempts, c.channel, c.priority,
        c.tenant, c.group_key, c.tags, c.options, extract(epoch FROM c.run_at)::float8,
        extract(epoch FROM c.created_at)::float8, c.remove_on_complete, c.stalls,
-       c.max_stalls
+       c.max_stalls, a.changed
 FROM (SELECT array_agg(t.i) AS applied,
              bool_or(t.group_key IS NOT NULL
-                     OR (t.state = 'queued' AND NOT t.remove)) AS woke
+                     OR (t.state = 'queued' AND NOT t.remove)) AS woke,
+             jsonb_object_agg(t.i, t.instead) FILTER (WHERE t.instead IS NOT NULL) AS changed
       FROM tgt t
       WHERE (SELECT count(*) FROM notified) >= 0) a
 LEFT JOIN claimed c ON true

@@ -239,7 +239,7 @@ class RedisBackend(DurableVerbs, OpsVerbs, WorkflowVerbs):
         write, applied = inflight.begin(outcomes), None
         try:
             reply = await lane.script("complete", args)
-            applied = [x == 1 for x in reply]
+            applied = codec.applied(outcomes, reply)
         finally:
             inflight.end(write, applied)
         return applied
@@ -264,7 +264,7 @@ class RedisBackend(DurableVerbs, OpsVerbs, WorkflowVerbs):
         try:
             script = "complete_claim_limited" if claim.limits or claim.fair else "complete_claim"
             applied, rows, woke = await lane.script(script, args)
-            done = [x == 1 for x in applied]
+            done = codec.applied(outcomes, applied)
         finally:
             inflight.end(write, done)
         if woke == 1:

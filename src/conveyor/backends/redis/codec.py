@@ -33,6 +33,7 @@ from conveyor.backends.base import (
     RemovedJob,
     RetryOutcome,
     RetryResult,
+    as_stored,
 )
 from conveyor.backends.redis.keys import order_key
 from conveyor.backends.rows import event_from_row, job_from_row, log_from_row
@@ -214,6 +215,17 @@ def zset_members(reply: Sequence[Any] | None) -> list[Any]:
     if isinstance(reply[0], list | tuple):  # RESP3: a member is never an array
         return [pair[0] for pair in reply]
     return list(reply[::2])
+
+
+#: What an outcome's code from complete.lua says it was stored as, when not as asked.
+_STORED_AS = {2: "cancelled", 3: "resumed"}
+
+
+def applied(outcomes: Sequence[Outcome], codes: Sequence[int]) -> list[bool]:
+    """complete.lua's codes per outcome: whether each applied; the ones stored as
+    something else are made to say so (``as_stored``)."""
+    as_stored(outcomes, {i: _STORED_AS[c] for i, c in enumerate(codes) if c in _STORED_AS})
+    return [c != 0 for c in codes]
 
 
 def complete_args(keep_removed_events: str, outcomes: Sequence[Outcome]) -> list[str]:

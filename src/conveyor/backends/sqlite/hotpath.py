@@ -19,12 +19,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from conveyor.backends.base import (
+    RUN_AGAIN,
     ClaimedJob,
     ClaimParams,
     HeartbeatParams,
@@ -32,6 +34,7 @@ from conveyor.backends.base import (
     LogEntry,
     Outcome,
     ProgressUpdate,
+    as_stored,
 )
 from conveyor.backends.sqlite.connection import Q, SQLiteConnection
 from conveyor.backends.sqlite.events import store_event
@@ -40,9 +43,6 @@ from conveyor.backends.sqlite.workflows import settle_outcomes
 from conveyor.models import JobState
 
 __all__ = ["HotPath"]
-
-#: The event data of a wait that resumed at once: its token was no longer waitable.
-_RESUMED_BY_TOKEN = json.dumps({"reason": "token"})
 
 
 def _claim_tx(params: ClaimParams) -> Callable[[sqlite3.Connection], list[ClaimedJob]]:
@@ -150,11 +150,15 @@ def _token_waits(
     return diverted
 
 
-def _complete_tx(
-    outcomes: Sequence[Outcome],
-) -> Callable[[sqlite3.Connection], tuple[list[bool], bool]]:
-    """The transaction of ``complete_many``: (applied per outcome, whether a job went
-    back to the queue or freed its group, so that waiting workers should look again)."""
+#: What ``_complete_tx`` found: applied per outcome, whether a job went back to the
+#: queue or freed its group (waiting workers should look again), and the outcomes stored
+#: as something else (index -> "resumed" | "cancelled", for ``as_stored``).
+Completed = tuple[list[bool], bool, dict[int, str]]
+
+
+def _complete_tx(outcomes: Sequence[Outcome]) -> Callable[[sqlite3.Connection], Completed]:
+    """The transaction of ``complete_many`` (see :data:`Completed`). It changes no
+    outcome: it may run again after lock contention."""
     kept = [o for o in outcomes if not o.remove]
     rows: list[dict[str, Any]] = [
         {
@@ -176,7 +180,7 @@ def _complete_tx(
     batch = None if token_waits else json.dumps(rows)
     removals = [o for o in outcomes if o.remove]
 
-    def tx(conn: sqlite3.Connection) -> tuple[list[bool], bool]:
+    def tx(conn: sqlite3.Connection) -> Completed:
         diverted: dict[int, str | None] = {}
         if token_waits:
             diverted = _token_waits(conn, kept, rows)
@@ -184,6 +188,19 @@ def _complete_tx(
         rows_back = conn.execute(Q["finish_many"], {"outcomes": outcomes_json}).fetchall()
         done: dict[int, tuple[str, str | None, int]] = {r[0]: (r[1], r[2], r[3]) for r in rows_back}
         freed = any(r[4] is not None for r in rows_back)
+        # a cancel requested while it ran: stored as cancelled instead of running again
+        cancelled = {r[0] for r in rows_back if r[7] == "cancelled"}
+        changed = {
+            i: "cancelled" if o.job_id in cancelled else "resumed"
+            for i, o in enumerate(outcomes)
+            if o.job_id in done
+            and o.state in RUN_AGAIN
+            and (o.job_id in cancelled or o.job_id in diverted)
+        }
+        ends = outcomes
+        if changed:  # the rest of the transaction goes by what was stored
+            ends = [copy.copy(o) for o in outcomes]
+            as_stored(ends, changed)
         # Workflows: jobs with dependents or a batch (workflows.py), by their markers.
         marked = [(r[0], r[5], r[6]) for r in rows_back if r[5] or r[6] is not None]
         for o in removals:
@@ -196,33 +213,32 @@ def _complete_tx(
                 if row[4] or row[5] is not None:
                     marked.append((o.job_id, row[4], row[5]))
         events = []
-        for o in outcomes:
+        for o in ends:
             hit = done.get(o.job_id)
             if hit is not None:
-                resumed = o.job_id in diverted
                 events.append(
                     {
                         "job_id": o.job_id,
-                        "type": "resumed" if resumed else o.event,
+                        "type": o.event,
                         "job_name": hit[0],
                         "tenant": hit[1],
                         "attempt": hit[2] + (1 if o.refund_attempt else 0),
                         "at": o.at,
-                        "data": _RESUMED_BY_TOKEN if resumed else o.event_data,
+                        "data": o.event_data,
                     }
                 )
         conn.executemany(Q["insert_event"], events)
         requeued = any(
-            o.state in (JobState.QUEUED, JobState.SCHEDULED) and o.job_id in done for o in outcomes
+            o.state in (JobState.QUEUED, JobState.SCHEDULED) and o.job_id in done for o in ends
         )
         if diverted:
             expire = [t for i, t in diverted.items() if t is not None and i in done]
             if expire:
                 conn.execute(Q["expire_tokens"], {"ids": json.dumps(expire)})
-            requeued = requeued or any(i in done for i in diverted)
+            requeued = requeued or any(i in done and i not in cancelled for i in diverted)
         if marked:
-            requeued = settle_outcomes(conn, outcomes, marked) or requeued
-        return [o.job_id in done for o in outcomes], freed or requeued
+            requeued = settle_outcomes(conn, ends, marked) or requeued
+        return [o.job_id in done for o in outcomes], freed or requeued, changed
 
     return tx
 
@@ -234,7 +250,8 @@ class HotPath(SQLiteConnection):
         return await self._run(_claim_tx(params))
 
     async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        applied, wake = await self._run(_complete_tx(outcomes))
+        applied, wake, changed = await self._run(_complete_tx(outcomes))
+        as_stored(outcomes, changed)
         if wake:
             self.wake()
         return applied
@@ -245,11 +262,11 @@ class HotPath(SQLiteConnection):
         """Both in one write transaction: one lock, one commit."""
         complete, take = _complete_tx(outcomes), _claim_tx(claim)
 
-        def tx(conn: sqlite3.Connection) -> tuple[list[bool], bool, list[ClaimedJob]]:
-            applied, wake = complete(conn)
-            return applied, wake, take(conn)
+        def tx(conn: sqlite3.Connection) -> tuple[Completed, list[ClaimedJob]]:
+            return complete(conn), take(conn)
 
-        applied, wake, jobs = await self._run(tx)
+        (applied, wake, changed), jobs = await self._run(tx)
+        as_stored(outcomes, changed)
         if wake:  # the claim saw them, but it may have filtered them out (names, channels)
             self.wake()
         return applied, jobs

@@ -73,31 +73,36 @@ FROM conveyor_jobs WHERE id IN (SELECT value FROM json_each(:ids))
 -- only if the job is still running under that token (and expired, for a rescue).
 -- wait_token is set only by a wait; "resumed" marks a wait turned into queued (its token
 -- was no longer waitable), which keeps its progress like the wait it stands for.
+-- A job whose cancel was requested while it ran is cancelled instead of going back to
+-- queued, scheduled or waiting (Outcome): `again` below; the stored state comes back.
 UPDATE conveyor_jobs AS j
-SET state = o.state,
+SET state = CASE WHEN j.cancel_requested AND o.again THEN 'cancelled' ELSE o.state END,
     result = coalesce(o.result, j.result),
     errors = CASE WHEN o.error IS NULL THEN j.errors
                   ELSE json_insert(coalesce(j.errors, '[]'), '$[#]', json(o.error)) END,
     attempts = j.attempts - o.refund,
     stalls = j.stalls + o.stall,
     run_at = coalesce(o.run_at, j.run_at),
-    finished_at = CASE WHEN o.state IN ('completed', 'failed', 'cancelled') THEN o.at ELSE NULL END,
+    finished_at = CASE WHEN o.state IN ('completed', 'failed', 'cancelled')
+                         OR (j.cancel_requested AND o.again) THEN o.at ELSE NULL END,
     progress = CASE WHEN o.state = 'completed' THEN 100
+                    WHEN j.cancel_requested AND o.again THEN j.progress
                     WHEN o.state IN ('queued', 'scheduled') AND o.resumed IS NULL THEN 0
                     ELSE j.progress END,
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
-    cancel_requested = CASE WHEN o.state IN ('queued', 'scheduled') THEN 0 ELSE j.cancel_requested END,
-    wait_token = o.wait_token
+    cancel_requested = CASE WHEN o.again THEN 0 ELSE j.cancel_requested END,
+    wait_token = CASE WHEN j.cancel_requested AND o.again THEN NULL ELSE o.wait_token END
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.token' AS token, value ->> '$.state' AS state,
              value ->> '$.result' AS result, value ->> '$.error' AS error,
              value ->> '$.refund' AS refund, value ->> '$.stall' AS stall,
              value ->> '$.run_at' AS run_at, value ->> '$.at' AS at,
              value ->> '$.expired_before' AS expired_before,
-             value ->> '$.wait_token' AS wait_token, value ->> '$.resumed' AS resumed
+             value ->> '$.wait_token' AS wait_token, value ->> '$.resumed' AS resumed,
+             value ->> '$.state' IN ('queued', 'scheduled', 'waiting') AS again
       FROM json_each(:outcomes)) AS o
 WHERE j.id = o.id AND j.state = 'running' AND j.lease_token = o.token
   AND (o.expired_before IS NULL OR j.lease_expires_at <= o.expired_before)
-RETURNING id, name, tenant, attempts, group_key, dependents, batch_id
+RETURNING id, name, tenant, attempts, group_key, dependents, batch_id, state
 
 -- name: finish_remove
 DELETE FROM conveyor_jobs

@@ -12,8 +12,13 @@
 -- Each applies only if the job is still running under that lease token (and, for a
 -- rescue, its lease expired at or before expired_before); otherwise it changes nothing.
 -- A wait on a token that is no longer waitable (see token_waitable) queues the job at
--- `at` instead, with a `resumed` event ({"reason": "token"}) in place of `waiting`.
+-- `at` instead, with a `resumed` event ({"reason": "token"}) in place of `waiting`. A
+-- job whose cancel was requested while it ran is cancelled instead of going back to
+-- queued, scheduled or waiting (a `cancelled` event, no data; its error still kept).
+-- Returns 0 (not applied), 1 (applied as asked), 2 (stored as cancelled instead) or 3
+-- (stored as a resumed requeue instead).
 local OUTCOME_ARGS = 15
+local RUN_AGAIN = {queued = true, scheduled = true, waiting = true}
 
 local function apply_outcome(a, i, keep, names)
   local id, token, state, at, event = a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4]
@@ -33,6 +38,11 @@ local function apply_outcome(a, i, keep, names)
     state, event, data, run_at, wait_token = "queued", "resumed", '{"reason": "token"}', at, nil
     resumed = true
   end
+  local cancelled = j.cancel_requested == "1" and RUN_AGAIN[state]
+  if cancelled then
+    state, event, data, run_at, wait_token = "cancelled", "cancelled", nil, nil, nil
+  end
+  local applied = cancelled and 2 or (resumed and 3 or 1)
   -- a final end resolves the job's dependents and counts it in its batch (_lib_workflow.lua)
   local flow = TERMINAL[state] and (j.has_dependents or j.batch_id)
   if remove then
@@ -40,7 +50,7 @@ local function apply_outcome(a, i, keep, names)
     keep_enqueued(id, j)
     if flow then workflow_finished(id, state, at, j.has_dependents, j.batch_id) end
     purge(id, j, keep)
-    return 1
+    return applied
   end
   -- lease fields are blanked ("" = none) in the same HSET, saving an HDEL
   local h = {"state", state, "lease_token", "", "lease_expires_at", "", "worker_id", "",
@@ -90,16 +100,17 @@ local function apply_outcome(a, i, keep, names)
   end
   emit(id, event, j.name, j.tenant, j.attempts, at, data)
   if flow then workflow_finished(id, state, at, j.has_dependents, j.batch_id) end
-  return 1
+  return applied
 end
 
--- Returns one 1 (applied) or 0 per outcome, in input order, and the index after the batch.
+-- Returns one code per outcome (apply_outcome's), in input order, and the index after
+-- the batch.
 local function complete_outcomes(a, i)
   local keep, n = a[i], tonumber(a[i + 1])
   local names = {"state", "lease_token", "lease_expires_at", "channel", "group_key", "ord",
                  "priority", "run_at", "name", "tenant", "attempts", "idempotency_key",
                  "errors", "stalls", "has_tokens", "has_deps", "has_dependents",
-                 "batch_id", "batch_of"}
+                 "batch_id", "batch_of", "cancel_requested"}
   local out = {}
   for k = 0, n - 1 do
     out[k + 1] = apply_outcome(a, i + 2 + k * OUTCOME_ARGS, keep, names)

@@ -9,6 +9,7 @@
 --   a token: order_key(at)), result (JSON)|"", error record (JSON)|"", refund_attempt
 --   ("1"|"0"), remove ("1"|"0"), expired_before|"", event data (JSON)|"", stall
 --   ("1"|"0"), wait_token|""
--- Returns: one 1 (applied) or 0 per outcome, in input order.
+-- Returns: one code per outcome, in input order: 0 not applied, 1 applied, 2 stored as
+-- cancelled instead, 3 stored as a resumed requeue instead (see apply_outcome).
 local out = complete_outcomes(ARGV, 2)
 return out

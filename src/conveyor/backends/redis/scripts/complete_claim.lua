@@ -7,7 +7,7 @@
 --   ARGV[4 + 15 * n]: worker id, lease token, limit, now, order_key(now),
 --   lease_expires_at, and the three counted lists channels, include, exclude (as in
 --   claim.lua)
--- Returns: {one 1 (applied) or 0 per outcome, in input order; one array per claimed job
+-- Returns: {one code per outcome, in input order (as complete.lua); one array per claimed job
 --   (as claim.lua); 1 if the outcomes made work available (queued a job, freed a group
 --   with a queued member), else 0}
 local applied, i = complete_outcomes(ARGV, 2)
