@@ -184,8 +184,22 @@ local function count_start(limits, ch, name, tenant, group, id, attempts, now)
       if L.per then
         local key = L.rkeys[kv]
         redis.call("ZADD", key, now, id .. ":" .. attempts)
-        redis.call("PEXPIRE", key, math.ceil(tonumber(L.per) * 1000) + 60000)
+        if not L.expiring then L.expiring = {} end
+        L.expiring[key] = true  -- its TTL is set once per claim (expire_starts)
       end
+    end
+  end
+end
+
+-- A cursor reads its sorted set in chunks that start small and double up to LANE_CHUNK:
+-- a claim reads most lanes for a member or two (a limit holds back the rest, or the
+-- batch is full), so a lane entered costs a few entries, not LANE_CHUNK of them.
+-- the start logs a claim added to outlive their window (by a minute), once per claim
+local function expire_starts(limits)
+  for _, L in ipairs(limits) do
+    if L.expiring then
+      local ttl = math.ceil(tonumber(L.per) * 1000) + 60000
+      for key in pairs(L.expiring) do redis.call("PEXPIRE", key, ttl) end
     end
   end
 end
@@ -193,10 +207,12 @@ end
 local function peek(cur)
   if cur.pos > #cur.items then
     if cur.done then return nil end
-    cur.items = redis.call("ZRANGE", cur.key, cur.offset, cur.offset + LANE_CHUNK - 1,
+    local chunk = cur.chunk or LANE_CHUNK
+    cur.items = redis.call("ZRANGE", cur.key, cur.offset, cur.offset + chunk - 1,
                            "WITHSCORES")
     cur.pos = 1
-    if #cur.items < 2 * LANE_CHUNK then cur.done = true end
+    if #cur.items < 2 * chunk then cur.done = true end
+    cur.chunk = math.min(chunk * 2, LANE_CHUNK)
     if #cur.items == 0 then return nil end
   end
   return cur.items[cur.pos], tonumber(cur.items[cur.pos + 1])
@@ -312,7 +328,7 @@ local function claim_limited(c, a, i)
         local lid = string.sub(bhead, 33)
         local lc = {key = K.lane(lid), lid = lid, ch = best.ch, head = bhead,
                     items = {bm, tostring(bs)}, pos = 1, offset = 0, done = false,
-                    state = "active", remove = {}}
+                    chunk = 4, state = "active", remove = {}}
         lanes[lid] = lc
         entered[#entered + 1] = lc
       else
@@ -366,6 +382,7 @@ local function claim_limited(c, a, i)
     end
   end
   for ch, members in pairs(ready_rm) do bulk("ZREM", K.ready(ch), members, 1) end
+  expire_starts(limits)
   if #out == c.limit then  -- a full batch: more work may wait, let another worker look
     for _, h in ipairs(all_heads) do
       if redis.call("ZCARD", h.key) > 0 then wake_channel(h.ch) end
