@@ -74,7 +74,7 @@ def rate_span(per: float) -> float:
     """How long a span of a rate limit's start log lasts, for a window of ``per`` seconds:
     1/50 of the window, at most one second. A store counts a rate's starts per span
     (one row or entry per span and key value, not one per start), and counts a span in
-    full as long as any instant of it is inside the window: never a start too few, so
+    full as long as its latest start is inside the window: never a start too few, so
     the limit is never exceeded, at the price of a job starting at most one span later
     than an exact log would let it (20 ms for ``per="1s"``, 1 s for ``per="1m"``)."""
     return min(per / 50.0, 1.0)

@@ -337,12 +337,15 @@ class ClaimLimit:
       never given back. A start recorded at any time later than ``now`` (another
       worker's clock) counts too. The starts may be kept per span instead of one by
       one: a start at ``t`` is added to the count of the span ``[s, s + w)`` with
-      ``w = conveyor.limits.rate_span(per)`` and ``s = floor(t / w) * w`` (stored with
-      its end ``s + w``), and a span counts in full while its end is later than
-      ``now - per``. That never counts a start too few (the limit is never exceeded)
-      and costs a claim one row per span and key value instead of one per start; a
-      job may start up to ``w`` later than an exact count would let it. Starts (or
-      spans) whose end is older than the longest window may be deleted.
+      ``w = conveyor.limits.rate_span(per)`` and ``s = floor(t / w) * w``, which also
+      keeps its latest start, and a span counts in full while that latest start is
+      later than ``now - per`` (every start of the span is then still in the window or
+      just left it). That never counts a start too few (the limit is never exceeded),
+      frees the window exactly ``per`` after a burst at one instant, and costs a claim
+      one row per span and key value instead of one per start; a job may start up to
+      ``w`` later than an exact count would let it. Starts (or spans) whose latest
+      start is older than ``now`` minus the longest window and a second of slack (for
+      workers whose clock is behind, which still count them) may be deleted.
 
     A job that a limit holds back stays ``queued`` (no attempt used) and the claim goes
     on with the next allowed job in claim order: no slot stays idle while an allowed

@@ -7,8 +7,11 @@ has one writer, so the counts it reads cannot change under it):
 
 - **Counts** (:class:`Gate`): concurrency from the running rows (few: bounded by the
   workers' slots; a rescued job is no longer running, so its slot is free), rates from
-  the start log ``conveyor_starts`` in each window (``(now - per, now]``); the jobs the
-  claim takes count as they are taken. No counter is kept anywhere, so none can drift.
+  the span log ``conveyor_rate_spans``: the starts of each span whose latest start is
+  in the window (``(now - per, now]``, or later), one row per span of
+  ``rate_span(per)`` and key value however many jobs started in it; the jobs the claim
+  takes count as they are taken. No count of running jobs is stored, so none can
+  drift.
   A ``name`` limit keyed by ``group`` replaces the one-running-per-group rule for its
   jobs; other grouped jobs keep it (a group with a running job is busy).
 - **The walk**: the due jobs in claim order, read lazily from the ready index, held-back
@@ -25,14 +28,21 @@ has one writer, so the counts it reads cannot change under it):
   it. A full key's 100,000 jobs cost one seek, not 100,000 rows. The cells index is
   created by the first claim of a store that needs the merge (``schema.sql`` says why).
 - **Starts**: each taken job records one start per distinct (scope, target, key) of the
-  rate limits it falls under, at the claim's ``now``; starts no window counts any more
-  are deleted by the claims that count them.
+  rate limits it falls under, in the span holding the claim's ``now``: the claim adds
+  its starts to that span's row per key value and moves the row's latest start to its
+  ``now`` (one upsert per key value, usually one in all). A row counts in full while
+  its latest start is in the window: never a start too few, a start at most one span
+  too long, and the starts of one instant exactly. Spans no window counts any more
+  (with a second to spare for workers whose clocks are behind) are deleted by the
+  claims that count them, through the low end of the same key (only the expired rows
+  are touched).
 """
 
 from __future__ import annotations
 
 import heapq
 import json
+import math
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,7 +51,7 @@ from typing import Any
 from conveyor.backends.base import ChannelLimitRecord, ClaimLimit, ClaimParams
 from conveyor.backends.sqlite.connection import Q, SQLiteConnection
 
-__all__ = ["WALK_SKIPS", "FlowControl", "Gate", "limited_claim", "record_starts"]
+__all__ = ["WALK_SKIPS", "FlowControl", "Gate", "limited_claim", "record_starts", "span_end"]
 
 #: Held-back jobs the ordered walk passes before the cell merge decides the claim.
 WALK_SKIPS = 256
@@ -50,6 +60,9 @@ WALK_SKIPS = 256
 Row = tuple[Any, ...]
 _ID, _NAME, _CHANNEL, _TENANT, _GROUP, _PRIORITY, _RUN_AT = range(7)
 _KEY_COLUMN = {"tenant": _TENANT, "group": _GROUP}
+
+#: What a rate's starts are logged under: (scope, target, key), key '' for none.
+Triple = tuple[str, str, str]
 
 
 def _value(limit: ClaimLimit, row: Row) -> str | None:
@@ -70,7 +83,12 @@ class Gate:
     group_limited: set[str] = field(default_factory=set)  # names whose limit replaces groups
     counts: dict[tuple[int, str | None], int] = field(default_factory=dict)
     busy_groups: set[str] = field(default_factory=set)
-    starts: list[dict[str, Any]] = field(default_factory=list)
+    #: The rate limits by index, with what their starts are logged under.
+    rates: dict[int, Triple] = field(default_factory=dict)
+    #: Per logged triple, the end of the span its starts go to (see :func:`span_end`).
+    ends: dict[Triple, float] = field(default_factory=dict)
+    #: The starts of the jobs taken, per logged triple and key value ('' for none).
+    starts: dict[tuple[Triple, str], int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, conn: sqlite3.Connection, params: ClaimParams) -> Gate:
@@ -91,10 +109,20 @@ class Gate:
                         key = (i, _value(limit, row))
                         gate.counts[key] = gate.counts.get(key, 0) + 1
         for i, limit in enumerate(params.limits):
-            if limit.per is not None:
-                args = {**_triple(limit), "per": limit.per, "now": params.now}
+            if limit.per is not None and limit.span is not None:
+                triple = _triple(limit)
+                gate.rates[i] = triple
+                end = span_end(params.now, limit.span)
+                gate.ends[triple] = min(end, gate.ends.get(triple, end))
+                args = {
+                    "scope": triple[0],
+                    "target": triple[1],
+                    "key": triple[2],
+                    "per": limit.per,
+                    "now": params.now,
+                }
                 for value, n in conn.execute(Q["starts_count"], args):
-                    gate.counts[(i, value)] = n
+                    gate.counts[(i, value or None)] = n  # '': jobs without one
         return gate
 
     def fork(self) -> Gate:
@@ -107,7 +135,8 @@ class Gate:
             self.group_limited,
             dict(self.counts),
             set(self.busy_groups),
-            [],
+            self.rates,
+            self.ends,
         )
 
     def applying(self, row: Row) -> Iterable[tuple[int, ClaimLimit]]:
@@ -124,19 +153,32 @@ class Gate:
     def take(self, row: Row) -> None:
         if row[_GROUP] is not None:
             self.busy_groups.add(row[_GROUP])
-        recorded: set[tuple[str, str, str]] = set()
+        recorded: set[Triple] = set()
         for i, limit in self.applying(row):
             value = _value(limit, row)
             self.counts[(i, value)] = self.counts.get((i, value), 0) + 1
-            triple = _triple(limit)
-            key = (triple["scope"], triple["target"], triple["key"])
-            if limit.per is not None and key not in recorded:
-                recorded.add(key)
-                self.starts.append({**triple, "value": value, "at": self.now})
+            triple = self.rates.get(i)
+            if triple is not None and triple not in recorded:
+                recorded.add(triple)
+                start = (triple, "" if value is None else value)
+                self.starts[start] = self.starts.get(start, 0) + 1
 
 
-def _triple(limit: ClaimLimit) -> dict[str, str]:
-    return {"scope": limit.scope, "target": limit.target, "key": limit.key or ""}
+def _triple(limit: ClaimLimit) -> Triple:
+    return (limit.scope, limit.target, limit.key or "")
+
+
+def span_end(now: float, span: float) -> float:
+    """The end of the span of length ``span`` holding ``now``: ``floor(now / span) * span
+    + span`` (``ClaimLimit``), moved one span on where the float arithmetic would put it
+    at or before ``now``, so that a start never stops counting before it should.
+
+    A claim under two rates logged under the same triple (the same scope, target and key
+    with different windows) puts its starts in the earliest of their spans' ends: any
+    end later than the starts is safe for every window, and the shortest span delays
+    the shortest window least."""
+    end = math.floor(now / span) * span + span
+    return end if end > now else end + span
 
 
 def _args(params: ClaimParams) -> dict[str, Any]:
@@ -260,16 +302,28 @@ def limited_claim(conn: sqlite3.Connection, params: ClaimParams) -> tuple[list[i
 
 
 def record_starts(conn: sqlite3.Connection, params: ClaimParams, gate: Gate) -> None:
-    """Store the starts of the jobs taken, and forget those no window counts any more
-    (in the claim's transaction)."""
+    """Add the starts of the jobs taken to their spans, and delete the spans no window
+    counts any more (in the claim's transaction)."""
     if gate.starts:
-        conn.executemany(Q["starts_insert"], gate.starts)
-    longest: dict[tuple[str, str, str], float] = {}
-    for limit in params.limits:
-        if limit.per is not None:
-            t = _triple(limit)
-            triple = (t["scope"], t["target"], t["key"])
-            longest[triple] = max(longest.get(triple, 0.0), limit.per)
+        conn.executemany(
+            Q["starts_add"],
+            [
+                {
+                    "scope": triple[0],
+                    "target": triple[1],
+                    "key": triple[2],
+                    "span_end": gate.ends[triple],
+                    "value": value,
+                    "now": params.now,
+                    "n": n,
+                }
+                for (triple, value), n in gate.starts.items()
+            ],
+        )
+    longest: dict[Triple, float] = {}
+    for i, triple in gate.rates.items():
+        per = params.limits[i].per or 0.0
+        longest[triple] = max(longest.get(triple, 0.0), per)
     for (scope, target, key), per in longest.items():
         args = {"scope": scope, "target": target, "key": key, "per": per, "now": params.now}
         conn.execute(Q["starts_forget"], args)

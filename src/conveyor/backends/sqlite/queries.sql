@@ -488,21 +488,29 @@ ORDER BY n.priority, n.run_at, n.id
 LIMIT :limit
 
 -- name: starts_count
--- Starts of one (scope, target, key) in the window (now - per, now], per value; the
--- range on "at" (with a second of slack) is the index's, the exact test is at + per.
-SELECT value, count(*) FROM conveyor_starts
+-- Starts of one (scope, target, key) per value: the rows whose latest start is in the
+-- window (now - per, now], and any later one (another worker's clock). The exact test is
+-- latest + per > now; the range on the key's span_end (never before latest; less a
+-- millisecond for the float rounding of now - per) reads those rows and at most one
+-- span more: one row per rate_span(per) and value.
+SELECT value, sum(n) FROM conveyor_rate_spans
 WHERE scope = :scope AND target = :target AND key = :key
-  AND at > :now - :per - 1.0 AND at + :per > :now
+  AND span_end > :now - :per - 0.001 AND latest + :per > :now
 GROUP BY value
 
--- name: starts_insert
-INSERT INTO conveyor_starts (scope, target, key, value, at)
-VALUES (:scope, :target, :key, :value, :at)
+-- name: starts_add
+-- Add a claim's :n starts at :now to the span ending at :span_end.
+INSERT INTO conveyor_rate_spans (scope, target, key, span_end, value, latest, n)
+VALUES (:scope, :target, :key, :span_end, :value, :now, :n)
+ON CONFLICT (scope, target, key, span_end, value)
+DO UPDATE SET n = n + excluded.n, latest = max(latest, excluded.latest)
 
 -- name: starts_forget
--- Starts no window of this (scope, target, key) counts any more.
-DELETE FROM conveyor_starts
-WHERE scope = :scope AND target = :target AND key = :key AND at < :now - :per - 1.0
+-- Spans no window of this (scope, target, key) counts any more (per: its longest), with
+-- a second to spare for a worker whose clock is behind this one's (it still counts
+-- them): a range at the low end of the key, which touches only the rows it deletes.
+DELETE FROM conveyor_rate_spans
+WHERE scope = :scope AND target = :target AND key = :key AND span_end < :now - :per - 1.0
 
 -- name: set_channel_limits
 INSERT INTO conveyor_channel_limits (channel, concurrency, rate_n, rate_per, fair_by)

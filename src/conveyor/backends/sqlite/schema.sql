@@ -214,15 +214,45 @@ CREATE TABLE IF NOT EXISTS conveyor_channel_limits (
     fair_by     TEXT
 );
 
--- The start log of rate limits: one row per claimed job and (scope, target, key) of a
--- rate it falls under, at the claim's now, written in the claim's transaction. Counted
--- in the window (now - per, now]; rows older than the longest window are deleted by
--- the claims that count them.
+-- The start log of rate limits, counted per span (ClaimLimit, conveyor.limits.rate_span):
+-- one row per (scope, target, key), key value and span, with the span's end, its latest
+-- start and the number of starts in it. A claim adds its starts to the row of the span
+-- holding its now (an upsert), and counts a row in full while its latest start is in the
+-- window (latest + per > now): no start is ever counted too few (none is later than the
+-- latest), a start counts at most one span longer than itself, and starts of one
+-- instant (a claim's) count exactly as long as they should.
+-- The key ends with the span's end: one range of it finds a window's rows (no latest
+-- start is after its end), one range deletes the spans no window counts any more, and
+-- rows whose spans differ in length (a rate whose per changed between workers) that
+-- meet on one end are summed safely. WITHOUT ROWID: the key is the table.
+CREATE TABLE IF NOT EXISTS conveyor_rate_spans (
+    scope    TEXT    NOT NULL,  -- 'name' | 'channel'
+    target   TEXT    NOT NULL,
+    key      TEXT    NOT NULL,  -- '' (the whole scope), 'group' or 'tenant'
+    span_end REAL    NOT NULL,  -- no start in the span is later
+    value    TEXT    NOT NULL,  -- the group or tenant; '' none (never a value), or key ''
+    latest   REAL    NOT NULL,  -- the latest start in the span
+    n        INTEGER NOT NULL,  -- starts in the span
+    PRIMARY KEY (scope, target, key, span_end, value)
+) WITHOUT ROWID;
+
+-- The start log as it was before spans: one row per start, at the claim's now. A store
+-- made then has its rows moved into the span log here, the starts of one instant as one
+-- row with that instant as its end and latest start, so each counts exactly as long as
+-- it did (an upgrade in the middle of a window lets no burst through); the old table is
+-- then dropped. In a newer store the table is made empty and dropped again, which moves
+-- nothing.
 CREATE TABLE IF NOT EXISTS conveyor_starts (
-    scope  TEXT NOT NULL,  -- 'name' | 'channel'
+    scope  TEXT NOT NULL,
     target TEXT NOT NULL,
-    key    TEXT NOT NULL,  -- '' (the whole scope), 'group' or 'tenant'
-    value  TEXT,           -- the job's group or tenant; NULL: none (or key '')
+    key    TEXT NOT NULL,
+    value  TEXT,
     at     REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS conveyor_starts_window ON conveyor_starts (scope, target, key, at);
+INSERT INTO conveyor_rate_spans (scope, target, key, span_end, value, latest, n)
+SELECT scope, target, key, at, coalesce(value, ''), at, count(*) FROM conveyor_starts
+WHERE true
+GROUP BY scope, target, key, at, coalesce(value, '')
+ON CONFLICT (scope, target, key, span_end, value)
+DO UPDATE SET n = n + excluded.n, latest = max(latest, excluded.latest);
+DROP TABLE conveyor_starts;
