@@ -3,13 +3,16 @@ with limits or fairness, and the stored channel limits.
 
 - A claim whose ``ClaimParams.limits`` and ``fair`` are both empty is the plain claim of
   ``queries.sql``, untouched (:meth:`~.backend.PostgresBackend.claim` checks that first).
-- Any other claim is one call of the ``claim_limited()`` function (migration 0005, which
-  documents it): one statement, one round trip, one commit. A PL/pgSQL function because
-  exact limits across workers need the count to be read *after* the claimers of a scope
-  are serialised (an advisory lock): a single SQL statement reads everything from the
-  snapshot it took before it could wait for that lock. Running jobs are counted from the
-  store (a rescued job's slot is free at once); rate starts are a sliding-window log
-  (``limit_starts``), written in the claim's transaction.
+- Any other claim is one call of the ``claim_limited()`` function (created by migration
+  0005, replaced by 0007, which document it): one statement, one round trip, one commit.
+  A PL/pgSQL function because exact limits across workers need the count to be read
+  *after* the claimers of a scope are serialised (an advisory lock): a single SQL
+  statement reads everything from the snapshot it took before it could wait for that
+  lock. Running jobs are counted from the store (a rescued job's slot is free at once);
+  rate starts are kept per span (``limit_starts``: one row per limit, key value and span
+  of ``conveyor.limits.rate_span(per)``, its count added to by an upsert in the claim's
+  transaction), so a window costs a claim at most 51 rows per key value (a window of
+  over 50 s: one per second), however many jobs started in it.
 - Full keys are skipped through indexes, never walked: the claim reads the due jobs per
   (channel, name) stream (``jobs_claim_stream_idx``), and per key value
   (``jobs_claim_tenant_idx`` / ``jobs_claim_group_idx``) where a keyed limit has full

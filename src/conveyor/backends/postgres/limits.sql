@@ -1,5 +1,6 @@
 -- conveyor's PostgreSQL queries for flow control (limits.py); the limited claim itself is
--- the claim_limited() function of migrations/0005_limits.sql.
+-- the claim_limited() function of migrations/0005_limits.sql, as replaced by
+-- migrations/0007_rate_spans.sql (rate limits counted per span).
 
 
 -- name: limited_claim
