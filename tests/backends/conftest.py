@@ -88,7 +88,16 @@ class Store:
         await remove_store(self.kind, self.token)
 
 
-@pytest.fixture(params=BACKENDS)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every store for the suite; one store for a backend-only file, named after it
+    (``test_ops_postgres.py``: PostgreSQL only)."""
+    if "kind" in metafunc.fixturenames:
+        stem = metafunc.module.__name__.rsplit(".", 1)[-1]
+        only = [k for k in BACKENDS if stem.endswith("_" + k)]
+        metafunc.parametrize("kind", only or list(BACKENDS), indirect=True)
+
+
+@pytest.fixture
 def kind(request: pytest.FixtureRequest) -> str:
     """The store kind under test (the test id says which: ``[sqlite]`` …)."""
     require_backend(request.param)
@@ -108,3 +117,34 @@ async def store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
 async def backend(store: Store) -> Backend:
     """A connected, migrated backend on this test's own store (closed by ``store``)."""
     return await store.connected()
+
+
+@pytest.fixture
+async def pg(store: Store) -> Any:
+    """The PostgreSQL backend of a PostgreSQL-only file (``test_*_postgres.py``)."""
+    from conveyor.backends.postgres.backend import PostgresBackend
+
+    backend = await store.connected()
+    assert isinstance(backend, PostgresBackend)
+    return backend
+
+
+@pytest.fixture
+async def admin() -> AsyncIterator[Any]:
+    """A plain autocommit PostgreSQL connection, for looking behind the backend's back."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(PG_URL, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Any]:
+    """A Redis client of a Redis-only file (``test_*_redis.py``), decoding replies."""
+    import redis.asyncio as aioredis
+
+    c = aioredis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        yield c
+    finally:
+        await c.aclose()

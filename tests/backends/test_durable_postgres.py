@@ -23,22 +23,9 @@ from conveyor.backends.postgres.sqlfiles import native
 from conveyor.models import JobState
 from tests.backends.conftest import Store
 from tests.backends.helpers import NOW, claim_ids, enqueue, event_types, get, new_job, ts
-from tests.conftest import PG_URL, require_backend
+from tests.conftest import PG_URL
 
 BLOCKED = 0.3  # seconds a call is given to show that it waits on a lock
-
-
-@pytest.fixture
-def kind() -> str:
-    require_backend("postgres")
-    return "postgres"
-
-
-@pytest.fixture
-async def pg(store: Store) -> PostgresBackend:
-    backend = await store.connected()
-    assert isinstance(backend, PostgresBackend)
-    return backend
 
 
 @pytest.fixture

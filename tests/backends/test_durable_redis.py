@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -23,23 +22,6 @@ from conveyor.backends.redis.keys import Keys
 from conveyor.models import JobState
 from tests.backends.conftest import Store
 from tests.backends.helpers import NOW, claim, enqueue, get, new_job, outcome
-from tests.conftest import REDIS_URL, require_backend
-
-
-@pytest.fixture
-def kind() -> str:
-    """Only Redis (overrides the conftest's every-store ``kind``)."""
-    require_backend("redis")
-    return "redis"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        yield c
-    finally:
-        await c.aclose()
 
 
 def wait_on(job_id: int, token_id: str | None, until: float = NEVER, lease: str = "tok"):  # type: ignore[no-untyped-def]

@@ -16,7 +16,6 @@ import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -39,28 +38,8 @@ from tests.backends.helpers import (
     new_job,
     outcome,
 )
-from tests.conftest import PG_URL, require_backend
 
 BACKLOG = 100_000
-
-
-@pytest.fixture
-def kind() -> str:
-    require_backend("postgres")
-    return "postgres"
-
-
-@pytest.fixture
-async def pg(store: Store) -> PostgresBackend:
-    backend = await store.connected()
-    assert isinstance(backend, PostgresBackend)
-    return backend
-
-
-@pytest.fixture
-async def admin() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    async with await psycopg.AsyncConnection.connect(PG_URL, autocommit=True) as conn:
-        yield conn
 
 
 async def backlog(

@@ -6,7 +6,6 @@ contract is in ``test_limits.py``)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -28,25 +27,8 @@ from tests.backends.helpers import (
     new_job,
     outcome,
 )
-from tests.conftest import REDIS_URL, require_backend
 
 BACKLOG = 100_000
-
-
-@pytest.fixture
-def kind() -> str:
-    """Only Redis (overrides the conftest's every-store ``kind``)."""
-    require_backend("redis")
-    return "redis"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        yield c
-    finally:
-        await c.aclose()
 
 
 def by_name(name: str, n: int, key: str | None = None, per: float | None = None) -> ClaimLimit:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -28,27 +27,6 @@ from conveyor.backends.postgres.sqlfiles import native
 from conveyor.models import Event, JobState
 from tests.backends.conftest import Store
 from tests.backends.helpers import NOW, claim_ids, enqueue, finish, new_job
-from tests.conftest import PG_URL, require_backend
-
-
-@pytest.fixture
-def kind() -> str:
-    require_backend("postgres")
-    return "postgres"
-
-
-@pytest.fixture
-async def pg(store: Store) -> PostgresBackend:
-    backend = await store.connected()
-    assert isinstance(backend, PostgresBackend)
-    return backend
-
-
-@pytest.fixture
-async def admin() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    async with await psycopg.AsyncConnection.connect(PG_URL, autocommit=True) as conn:
-        yield conn
-
 
 Key = tuple[str, int, int, str]
 

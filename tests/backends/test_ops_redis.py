@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio as aioredis
 
 from conveyor.backends.base import (
@@ -35,23 +33,6 @@ from tests.backends.helpers import (
     outcome,
 )
 from tests.backends.test_ops import worker
-from tests.conftest import REDIS_URL, require_backend
-
-
-@pytest.fixture
-def kind() -> str:
-    """Only Redis (overrides the conftest's every-store ``kind``)."""
-    require_backend("redis")
-    return "redis"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        yield c
-    finally:
-        await c.aclose()
 
 
 # -- delete_jobs ------------------------------------------------------------------------------

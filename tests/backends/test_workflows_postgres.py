@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -40,28 +39,9 @@ from tests.backends.helpers import (
     get,
     new_job,
 )
-from tests.conftest import PG_URL, require_backend
+from tests.conftest import PG_URL
 
 BLOCKED = 0.3  # seconds a call is given to show that it waits on a lock
-
-
-@pytest.fixture
-def kind() -> str:
-    require_backend("postgres")
-    return "postgres"
-
-
-@pytest.fixture
-async def pg(store: Store) -> PostgresBackend:
-    backend = await store.connected()
-    assert isinstance(backend, PostgresBackend)
-    return backend
-
-
-@pytest.fixture
-async def admin() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    async with await psycopg.AsyncConnection.connect(PG_URL, autocommit=True) as conn:
-        yield conn
 
 
 async def run_one(pg: PostgresBackend, job_id: int, token: str, **kw: Any) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -36,23 +35,6 @@ from tests.backends.helpers import (
     new_job,
     outcome,
 )
-from tests.conftest import REDIS_URL, require_backend
-
-
-@pytest.fixture
-def kind() -> str:
-    """Only Redis (overrides the conftest's every-store ``kind``)."""
-    require_backend("redis")
-    return "redis"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        yield c
-    finally:
-        await c.aclose()
 
 
 def keys_of(store: Store) -> Keys:
