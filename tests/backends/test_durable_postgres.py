@@ -30,6 +30,7 @@ BLOCKED = 0.3  # seconds a call is given to show that it waits on a lock
 
 @pytest.fixture
 async def admin() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """Not autocommit, unlike the conftest's: these tests hold row locks in a transaction."""
     async with await psycopg.AsyncConnection.connect(PG_URL) as conn:
         yield conn
 
