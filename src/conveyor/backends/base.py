@@ -235,6 +235,13 @@ class Outcome:
     #: takes, so a completion racing the suspend is never lost.
     wait_token: str | None = None
 
+    @property
+    def yields_to_cancel(self) -> bool:
+        """Whether a cancel requested while the job ran wins over this outcome (it would
+        run the job again: ``queued``, ``scheduled`` or ``waiting``). The store gets it
+        with the outcome and applies the rule; it keeps no list of states of its own."""
+        return self.state in RUN_AGAIN
+
 
 #: The event data of a wait stored as a ``resumed`` requeue (its token was done).
 RESUMED_BY_TOKEN = '{"reason": "token"}'

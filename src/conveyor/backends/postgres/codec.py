@@ -292,6 +292,7 @@ def outcomes_json(outcomes: Sequence[Outcome], wait: bool = False) -> str:
             "remove": o.remove,
             "expired_before": o.expired_before,
             "data": o.event_data,
+            "again": o.yields_to_cancel,
         }
         for i, o in enumerate(outcomes)
     ]

@@ -26,7 +26,8 @@ o_in AS (
     FROM json_to_recordset(%(outcomes)s::json) AS u(
         i integer, id bigint, token text, state text, at double precision, event text,
         run_at double precision, result text, error text, refund boolean, stall boolean,
-        remove boolean, expired_before double precision, data text, wait_token text)
+        remove boolean, expired_before double precision, data text, wait_token text,
+        again boolean)
 ),
 wtok AS MATERIALIZED (
     SELECT k.id, k.state, k.expires_at
@@ -44,6 +45,7 @@ o AS MATERIALIZED (
            CASE WHEN x.woken THEN x.at ELSE x.run_at END AS run_at,
            x.result, x.error, x.refund, x.stall, x.remove, x.expired_before,
            CASE WHEN x.woken THEN '{"reason": "token"}' ELSE x.data END AS data,
+           x.again,
            CASE WHEN x.state = 'waiting' AND NOT x.woken THEN x.wait_token END AS wait_token,
            CASE WHEN x.woken AND x.token_state = 'pending' THEN x.wait_token END
                AS expire_token

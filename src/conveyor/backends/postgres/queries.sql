@@ -372,8 +372,9 @@ locked AS MATERIALIZED (
     FOR UPDATE
 ),
 -- `instead`: what the outcome is stored as when not as asked, given back to the caller
--- (Outcome): 'cancelled' (a cancel requested while the job ran wins over running it
--- again: queued, scheduled or waiting), 'resumed' (a wait whose token was done).
+-- (Outcome): 'cancelled' (a cancel requested while the job ran wins over an outcome that
+-- would run it again: `again`, Outcome.yields_to_cancel), 'resumed' (a wait whose token
+-- was done).
 tgt AS MATERIALIZED (
     SELECT DISTINCT ON (l.id)
            l.id, l.name, l.tenant, l.attempts, l.group_key, o.i,
@@ -387,9 +388,7 @@ tgt AS MATERIALIZED (
            {wait_columns}
     FROM locked l
     JOIN o ON o.id = l.id
-    CROSS JOIN LATERAL (
-        SELECT l.cancel_requested AND o.state IN ('queued', 'scheduled', 'waiting') AS cancel
-    ) x
+    CROSS JOIN LATERAL (SELECT l.cancel_requested AND o.again AS cancel) x
     WHERE l.state = 'running'
       AND l.lease_token = o.token
       AND (o.expired_before IS NULL OR l.lease_expires_at <= to_timestamp(o.expired_before))
@@ -467,7 +466,7 @@ o AS (
     FROM json_to_recordset(%(outcomes)s::json) AS u(
         i integer, id bigint, token text, state text, at double precision, event text,
         run_at double precision, result text, error text, refund boolean, stall boolean,
-        remove boolean, expired_before double precision, data text)
+        remove boolean, expired_before double precision, data text, again boolean)
 ),
 
 -- name: complete_select

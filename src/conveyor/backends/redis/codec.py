@@ -230,7 +230,7 @@ def applied(outcomes: Sequence[Outcome], codes: Sequence[int]) -> list[bool]:
 
 def complete_args(keep_removed_events: str, outcomes: Sequence[Outcome]) -> list[str]:
     """The arguments of ``complete.lua`` (from its ``ARGV[2]``): how long a removed job's
-    events are kept (seconds), then the counted outcomes, 15 values each. For a wait on a
+    events are kept (seconds), then the counted outcomes, 16 values each. For a wait on a
     token the order key is ``order_key(at)``: the job is queued at ``at`` instead of
     waiting if the token is no longer waitable (see ``apply_outcome`` in ``_lib_worker.lua``)."""
     args = [keep_removed_events, str(len(outcomes))]
@@ -256,6 +256,7 @@ def complete_args(keep_removed_events: str, outcomes: Sequence[Outcome]) -> list
             o.event_data or "",
             "1" if o.stall else "0",
             wait_token or "",
+            "1" if o.yields_to_cancel else "0",
         ]
     return args
 

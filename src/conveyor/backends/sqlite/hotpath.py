@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from conveyor.backends.base import (
-    RUN_AGAIN,
     ClaimedJob,
     ClaimParams,
     HeartbeatParams,
@@ -172,6 +171,7 @@ def _complete_tx(outcomes: Sequence[Outcome]) -> Callable[[sqlite3.Connection], 
             "run_at": o.run_at,
             "at": o.at,
             "expired_before": o.expired_before,
+            "again": 1 if o.yields_to_cancel else 0,
         }
         for o in kept
     ]
@@ -194,7 +194,7 @@ def _complete_tx(outcomes: Sequence[Outcome]) -> Callable[[sqlite3.Connection], 
             i: "cancelled" if o.job_id in cancelled else "resumed"
             for i, o in enumerate(outcomes)
             if o.job_id in done
-            and o.state in RUN_AGAIN
+            and o.yields_to_cancel
             and (o.job_id in cancelled or o.job_id in diverted)
         }
         ends = outcomes

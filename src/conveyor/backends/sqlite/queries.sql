@@ -73,8 +73,8 @@ FROM conveyor_jobs WHERE id IN (SELECT value FROM json_each(:ids))
 -- only if the job is still running under that token (and expired, for a rescue).
 -- wait_token is set only by a wait; "resumed" marks a wait turned into queued (its token
 -- was no longer waitable), which keeps its progress like the wait it stands for.
--- A job whose cancel was requested while it ran is cancelled instead of going back to
--- queued, scheduled or waiting (Outcome): `again` below; the stored state comes back.
+-- A job whose cancel was requested while it ran is cancelled instead, when the outcome
+-- would run it again (`again`: Outcome.yields_to_cancel); the stored state comes back.
 UPDATE conveyor_jobs AS j
 SET state = CASE WHEN j.cancel_requested AND o.again THEN 'cancelled' ELSE o.state END,
     result = coalesce(o.result, j.result),
@@ -98,7 +98,7 @@ FROM (SELECT value ->> '$.id' AS id, value ->> '$.token' AS token, value ->> '$.
              value ->> '$.run_at' AS run_at, value ->> '$.at' AS at,
              value ->> '$.expired_before' AS expired_before,
              value ->> '$.wait_token' AS wait_token, value ->> '$.resumed' AS resumed,
-             value ->> '$.state' IN ('queued', 'scheduled', 'waiting') AS again
+             value ->> '$.again' AS again
       FROM json_each(:outcomes)) AS o
 WHERE j.id = o.id AND j.state = 'running' AND j.lease_token = o.token
   AND (o.expired_before IS NULL OR j.lease_expires_at <= o.expired_before)

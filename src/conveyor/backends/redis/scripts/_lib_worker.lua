@@ -8,24 +8,24 @@
 -- if the token is no longer waitable), result (JSON)|"", error record (JSON)|"",
 -- refund_attempt ("1"|"0"), remove ("1"|"0"), expired_before|"", event data (JSON)|"",
 -- stall ("1"|"0": a rescue of a run whose worker died, stalls + 1), wait_token|"" (for
--- state waiting: the token it now waits on; "" for a sleep).
+-- state waiting: the token it now waits on; "" for a sleep), yields to a cancel ("1"|"0":
+-- Outcome.yields_to_cancel).
 -- Each applies only if the job is still running under that lease token (and, for a
 -- rescue, its lease expired at or before expired_before); otherwise it changes nothing.
 -- A wait on a token that is no longer waitable (see token_waitable) queues the job at
 -- `at` instead, with a `resumed` event ({"reason": "token"}) in place of `waiting`. A
--- job whose cancel was requested while it ran is cancelled instead of going back to
--- queued, scheduled or waiting (a `cancelled` event, no data; its error still kept).
+-- job whose cancel was requested while it ran is cancelled instead when the outcome
+-- yields to a cancel (a `cancelled` event, no data; its error still kept).
 -- Returns 0 (not applied), 1 (applied as asked), 2 (stored as cancelled instead) or 3
 -- (stored as a resumed requeue instead).
-local OUTCOME_ARGS = 15
-local RUN_AGAIN = {queued = true, scheduled = true, waiting = true}
+local OUTCOME_ARGS = 16
 
 local function apply_outcome(a, i, keep, names)
   local id, token, state, at, event = a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4]
   local run_at, ord, result, err = nz(a[i + 5]), nz(a[i + 6]), nz(a[i + 7]), nz(a[i + 8])
   local refund, remove = a[i + 9] == "1", a[i + 10] == "1"
   local expired_before, data, stall = nz(a[i + 11]), nz(a[i + 12]), a[i + 13] == "1"
-  local wait_token = nz(a[i + 14])
+  local wait_token, yields = nz(a[i + 14]), a[i + 15] == "1"
   local j = fields(id, names)
   if j.state ~= "running" or j.lease_token ~= token then return 0 end
   if expired_before and not (j.lease_expires_at
@@ -38,7 +38,7 @@ local function apply_outcome(a, i, keep, names)
     state, event, data, run_at, wait_token = "queued", "resumed", '{"reason": "token"}', at, nil
     resumed = true
   end
-  local cancelled = j.cancel_requested == "1" and RUN_AGAIN[state]
+  local cancelled = j.cancel_requested == "1" and yields
   if cancelled then
     state, event, data, run_at, wait_token = "cancelled", "cancelled", nil, nil, nil
   end

@@ -3,8 +3,8 @@
 -- what the outcomes changed (a job they requeued, a group they freed).
 -- KEYS[1] = P id
 -- ARGV[1] = P, ARGV[2] = seconds a removed job's events are kept, ARGV[3] = n, then
---   n times 15 values (one outcome each, as in complete.lua), then, from
---   ARGV[4 + 15 * n]: worker id, lease token, limit, now, order_key(now),
+--   n times 16 values (one outcome each, as in complete.lua), then, from
+--   ARGV[4 + 16 * n]: worker id, lease token, limit, now, order_key(now),
 --   lease_expires_at, and the three counted lists channels, include, exclude (as in
 --   claim.lua)
 -- Returns: {one code per outcome, in input order (as complete.lua); one array per claimed job
