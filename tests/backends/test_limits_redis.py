@@ -169,8 +169,15 @@ async def test_a_rate_counts_starts_of_every_worker_and_prunes_old_ones(
     assert await claim_ids(backend, token="a", limits=limits, now=NOW) == [ids[0]]
     assert await claim_ids(backend, token="b", limits=limits, now=NOW + 4.9) == []
     assert await claim_ids(backend, token="c", limits=limits, now=NOW + 5) == [ids[1]]
-    [key] = [k async for k in client.scan_iter(match=Keys(store.token).base + "rl:*")]
-    assert await client.zcard(key) == 1  # the start at NOW left the window and went
+    [key] = [k async for k in client.scan_iter(match=Keys(store.token).base + "rs:*")]
+    # one span per start: the one at NOW left the window but is kept a second (slack)
+    assert sorted((await client.hgetall(key)).values()) == [f"1:{NOW!r}", f"1:{NOW + 5!r}"]
+    assert await claim_ids(backend, token="d", limits=limits, now=NOW + 6.5) == []
+    assert list((await client.hgetall(key)).values()) == [f"1:{NOW + 5!r}"]
+    # the starts of one claim share its span: one entry with their count
+    many = (by_name("api", 10, per=5.0),)
+    assert await claim_ids(backend, token="e", limits=many, now=NOW + 10.5) == ids[2:]
+    assert sorted((await client.hgetall(key)).values()) == [f"1:{NOW + 5!r}", f"2:{NOW + 10.5!r}"]
 
 
 async def test_a_standing_claim_is_not_handed_jobs_its_limits_cover(

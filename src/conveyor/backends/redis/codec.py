@@ -143,7 +143,8 @@ def claim_args(params: ClaimParams) -> list[str]:
     args.append(str(len(params.limits)))
     for lim in params.limits:
         per = "" if lim.per is None else repr(float(lim.per))
-        args += (lim.scope, lim.target, lim.key or "", str(int(lim.n)), per)
+        span = "" if lim.span is None else repr(float(lim.span))
+        args += (lim.scope, lim.target, lim.key or "", str(int(lim.n)), per, span)
     args.append(str(len(params.fair)))
     for channel, column in params.fair:
         args += (channel, column)

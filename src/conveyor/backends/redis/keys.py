@@ -64,8 +64,10 @@ key                           type    holds
 ``P lreg:<channel>``          SET     the channel's lane ids (to drop them)
 ``P lchans``                  SET     channels that have lanes (prune drops the lanes
                                       of a channel whose ``P lon:`` expired)
-``P rl:<rate key>``           ZSET    starts under one rate limit and key value: member
-                                      ``<id>:<attempt>``, score = the claim's now
+``P rs:<rate key>``           HASH    starts under one rate limit and key value, per
+                                      span (``ClaimLimit.span``): field = the span's
+                                      number (its start / span), value =
+                                      ``<count>:<latest start>``
 ``P deps:<id>``               LIST    the ids the job depends on (workflows, see
                                       ``_lib_workflow.lua``), kept until it is deleted
 ``P dnts:<id>``               SET     the jobs still waiting on this one (its dependents);
@@ -154,7 +156,7 @@ FAMILIES: dict[str, str] = {
     "lane": "lane:",
     "lheads": "lh:",
     "lreg": "lreg:",
-    "rlog": "rl:",
+    "rspans": "rs:",
 }
 """Key families with a variable suffix: Python/Lua name -> key infix."""
 

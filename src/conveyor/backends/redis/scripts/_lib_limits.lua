@@ -14,9 +14,12 @@
 -- * concurrency: the running jobs in the store, read once per claim (the channel's
 --   "running" count for a channel-wide limit; else each running job's hash, from P
 --   leases), plus the jobs this claim takes;
--- * rate: P rl:<rate key> holds one member per start (score = the claim's now); starts
---   in (now - per, now] count, older ones are deleted when the key is read. The rate key
---   includes `per`, so two windows on one scope never prune each other's starts.
+-- * rate: P rs:<rate key> holds the starts per span of ClaimLimit.span seconds (field:
+--   the span's number floor(now / span); value: "<count>:<latest start>"). A span counts
+--   in full while its latest start is later than now - per; one whose latest start is
+--   over a second older (clock slack) is deleted when the key is read. A claim adds its
+--   starts (all at its now) to one span per key value, in one HSET. The rate key
+--   includes `per`, so two windows on one scope never prune each other's spans.
 -- A name-scoped concurrency limit keyed by group replaces the one-running-per-group rule
 -- for that name (its count decides); other group jobs still need their group idle (no
 -- member running, none taken by this claim) and to be its first queued member.
@@ -26,9 +29,10 @@
 local LIMITED_SCAN = 5000       -- entries examined beyond the claimed ones
 local LANES_TTL_MS = 21600000   -- lanes outlive the last claim that used them by 6 hours
 local LANE_CHUNK = 64
-local LIMIT_ARGS = 5
+local LIMIT_ARGS = 6
 
--- limits at a[i]: count, then per limit: scope, target, key|"", n, per|""; then fairness:
+-- limits at a[i]: count, then per limit: scope, target, key|"", n, per|"", span|""; then
+-- fairness:
 -- count, then per pair: channel, column. nil when there is neither.
 local function read_limits(a, i)
   local nl = tonumber(a[i]) or 0
@@ -39,8 +43,8 @@ local function read_limits(a, i)
   for k = 0, nl - 1 do
     local j = i + 1 + k * LIMIT_ARGS
     limits[k + 1] = {scope = a[j], target = a[j + 1], key = nz(a[j + 2]),
-                     n = tonumber(a[j + 3]), per = nz(a[j + 4]), count = {}, taken = {},
-                     rkeys = {}}
+                     n = tonumber(a[j + 3]), per = nz(a[j + 4]), span = tonumber(a[j + 5]),
+                     count = {}, taken = {}, rkeys = {}, spans = {}}
   end
   local fair = {}
   for k = 0, nfair - 1 do fair[a[f + 1 + 2 * k]] = a[f + 2 + 2 * k] end
@@ -127,11 +131,21 @@ local function current(L, kv, now)
   local c = L.count[kv]
   if c then return c end
   if not L.per then return 0 end
-  local key = K.rlog(lp(L.scope) .. lp(L.target) .. lp(L.key) .. kv .. lp(L.per))
-  local lo = string.format("%.17g", tonumber(now) - tonumber(L.per))
-  redis.call("ZREMRANGEBYSCORE", key, "-inf", lo)
-  c = redis.call("ZCOUNT", key, "(" .. lo, "+inf")
-  L.count[kv], L.rkeys[kv] = c, key
+  local key = K.rspans(lp(L.scope) .. lp(L.target) .. lp(L.key) .. kv .. lp(L.per))
+  local t = tonumber(now)
+  local lo, stale = t - tonumber(L.per), t - tonumber(L.per) - 1
+  local here = string.format("%.0f", math.floor(t / L.span))
+  local spans, old = redis.call("HGETALL", key), {}
+  c = 0
+  local mine = 0  -- the starts already in this claim's span
+  for k = 1, #spans, 2 do
+    local n, latest = string.match(spans[k + 1], "^(%d+):(.+)$")
+    n, latest = tonumber(n), tonumber(latest)
+    if latest > lo then c = c + n elseif latest <= stale then old[#old + 1] = spans[k] end
+    if spans[k] == here then mine = n end
+  end
+  if #old > 0 then bulk("HDEL", key, old, 1) end
+  L.count[kv], L.rkeys[kv], L.spans[kv] = c, key, {here, mine}
   return c
 end
 
@@ -175,17 +189,26 @@ local function within_limits(limits, ch, name, tenant, group, now)
   return true
 end
 
--- a start under each limit over this job (rates record it)
-local function count_start(limits, ch, name, tenant, group, id, attempts, now)
+-- a start under each limit over this job (a rate's span gets it at the end of the claim)
+local function count_start(limits, ch, name, tenant, group)
   for _, L in ipairs(limits) do
     if applies(L, name, ch) then
       local kv = key_value(L, tenant, group)
       L.taken[kv] = (L.taken[kv] or 0) + 1
-      if L.per then
-        local key = L.rkeys[kv]
-        redis.call("ZADD", key, now, id .. ":" .. attempts)
-        if not L.expiring then L.expiring = {} end
-        L.expiring[key] = true  -- its TTL is set once per claim (expire_starts)
+    end
+  end
+end
+
+-- the claim's starts into the span holding its now, per rate limit and key value; the
+-- span log outlives its window by a minute
+local function record_starts(limits, now)
+  for _, L in ipairs(limits) do
+    if L.per then
+      local ttl = math.ceil(tonumber(L.per) * 1000) + 60000
+      for kv, n in pairs(L.taken) do
+        local key, span = L.rkeys[kv], L.spans[kv]
+        redis.call("HSET", key, span[1], (span[2] + n) .. ":" .. now)
+        redis.call("PEXPIRE", key, ttl)
       end
     end
   end
@@ -194,16 +217,6 @@ end
 -- A cursor reads its sorted set in chunks that start small and double up to LANE_CHUNK:
 -- a claim reads most lanes for a member or two (a limit holds back the rest, or the
 -- batch is full), so a lane entered costs a few entries, not LANE_CHUNK of them.
--- the start logs a claim added to outlive their window (by a minute), once per claim
-local function expire_starts(limits)
-  for _, L in ipairs(limits) do
-    if L.expiring then
-      local ttl = math.ceil(tonumber(L.per) * 1000) + 60000
-      for key in pairs(L.expiring) do redis.call("PEXPIRE", key, ttl) end
-    end
-  end
-end
-
 local function peek(cur)
   if cur.pos > #cur.items then
     if cur.done then return nil end
@@ -222,6 +235,59 @@ end
 local function advance(cur)
   cur.pos = cur.pos + 2
   cur.offset = cur.offset + 1
+end
+
+-- a binary heap of lane cursors, least first by their current member (hs: score, then
+-- hm: member): a claim's walk picks its next candidate among the lanes it entered in
+-- O(log lanes), not by looking at each of them
+local function ahead(a, b)
+  return a.hs < b.hs or (a.hs == b.hs and a.hm < b.hm)
+end
+
+local function heap_push(h, x)
+  local i = #h + 1
+  h[i] = x
+  while i > 1 do
+    local up = math.floor(i / 2)
+    if not ahead(h[i], h[up]) then break end
+    h[i], h[up] = h[up], h[i]
+    i = up
+  end
+end
+
+local function heap_pop(h)
+  local top, n = h[1], #h
+  h[1] = h[n]
+  h[n] = nil
+  n = n - 1
+  local i = 1
+  while true do
+    local l, least = 2 * i, i
+    if l <= n and ahead(h[l], h[least]) then least = l end
+    if l + 1 <= n and ahead(h[l + 1], h[least]) then least = l + 1 end
+    if least == i then break end
+    h[i], h[least] = h[least], h[i]
+    i = least
+  end
+  return top
+end
+
+-- a walked lane's first member once the claim's removals are done, as a lane head
+-- (member .. lane id) and its score; nil for an empty lane. Every member before the
+-- cursor went (taken or gone) unless one was passed over, so the cursor's next member
+-- is the first one when it has read it.
+local function first_left(lc)
+  local m, sc
+  if not lc.passed and lc.pos <= #lc.items then
+    m, sc = lc.items[lc.pos], lc.items[lc.pos + 1]
+  elseif not lc.passed and lc.done then
+    return nil
+  else
+    local first = redis.call("ZRANGE", lc.key, 0, 0, "WITHSCORES")
+    m, sc = first[1], first[2]
+  end
+  if m then return m .. lc.lid, sc end
+  return nil
 end
 
 -- c: worker, token, limit, now, now_ord, lease_exp, channels, paused, inc, exc, read (the
@@ -287,7 +353,7 @@ local function claim_limited(c, a, i)
       list[#list + 1] = m
     end
     local attempts = (tonumber(v[5]) or 0) + 1
-    count_start(limits, ch, v[2], tenant, g, id, attempts, now)
+    count_start(limits, ch, v[2], tenant, g)
     redis.call("HSET", K.job(id), unpack(lease_fields({}, attempts, c.token, c.lease_exp, now,
                                                       c.worker)))
     zrem_later(K.queued_at(ch), id)
@@ -297,29 +363,44 @@ local function claim_limited(c, a, i)
             v[11], v[12], v[13], nz(v[14]) or "0", nz(v[15]) or "1"}
   end
 
+  -- a heads cursor's first lane not entered yet: its head, score and member (split once
+  -- per head, not once per turn of the walk)
+  local function peek_head(h)
+    if h.at ~= h.offset then
+      local hm, s = peek(h)
+      while hm and lanes[string.sub(hm, 33)] do
+        advance(h)
+        hm, s = peek(h)
+      end
+      h.at, h.hm, h.hs, h.m = h.offset, hm, s, hm and string.sub(hm, 1, 32)
+    end
+    return h.hm, h.hs, h.m
+  end
+
+  -- the entered lanes in play, by their current member
+  local active = {}
+  local function play(lc)
+    local m, sc = peek(lc)
+    if m then
+      lc.hm, lc.hs, lc.state = m, sc, "active"
+      heap_push(active, lc)
+    end
+  end
+
   local function walk()
     while #out < c.limit and budget > 0 do
       -- the first candidate in claim order: a lane head not met yet, or the current
       -- member of an entered lane
       local best, bm, bs, bhead
       for _, h in ipairs(heads) do
-        local hm, s = peek(h)
-        while hm and lanes[string.sub(hm, 33)] do
-          advance(h)
-          hm, s = peek(h)
-        end
-        if hm then
-          local m = string.sub(hm, 1, 32)
-          if not best or s < bs or (s == bs and m < bm) then best, bm, bs, bhead = h, m, s, hm end
+        local hm, s, m = peek_head(h)
+        if hm and (not best or s < bs or (s == bs and m < bm)) then
+          best, bm, bs, bhead = h, m, s, hm
         end
       end
-      for _, lc in ipairs(entered) do
-        if lc.state == "active" then
-          local m, s = peek(lc)
-          if m and (not best or s < bs or (s == bs and m < bm)) then
-            best, bm, bs, bhead = lc, m, s, nil
-          end
-        end
+      local top = active[1]
+      if top and (not best or top.hs < bs or (top.hs == bs and top.hm < bm)) then
+        best, bm, bs, bhead = top, top.hm, top.hs, nil
       end
       if not best then break end
       budget = budget - 1
@@ -328,11 +409,12 @@ local function claim_limited(c, a, i)
         local lid = string.sub(bhead, 33)
         local lc = {key = K.lane(lid), lid = lid, ch = best.ch, head = bhead,
                     items = {bm, tostring(bs)}, pos = 1, offset = 0, done = false,
-                    chunk = 4, state = "active", remove = {}}
+                    chunk = 4, remove = {}}
         lanes[lid] = lc
         entered[#entered + 1] = lc
+        play(lc)
       else
-        local lc, id = best, id_of(bm)
+        local lc, id = heap_pop(active), id_of(bm)
         local verdict, v = judge(lc, bm, bs, id)
         if verdict == "take" then
           out[#out + 1] = take(lc, bm, id, v)
@@ -341,12 +423,17 @@ local function claim_limited(c, a, i)
             round_taken[lc.ch .. "\0" .. lc.value] = true
             took_fair = true
             lc.state = "paused"
+          else
+            play(lc)
           end
         elseif verdict == "next" then
+          lc.passed = true
           advance(lc)
+          play(lc)
         elseif verdict == "gone" then
           lc.remove[#lc.remove + 1] = bm
           advance(lc)
+          play(lc)
         elseif verdict == "pause" then
           lc.state = "paused"
         else
@@ -361,28 +448,41 @@ local function claim_limited(c, a, i)
   while #out < c.limit and budget > 0 and took_fair do
     heads, round_taken, took_fair = {}, {}, false
     for _, lc in ipairs(entered) do
-      if lc.state == "paused" then lc.state = "active" end
+      if lc.state == "paused" then play(lc) end
     end
     walk()
   end
 
+  -- the lanes' members taken or gone, and their new first members, per channel
+  local moved = {}  -- channel -> {rem = heads, add = (score, head) pairs, drop = lane ids}
   for _, lc in ipairs(entered) do
     if #lc.remove > 0 then
       bulk("ZREM", lc.key, lc.remove, 1)
-      local first = redis.call("ZRANGE", lc.key, 0, 0, "WITHSCORES")
-      if not first[1] or first[1] .. lc.lid ~= lc.head then
-        local hkey = K.lheads(lc.ch)
-        redis.call("ZREM", hkey, lc.head)
-        if first[1] then
-          redis.call("ZADD", hkey, first[2], first[1] .. lc.lid)
+      local m, sc = first_left(lc)
+      if m ~= lc.head then
+        local mv = moved[lc.ch]
+        if not mv then
+          mv = {rem = {}, add = {}, drop = {}}
+          moved[lc.ch] = mv
+        end
+        mv.rem[#mv.rem + 1] = lc.head
+        if m then
+          mv.add[#mv.add + 1] = sc
+          mv.add[#mv.add + 1] = m
         else
-          redis.call("SREM", K.lreg(lc.ch), lc.lid)
+          mv.drop[#mv.drop + 1] = lc.lid
         end
       end
     end
   end
+  for ch, mv in pairs(moved) do
+    local hkey = K.lheads(ch)
+    bulk("ZREM", hkey, mv.rem, 1)
+    if #mv.add > 0 then bulk("ZADD", hkey, mv.add, 2) end
+    if #mv.drop > 0 then bulk("SREM", K.lreg(ch), mv.drop, 1) end
+  end
   for ch, members in pairs(ready_rm) do bulk("ZREM", K.ready(ch), members, 1) end
-  expire_starts(limits)
+  record_starts(limits, now)
   if #out == c.limit then  -- a full batch: more work may wait, let another worker look
     for _, h in ipairs(all_heads) do
       if redis.call("ZCARD", h.key) > 0 then wake_channel(h.ch) end
