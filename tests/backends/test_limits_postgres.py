@@ -5,7 +5,8 @@ full key ahead in claim order it returns the allowed jobs and reads only a few h
 index entries (counted inside the claim's transaction, with and without fresh planner
 statistics); concurrent limited claimers never overshoot a limit (the advisory lock per
 scope); ``complete_and_claim`` frees the slots of the jobs it completes for its own
-claim; fair rounds across channels. The start log of rate limits holds one row per
+claim; a job whose row lock another transaction holds gives its slot to the next one;
+fair rounds across channels. The start log of rate limits holds one row per
 span (``rate_span``) and key value: a window holds at most 51 of them however many
 starts, expired spans are deleted by the claims, and a store upgraded from the per-start
 log (version 6) keeps counting the old rows exactly until they leave the window."""
@@ -165,6 +166,20 @@ async def test_complete_and_claim_frees_the_slots_it_completes(pg: PostgresBacke
     )
     assert applied == [False] and jobs == []  # a stale outcome frees nothing
     assert (await get(pg, ids[2])).state == JobState.QUEUED
+
+
+async def test_a_job_whose_row_lock_is_taken_gives_its_slot_back(
+    pg: PostgresBackend, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    # a pass locks the jobs it admitted in one statement: one whose row another
+    # transaction holds is not taken, and its slot goes to the next job in claim order
+    ids = await enqueue(pg, *(new_job("sync") for _ in range(4)))
+    limits = (ClaimLimit("name", "sync", None, 2),)
+    async with admin.transaction(force_rollback=True):
+        await admin.execute(f'SELECT 1 FROM "{pg.schema}".jobs WHERE id = %s FOR UPDATE', [ids[0]])
+        assert await claim_ids(pg, token="a", limits=limits) == ids[1:3]
+    assert (await get(pg, ids[0])).state == JobState.QUEUED
+    assert await claim_ids(pg, token="b", limits=limits) == []  # two run: the limit is full
 
 
 async def test_fair_rounds_mix_with_other_channels(pg: PostgresBackend) -> None:

@@ -4,7 +4,8 @@ with limits or fairness, and the stored channel limits.
 - A claim whose ``ClaimParams.limits`` and ``fair`` are both empty is the plain claim of
   ``queries.sql``, untouched (:meth:`~.backend.PostgresBackend.claim` checks that first).
 - Any other claim is one call of the ``claim_limited()`` function (created by migration
-  0005, replaced by 0007, which document it): one statement, one round trip, one commit.
+  0005, replaced by 0007 and 0008, which document it): one statement, one round trip,
+  one commit.
   A PL/pgSQL function because exact limits across workers need the count to be read
   *after* the claimers of a scope are serialised (an advisory lock): a single SQL
   statement reads everything from the snapshot it took before it could wait for that
