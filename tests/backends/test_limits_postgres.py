@@ -212,22 +212,42 @@ async def spans_latest(
 async def test_expired_spans_are_deleted_by_the_claims(
     pg: PostgresBackend, admin: psycopg.AsyncConnection[Any]
 ) -> None:
-    await enqueue(pg, *(new_job("api") for _ in range(4)))
+    await enqueue(pg, *(new_job("api") for _ in range(6)))
     limits = (ClaimLimit("name", "api", None, 2, 10.0),)
     assert len(await claim(pg, token="a", limits=limits)) == 2
     # the claim's two starts are one span row, ending one span (0.2 s) after NOW
     [(lim, keyval, end, n)] = await spans(admin, pg.schema)
     assert (lim, keyval, n) == ("name::api", None, 2)
     assert end == pytest.approx(NOW + rate_span(10.0), abs=1e-6)
-    # a second after the window (the slack for a claimer whose clock is behind): kept
-    assert len(await claim(pg, token="b", limit=1, limits=limits, now=NOW + 10.9)) == 1
-    assert len(await spans(admin, pg.schema)) == 2
-    assert len(await claim(pg, token="c", limit=1, limits=limits, now=NOW + 12)) == 1
-    # the span older than the window and its slack is gone; the new starts are spans
+    # claims delete in the first of every 50 spans (once per window): a claim in the
+    # middle of a span of another kind deletes nothing, one in such a span deletes what
+    # is older than the window and a second of slack (for a claimer whose clock is behind)
     w = rate_span(10.0)
+
+    def deleting(after: float) -> float:
+        """The middle of the first deleting span that starts after ``after``."""
+        return (math.floor(after / (50 * w)) + 1) * 50 * w + w / 2
+
+    b = deleting(NOW + 10.9) - 25 * w  # a span that does not delete, past the slack
+    assert b > NOW + 11
+    assert len(await claim(pg, token="b", limit=1, limits=limits, now=b)) == 1
+    assert len(await spans(admin, pg.schema)) == 2
+    c = deleting(b)
+    assert len(await claim(pg, token="c", limit=1, limits=limits, now=c)) == 1
+    # the span older than the window and its slack is gone; the new starts are spans
     assert [(r[2], r[3]) for r in await spans(admin, pg.schema)] == [
-        (pytest.approx((math.floor((NOW + 10.9) / w) + 1) * w, abs=1e-6), 1),
-        (pytest.approx((math.floor((NOW + 12) / w) + 1) * w, abs=1e-6), 1),
+        (pytest.approx((math.floor(b / w) + 1) * w, abs=1e-6), 1),
+        (pytest.approx((math.floor(c / w) + 1) * w, abs=1e-6), 1),
+    ]
+    # a span within the slack of a deleting claim is kept
+    d = deleting(c + 11)
+    x = d - 10.5  # half a second older than the window of the claim at d
+    assert x > c
+    assert len(await claim(pg, token="x", limit=1, limits=limits, now=x)) == 1
+    assert len(await claim(pg, token="d", limit=1, limits=limits, now=d)) == 1
+    assert [(r[2], r[3]) for r in await spans(admin, pg.schema)] == [
+        (pytest.approx((math.floor(x / w) + 1) * w, abs=1e-6), 1),
+        (pytest.approx((math.floor(d / w) + 1) * w, abs=1e-6), 1),
     ]
 
 

@@ -14,10 +14,12 @@ with limits or fairness, and the stored channel limits.
   of ``conveyor.limits.rate_span(per)``, its count added to by an upsert in the claim's
   transaction), so a window costs a claim at most 51 rows per key value (a window of
   over 50 s: one per second), however many jobs started in it.
-- Full keys are skipped through indexes, never walked: the claim reads the due jobs per
-  (channel, name) stream (``jobs_claim_stream_idx``), and per key value
-  (``jobs_claim_tenant_idx`` / ``jobs_claim_group_idx``) where a keyed limit has full
-  values or the channel is fair; a full stream or value is never read.
+- Full keys are skipped through indexes, never walked: while no key is full and no
+  claimed channel is fair, the first pass reads the claim order itself (as the plain
+  claim); once limits hold jobs back, the claim reads the due jobs per (channel, name)
+  stream (``jobs_claim_stream_idx``), and per key value (``jobs_claim_tenant_idx`` /
+  ``jobs_claim_group_idx``) where a keyed limit has full values or the channel is fair;
+  a full stream or value is never read.
 - ``complete_and_claim`` with limits: the steps of ``complete_many`` and the function
   call in one statement (``limited_complete_claim_select``).
 - Channel limits: the ``channel_limits`` table, one row per channel.

@@ -1,7 +1,7 @@
 -- conveyor's PostgreSQL queries for flow control (limits.py); the limited claim itself is
 -- the claim_limited() function of migrations/0005_limits.sql, as replaced by
 -- migrations/0007_rate_spans.sql (rate limits counted per span) and
--- migrations/0008_bulk_claim_locks.sql (a pass locks the jobs it admitted in one statement).
+-- migrations/0008_claim_limited.sql (fewer statements per claim).
 
 
 -- name: limited_claim
