@@ -105,9 +105,15 @@ async def test_jobs_taken_by_claims_without_limits_are_dropped_from_lanes(
 ) -> None:
     keys = Keys(store.token)
     limits = (by_name("x", 10),)
-    assert await claim_ids(backend, token="warm", limits=limits) == []
+    # lanes on (a channel's lanes are built by the first claim with limits that reads it)
+    assert await claim_ids(backend, token="warm", limits=limits, channels=("default",)) == []
     ids = await enqueue(backend, *(new_job("x") for _ in range(6)))
-    assert await claim_ids(backend, token="plain", limit=4) == ids[:4]  # lanes untouched
+    assert await claim_ids(backend, token="plain", limit=4) == ids[:4]
+    # they left their lane at once, and the lane's head moved on
+    [lane] = [k async for k in client.scan_iter(match=keys.base + "lane:*")]
+    assert await client.zcard(lane) == 2
+    [head] = await client.zrange(keys.base + "lh:default", 0, -1)
+    assert head == (await client.zrange(lane, 0, 0))[0] + lane.removeprefix(keys.base + "lane:")
     taken = await claim(backend, token="lim", limits=limits)
     assert [j.id for j in taken] == ids[4:]
     assert await client.zcard(keys.base + "lh:default") == 0

@@ -257,9 +257,10 @@ end
 -- queued jobs also sits in the ZSET of its lane (channel, name, tenant, group: every
 -- limit's key value is the same for all jobs of a lane), and each lane's first member in
 -- P lh:<channel> (member .. lane id), so such a claim skips a held-back lane in one step,
--- however long its backlog (see _lib_limits.lua). Claims without limits never touch lanes:
--- the jobs they take stay behind as stale entries, dropped when a claim with limits meets
--- them.
+-- however long its backlog (see _lib_limits.lua). A walk of the ready sets (a claim
+-- without limits, or a limited claim's first pass) drops the jobs it takes from their
+-- lanes (lanes_leave); entries left stale otherwise (by a store of an older release)
+-- are dropped when a claim's walk of the lanes meets them.
 local LANES = {}  -- channel -> lanes kept (this call's cache of P lon:<channel>)
 
 -- a length-prefixed value ("-" for None), for lane and rate-key ids
@@ -309,6 +310,32 @@ local function lane_remove(lid, channel, members)
   else
     redis.call("SREM", K.lreg(channel), lid)
   end
+end
+
+-- drop the jobs a walk of the ready sets took from their lanes: lid -> {ch = channel,
+-- members in claim order}. A lane's first member taken is its first member in the lane
+-- unless an earlier one was passed over (not due yet), which then stays its head.
+local function lanes_leave(left)
+  local adds, drops = {}, {}  -- channel -> new heads (score, head) / emptied lane ids
+  for lid, l in pairs(left) do
+    local key = K.lane(lid)
+    bulk("ZREM", key, l, 1)
+    if redis.call("ZREM", K.lheads(l.ch), l[1] .. lid) == 1 then
+      local first = redis.call("ZRANGE", key, 0, 0, "WITHSCORES")
+      if first[1] then
+        local list = adds[l.ch] or {}
+        adds[l.ch] = list
+        list[#list + 1] = first[2]
+        list[#list + 1] = first[1] .. lid
+      else
+        local list = drops[l.ch] or {}
+        drops[l.ch] = list
+        list[#list + 1] = lid
+      end
+    end
+  end
+  for ch, list in pairs(adds) do bulk("ZADD", K.lheads(ch), list, 2) end
+  for ch, list in pairs(drops) do bulk("SREM", K.lreg(ch), list, 1) end
 end
 
 -- the lane of a queued job (nil while its channel keeps no lanes)

@@ -1,10 +1,16 @@
 -- _lib_limits.lua: the library's third part (after _lib.lua and _lib_jobs.lua, whose rules
 -- it follows; _lib_worker.lua's claim_jobs calls it): a claim with limits or fairness.
 --
--- Such a claim walks lanes instead of ready sets (see "lanes" in _lib.lua): every job of a
--- lane has the same channel, name, tenant and group, so a limit that holds back its first
--- member holds back the whole lane, which is then skipped in one step, however long its
--- backlog. The walk merges the lane heads of the claimed channels (P lh:<channel>, in
+-- Unless a claimed channel is fair or a name's group rule is replaced by a limit, such a
+-- claim first walks the ready sets as a plain claim does, each job judged by the limits
+-- (walk_ready's gate), and goes on through the lanes (below) only from the first job a
+-- limit holds back: limits that hold nothing back cost their counts and the jobs'
+-- removal from their lanes (which every claim does), not a walk of the lanes.
+--
+-- Through lanes, a claim walks lanes instead of ready sets (see "lanes" in _lib.lua):
+-- every job of a lane has the same channel, name, tenant and group, so a limit that holds
+-- back its first member holds back the whole lane, which is then skipped in one step,
+-- however long its backlog. The walk merges the lane heads of the claimed channels (P lh:<channel>, in
 -- claim order) with the lanes already entered; a lane is followed member by member only
 -- while its members are taken (or not due yet). Lanes are kept for a channel while such
 -- claims use it: the first one (P lon:<channel> absent) builds them from the channel's
@@ -292,7 +298,7 @@ end
 
 -- c: worker, token, limit, now, now_ord, lease_exp, channels, paused, inc, exc, read (the
 -- job fields claim_jobs reads, then ord and channel); the limits at a[i] (read_limits)
-local function claim_limited(c, a, i)
+local function claim_limited(c, a, i, walk_ready)
   local lim = read_limits(a, i) or {limits = {}, fair = {}}
   local limits, fair, now = lim.limits, lim.fair, c.now
   local gm = count_running(limits)
@@ -305,10 +311,25 @@ local function claim_limited(c, a, i)
                            done = false}
     end
   end
+  local out = {}
+  if next(fair) == nil and next(gm) == nil then
+    -- the ready sets first, in claim order, until a limit holds a job back (the jobs
+    -- taken leave their lanes as they do in a plain claim)
+    local stopped
+    out, stopped = walk_ready(c, function(ch, name, tenant, group)
+      if not within_limits(limits, ch, name, tenant, group, now) then return false end
+      count_start(limits, ch, name, tenant, group)
+      return true
+    end)
+    if not stopped then
+      record_starts(limits, now)
+      return out
+    end
+  end
   local all_heads = heads
   local lanes, entered = {}, {}  -- lane id -> its cursor; cursors in order of entry
   local took_group, round_taken, took_fair = {}, {}, false
-  local ready_rm, out = {}, {}
+  local ready_rm = {}
   local budget = c.limit + LIMITED_SCAN
 
   local function judge(lc, m, s, id)

@@ -136,6 +136,119 @@ end
 local CLAIM_SCAN = 1000
 local CLAIM_CHUNK = 64
 
+-- The walk of the ready sets, for the claim `c` (claim_jobs' fields). `gate` (optional,
+-- a limited claim's first pass, see _lib_limits.lua) judges each job the walk would
+-- take: gate(channel, name, tenant, group) says whether it may be taken (and counts it
+-- if so); the walk stops at the first job it may not take. The jobs taken leave their
+-- lanes where their channel keeps lanes (lanes_leave). Returns the jobs taken and
+-- whether a gate stopped the walk.
+local function walk_ready(c, gate)
+  local limit, token, lease_exp, now, worker = c.limit, c.token, c.lease_exp, c.now, c.worker
+  local inc, exc, read = c.inc, c.exc, c.read
+  -- one cursor per channel; `offset` counts the examined entries still in the set
+  -- (claimed entries are removed only at the end)
+  local cursors, seen = {}, {}
+  for _, ch in ipairs(c.channels) do
+    if not c.paused[ch] and not seen[ch] then
+      seen[ch] = true
+      cursors[#cursors + 1] = {key = K.ready(ch), ch = ch, items = {}, pos = 1, offset = 0,
+                               done = false, taken = {}}
+    end
+  end
+
+  local function head(cur)
+    if cur.pos > #cur.items then
+      if cur.done then return nil end
+      cur.items = redis.call("ZRANGE", cur.key, cur.offset, cur.offset + CLAIM_CHUNK - 1,
+                             "WITHSCORES")
+      cur.pos = 1
+      if #cur.items < 2 * CLAIM_CHUNK then cur.done = true end
+      if #cur.items == 0 then return nil end
+    end
+    return cur.items[cur.pos], tonumber(cur.items[cur.pos + 1])
+  end
+
+  -- "take" (with the job's fields), "skip" (stays in place) or "gone" (stale, removed)
+  local function verdict(cur, m, id)
+    if string.sub(m, 1, 16) > c.now_ord then return "skip" end
+    local v = redis.call("HMGET", K.job(id), unpack(read))
+    if v[1] ~= "queued" then
+      redis.call("ZREM", cur.key, m)
+      return "gone"
+    end
+    if inc and not inc[v[2]] then return "skip" end
+    if exc and exc[v[2]] then return "skip" end
+    local g = nz(v[3])
+    if g and redis.call("HEXISTS", K.glock, g) == 1 then return "skip" end
+    return "take", v
+  end
+
+  local left = {}  -- the lanes of the jobs taken (where their channel keeps lanes)
+  local function take(cur, m, id, v)
+    cur.taken[#cur.taken + 1] = m
+    local g = nz(v[3])
+    if lanes_on(cur.ch) then
+      local lid = lane_id(cur.ch, v[2], nz(v[8]), g)
+      local l = left[lid]
+      if not l then
+        l = {ch = cur.ch}
+        left[lid] = l
+      end
+      l[#l + 1] = m
+    end
+    if g then
+      redis.call("ZREM", K.gq(g), m)
+      redis.call("HDEL", K.grep, g)
+      redis.call("HSET", K.glock, g, id)
+    end
+    local attempts = (tonumber(v[5]) or 0) + 1
+    redis.call("HSET", K.job(id), unpack(lease_fields({}, attempts, token, lease_exp, now,
+                                                      worker)))
+    zrem_later(K.queued_at(cur.ch), id)
+    index_running(id, cur.ch, "queued", lease_exp)
+    emit(id, "started", v[2], v[8], attempts, now, nil)
+    return {id, v[2], v[4], attempts, v[6], cur.ch, v[7], nf(v[8]), nf(g), v[9], nf(v[10]),
+            v[11], v[12], v[13], nz(v[14]) or "0", nz(v[15]) or "1"}
+  end
+
+  local out, stopped = {}, false
+  local budget = limit + CLAIM_SCAN
+  while #out < limit and budget > 0 do
+    local best, bm, bs
+    for _, cur in ipairs(cursors) do
+      local m, s = head(cur)
+      if m and (not best or s < bs or (s == bs and m < bm)) then best, bm, bs = cur, m, s end
+    end
+    if not best then break end
+    budget = budget - 1
+    local id = id_of(bm)
+    local v, fields_ = verdict(best, bm, id)
+    if v == "take" and gate and not gate(best.ch, fields_[2], nz(fields_[8]), nz(fields_[3])) then
+      stopped = true
+      break
+    end
+    best.pos = best.pos + 2
+    if v == "take" then
+      out[#out + 1] = take(best, bm, id, fields_)
+      best.offset = best.offset + 1
+    elseif v == "skip" then
+      best.offset = best.offset + 1
+    end
+  end
+
+  for _, cur in ipairs(cursors) do
+    if #cur.taken > 0 then bulk("ZREM", cur.key, cur.taken, 1) end
+  end
+  lanes_leave(left)
+  -- a full batch: more work may wait, so let another idle worker look too
+  if #out == limit then
+    for _, cur in ipairs(cursors) do
+      if redis.call("ZCARD", cur.key) > 0 then wake_channel(cur.ch) end
+    end
+  end
+  return out, stopped
+end
+
 local function claim_jobs(a, i, limited)
   local worker, token, limit = a[i], a[i + 1], tonumber(a[i + 2])
   local now, now_ord, lease_exp = a[i + 3], a[i + 4], a[i + 5]
@@ -148,104 +261,18 @@ local function claim_jobs(a, i, limited)
   if redis.call("EXISTS", K.paused_all) == 1 then return {} end
   local paused = as_set(redis.call("SMEMBERS", K.paused))
   if not channels then channels = redis.call("SMEMBERS", K.channels) end
-  local inc = include and as_set(include)
-  local exc = exclude and as_set(exclude)
   local read = {"state", "name", "group_key", "payload", "attempts", "max_attempts",
                 "priority", "tenant", "tags", "options", "run_at", "created_at",
                 "remove_on_complete", "stalls", "max_stalls"}
-  if limited then  -- limits or fairness: walk lanes instead (see above)
+  local c = {worker = worker, token = token, limit = limit, now = now, now_ord = now_ord,
+             lease_exp = lease_exp, channels = channels, paused = paused,
+             inc = include and as_set(include), exc = exclude and as_set(exclude),
+             read = read}
+  if limited then  -- limits or fairness (see _lib_limits.lua)
     read[16], read[17] = "ord", "channel"
-    return limited({worker = worker, token = token, limit = limit, now = now,
-                    now_ord = now_ord, lease_exp = lease_exp, channels = channels,
-                    paused = paused, inc = inc, exc = exc, read = read}, a, i)
+    return limited(c, a, i, walk_ready)
   end
-
-  -- one cursor per channel; `offset` counts the examined entries still in the set
-  -- (claimed entries are removed only at the end)
-  local cursors, seen = {}, {}
-  for _, ch in ipairs(channels) do
-    if not paused[ch] and not seen[ch] then
-      seen[ch] = true
-      cursors[#cursors + 1] = {key = K.ready(ch), ch = ch, items = {}, pos = 1, offset = 0,
-                               done = false, taken = {}}
-    end
-  end
-
-  local function head(c)
-    if c.pos > #c.items then
-      if c.done then return nil end
-      c.items = redis.call("ZRANGE", c.key, c.offset, c.offset + CLAIM_CHUNK - 1, "WITHSCORES")
-      c.pos = 1
-      if #c.items < 2 * CLAIM_CHUNK then c.done = true end
-      if #c.items == 0 then return nil end
-    end
-    return c.items[c.pos], tonumber(c.items[c.pos + 1])
-  end
-
-  -- "take" (with the job's fields), "skip" (stays in place) or "gone" (stale, removed)
-  local function verdict(c, m, id)
-    if string.sub(m, 1, 16) > now_ord then return "skip" end
-    local v = redis.call("HMGET", K.job(id), unpack(read))
-    if v[1] ~= "queued" then
-      redis.call("ZREM", c.key, m)
-      return "gone"
-    end
-    if inc and not inc[v[2]] then return "skip" end
-    if exc and exc[v[2]] then return "skip" end
-    local g = nz(v[3])
-    if g and redis.call("HEXISTS", K.glock, g) == 1 then return "skip" end
-    return "take", v
-  end
-
-  local function take(c, m, id, v)
-    c.taken[#c.taken + 1] = m
-    local g = nz(v[3])
-    if g then
-      redis.call("ZREM", K.gq(g), m)
-      redis.call("HDEL", K.grep, g)
-      redis.call("HSET", K.glock, g, id)
-    end
-    local attempts = (tonumber(v[5]) or 0) + 1
-    redis.call("HSET", K.job(id), unpack(lease_fields({}, attempts, token, lease_exp, now,
-                                                      worker)))
-    zrem_later(K.queued_at(c.ch), id)
-    index_running(id, c.ch, "queued", lease_exp)
-    emit(id, "started", v[2], v[8], attempts, now, nil)
-    return {id, v[2], v[4], attempts, v[6], c.ch, v[7], nf(v[8]), nf(g), v[9], nf(v[10]),
-            v[11], v[12], v[13], nz(v[14]) or "0", nz(v[15]) or "1"}
-  end
-
-  local out = {}
-  local budget = limit + CLAIM_SCAN
-  while #out < limit and budget > 0 do
-    local best, bm, bs
-    for _, c in ipairs(cursors) do
-      local m, s = head(c)
-      if m and (not best or s < bs or (s == bs and m < bm)) then best, bm, bs = c, m, s end
-    end
-    if not best then break end
-    budget = budget - 1
-    best.pos = best.pos + 2
-    local id = id_of(bm)
-    local v, fields_ = verdict(best, bm, id)
-    if v == "take" then
-      out[#out + 1] = take(best, bm, id, fields_)
-      best.offset = best.offset + 1
-    elseif v == "skip" then
-      best.offset = best.offset + 1
-    end
-  end
-
-  for _, c in ipairs(cursors) do
-    if #c.taken > 0 then bulk("ZREM", c.key, c.taken, 1) end
-  end
-  -- a full batch: more work may wait, so let another idle worker look too
-  if #out == limit then
-    for _, c in ipairs(cursors) do
-      if redis.call("ZCARD", c.key) > 0 then wake_channel(c.ch) end
-    end
-  end
-  return out
+  return (walk_ready(c))
 end
 
 -- hand-off (enqueue.lua) -----------------------------------------------------------------
