@@ -144,11 +144,27 @@ local function current(L, kv, now)
   local spans, old = redis.call("HGETALL", key), {}
   c = 0
   local mine = 0  -- the starts already in this claim's span
+  -- a span's number tells where its starts are, [s, s + w): only a span that straddles
+  -- now - per needs its latest start read (eps: the float error of s)
+  local w = L.span
+  local eps = w * 1e-6
   for k = 1, #spans, 2 do
-    local n, latest = string.match(spans[k + 1], "^(%d+):(.+)$")
-    n, latest = tonumber(n), tonumber(latest)
-    if latest > lo then c = c + n elseif latest <= stale then old[#old + 1] = spans[k] end
-    if spans[k] == here then mine = n end
+    local f = spans[k]
+    local s = tonumber(f) * w
+    if s + w + eps <= stale then
+      old[#old + 1] = f  -- every start over a second older than the window
+    elseif s + w + eps > lo then  -- (else: older than the window, within its slack)
+      local n, latest
+      if s - eps > lo then
+        n = tonumber(string.match(spans[k + 1], "^%d+"))
+      else
+        n, latest = string.match(spans[k + 1], "^(%d+):(.+)$")
+        n, latest = tonumber(n), tonumber(latest)
+        if latest <= lo then n = 0 end
+      end
+      c = c + n
+      if f == here then mine = n end
+    end
   end
   if #old > 0 then bulk("HDEL", key, old, 1) end
   L.count[kv], L.rkeys[kv], L.spans[kv] = c, key, {here, mine}
