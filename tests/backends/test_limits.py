@@ -150,3 +150,14 @@ async def test_a_rescued_job_frees_its_limit_slot(backend: Backend) -> None:
     await finish(backend, ids[0], "dead", state=JobState.QUEUED, run_at=NOW + 60, at=NOW + 6,
                  expired_before=NOW + 6, stall=True, event="stalled")  # fmt: skip
     assert await claim_ids(backend, token="c", limit=5, limits=limits, now=NOW + 6) == [ids[1]]
+
+
+async def test_a_limited_claim_finds_allowed_jobs_behind_a_filtered_backlog(
+    backend: Backend,
+) -> None:
+    # a claim that reads its candidates in claim order first must not stop short when
+    # that order starts with more jobs than it examines that its filter leaves out
+    await enqueue(backend, *(new_job("a") for _ in range(1100)))
+    allowed = await enqueue(backend, *(new_job("b") for _ in range(3)))
+    limits = (by_name("b", 10),)
+    assert await claim_ids(backend, token="x", limit=3, limits=limits, include=("b",)) == allowed

@@ -135,6 +135,25 @@ async def test_a_full_key_backlog_is_skipped_through_the_indexes(
               f" {index_read} index entries read")  # fmt: skip
 
 
+@pytest.mark.parametrize("stats", ["stale", "analyzed"])
+@pytest.mark.parametrize("channels", ["all", "one", "two"])
+async def test_the_first_pass_reads_the_claim_order_through_the_index(
+    pg: PostgresBackend, admin: psycopg.AsyncConnection[Any], stats: str, channels: str
+) -> None:
+    # no key is full: the first pass reads the first due jobs in claim order, an ordered
+    # index scan whatever the planner's statistics say, never the whole queue
+    await backlog(admin, pg.schema, "busy")
+    if stats == "analyzed":
+        await admin.execute(f'ANALYZE "{pg.schema}".jobs')
+    chans = {"all": None, "one": ("default",), "two": ("default", "other")}[channels]
+    limits = (ClaimLimit("name", "busy", None, 1_000),)
+    params = claim_params(token="t", limit=10, limits=limits, channels=chans)
+    rows, index_read, seq_read = await claim_counted(admin, pg, params)
+    assert [(row[1], row[6]) for row in rows] == [("busy", -5)] * 10
+    assert seq_read == 0
+    assert index_read < 2_000, f"read {index_read} index entries of {BACKLOG} queued"
+
+
 async def test_concurrent_claimers_never_overshoot_a_limit(store: Store) -> None:
     backends = [await store.connected() for _ in range(4)]
     await enqueue(backends[0], *(new_job("scarce") for _ in range(40)))
@@ -180,6 +199,18 @@ async def test_a_job_whose_row_lock_is_taken_gives_its_slot_back(
         assert await claim_ids(pg, token="a", limits=limits) == ids[1:3]
     assert (await get(pg, ids[0])).state == JobState.QUEUED
     assert await claim_ids(pg, token="b", limits=limits) == []  # two run: the limit is full
+
+
+async def test_a_group_whose_admitted_job_loses_its_lock_is_free_again(
+    pg: PostgresBackend, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    # the first member is admitted, holds its group for the pass, then loses its row
+    # lock: the group is free again and its next member is taken (as a plain claim would)
+    ids = await enqueue(pg, new_job("gj", group="g"), new_job("gj", group="g"))
+    limits = (ClaimLimit("name", "other", None, 1),)
+    async with admin.transaction(force_rollback=True):
+        await admin.execute(f'SELECT 1 FROM "{pg.schema}".jobs WHERE id = %s FOR UPDATE', [ids[0]])
+        assert await claim_ids(pg, token="a", limits=limits) == [ids[1]]
 
 
 async def test_fair_rounds_mix_with_other_channels(pg: PostgresBackend) -> None:

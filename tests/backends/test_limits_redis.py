@@ -5,6 +5,7 @@ contract is in ``test_limits.py``)."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -204,3 +205,22 @@ async def test_a_standing_claim_is_not_handed_jobs_its_limits_cover(
     ]
     [member] = await client.zrange(keys.hand("w"), 0, -1)
     assert [j.id for j in codec.handed_from_member(member)] == [free]
+
+
+async def test_a_span_keeps_its_latest_start_when_a_claimer_is_behind(
+    backend: Backend, store: Store, client: aioredis.Redis
+) -> None:
+    # a claimer whose clock is behind adds its start to the span of another one that is
+    # ahead: the span still counts until the later start leaves the window
+    ids = await enqueue(backend, *(new_job("api") for _ in range(4)))
+    limits = (by_name("api", 2, per=5.0),)
+    w = 0.1  # rate_span(5.0)
+    s = (math.floor(NOW / w) + 1) * w
+    ahead, behind = s + 0.08, s + 0.02
+    assert await claim_ids(backend, token="a", limit=1, limits=limits, now=ahead) == [ids[0]]
+    assert await claim_ids(backend, token="b", limit=1, limits=limits, now=behind) == [ids[1]]
+    [key] = [k async for k in client.scan_iter(match=Keys(store.token).base + "rs:*")]
+    assert list((await client.hgetall(key)).values()) == [f"2:{ahead!r}"]
+    # both starts count while the later one is in the window, one more may start after
+    assert await claim_ids(backend, token="c", limit=4, limits=limits, now=ahead + 4.97) == []
+    assert len(await claim_ids(backend, token="d", limit=4, limits=limits, now=ahead + 5.05)) == 2

@@ -108,6 +108,7 @@ DECLARE
     held         integer;
     pass         integer := 0;
     rated        boolean := cardinality(array_remove(l_per, NULL)) > 0;  -- any rate limit
+    sort_was     text;
 BEGIN
     IF EXISTS (SELECT 1 FROM {schema}.paused_channels p WHERE p.channel = '') THEN
         RETURN;
@@ -183,7 +184,12 @@ BEGIN
         pool := '{}';
         IF pass = 1 AND cardinality(fullkeys) = 0 AND cardinality(f_channel) = 0 THEN
             -- no key full yet and no fair channel: the first pass reads the claim order
-            -- itself, as the plain claim does (one ordered scan of the claim index)
+            -- itself, as the plain claim does: one ordered scan of the claim index that
+            -- stops after p_scan jobs. Planned with sorts disabled (for this statement
+            -- only): with statistics that lag behind a burst of jobs, the planner guesses
+            -- fewer due jobs than p_scan, and would read every queued one and sort them.
+            sort_was := current_setting('enable_sort');
+            PERFORM set_config('enable_sort', 'off', true);
             IF cardinality(p_channels) = 1 THEN
                 pool := ARRAY(
                     SELECT j.id FROM {schema}.jobs j
@@ -207,6 +213,7 @@ BEGIN
                     ORDER BY j.priority, j.run_at, j.id
                     LIMIT p_scan);
             END IF;
+            PERFORM set_config('enable_sort', sort_was, true);
         ELSE
             FOR pc IN
                 WITH RECURSIVE chans AS (
@@ -415,9 +422,14 @@ BEGIN
             -- (two IFs: the outer test is a plain expression, and the lookup, a query,
             -- runs only for a job whose group rule applies)
             IF r.group_key IS NOT NULL AND r.name <> ALL (group_free) THEN
-                IF r.group_key = ANY (taken_groups)
-                   OR EXISTS (SELECT 1 FROM {schema}.running_groups g
-                              WHERE g.group_key = r.group_key) THEN
+                -- (a group busy only with a job this claim admitted stays readable: that
+                -- job may lose its row lock, and the group is then free again)
+                IF r.group_key = ANY (taken_groups) THEN
+                    held := held + 1;
+                    CONTINUE;
+                END IF;
+                IF EXISTS (SELECT 1 FROM {schema}.running_groups g
+                           WHERE g.group_key = r.group_key) THEN
                     held := held + 1;
                     passed := passed || r.id;
                     CONTINUE;

@@ -143,7 +143,7 @@ local function current(L, kv, now)
   local here = string.format("%.0f", math.floor(t / L.span))
   local spans, old = redis.call("HGETALL", key), {}
   c = 0
-  local mine = 0  -- the starts already in this claim's span
+  local mine, mine_at = 0, nil  -- the starts already in this claim's span, their latest
   -- a span's number tells where its starts are, [s, s + w): only a span that straddles
   -- now - per needs its latest start read (eps: the float error of s)
   local w = L.span
@@ -155,19 +155,19 @@ local function current(L, kv, now)
       old[#old + 1] = f  -- every start over a second older than the window
     elseif s + w + eps > lo then  -- (else: older than the window, within its slack)
       local n, latest
-      if s - eps > lo then
+      if s - eps > lo and f ~= here then
         n = tonumber(string.match(spans[k + 1], "^%d+"))
       else
         n, latest = string.match(spans[k + 1], "^(%d+):(.+)$")
-        n, latest = tonumber(n), tonumber(latest)
-        if latest <= lo then n = 0 end
+        n = tonumber(n)
+        if tonumber(latest) <= lo then n = 0 end
       end
       c = c + n
-      if f == here then mine = n end
+      if f == here then mine, mine_at = n, latest end
     end
   end
   if #old > 0 then bulk("HDEL", key, old, 1) end
-  L.count[kv], L.rkeys[kv], L.spans[kv] = c, key, {here, mine}
+  L.count[kv], L.rkeys[kv], L.spans[kv] = c, key, {here, mine, mine_at}
   return c
 end
 
@@ -221,15 +221,18 @@ local function count_start(limits, ch, name, tenant, group)
   end
 end
 
--- the claim's starts into the span holding its now, per rate limit and key value; the
--- span log outlives its window by a minute
+-- the claim's starts into the span holding its now, per rate limit and key value (its
+-- latest start never moves back: a claimer whose clock is behind adds to the count
+-- only); the span log outlives its window by a minute
 local function record_starts(limits, now)
   for _, L in ipairs(limits) do
     if L.per then
       local ttl = math.ceil(tonumber(L.per) * 1000) + 60000
       for kv, n in pairs(L.taken) do
         local key, span = L.rkeys[kv], L.spans[kv]
-        redis.call("HSET", key, span[1], (span[2] + n) .. ":" .. now)
+        local latest = now
+        if span[3] and tonumber(span[3]) > tonumber(now) then latest = span[3] end
+        redis.call("HSET", key, span[1], (span[2] + n) .. ":" .. latest)
         redis.call("PEXPIRE", key, ttl)
       end
     end

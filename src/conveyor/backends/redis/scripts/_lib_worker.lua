@@ -140,8 +140,9 @@ local CLAIM_CHUNK = 64
 -- a limited claim's first pass, see _lib_limits.lua) judges each job the walk would
 -- take: gate(channel, name, tenant, group) says whether it may be taken (and counts it
 -- if so); the walk stops at the first job it may not take. The jobs taken leave their
--- lanes where their channel keeps lanes (lanes_leave). Returns the jobs taken and
--- whether a gate stopped the walk.
+-- lanes where their channel keeps lanes (lanes_leave). Returns the jobs taken, and
+-- whether the walk stopped short of the whole ready sets (a gate stopped it, or it used
+-- up its budget of CLAIM_SCAN entries before the batch was full).
 local function walk_ready(c, gate)
   local limit, token, lease_exp, now, worker = c.limit, c.token, c.lease_exp, c.now, c.worker
   local inc, exc, read = c.inc, c.exc, c.read
@@ -236,6 +237,9 @@ local function walk_ready(c, gate)
     end
   end
 
+  -- a walk that ran out of budget before the batch was full leaves the rest to the
+  -- lanes too (skipped entries may hide allowed jobs behind them)
+  if budget <= 0 and #out < limit then stopped = true end
   for _, cur in ipairs(cursors) do
     if #cur.taken > 0 then bulk("ZREM", cur.key, cur.taken, 1) end
   end
