@@ -250,16 +250,16 @@ async def test_expired_spans_are_deleted_by_the_claims(
     [(lim, keyval, end, n)] = await spans(admin, pg.schema)
     assert (lim, keyval, n) == ("name::api", None, 2)
     assert end == pytest.approx(NOW + rate_span(10.0), abs=1e-6)
-    # claims delete in the first of every 50 spans (once per window): a claim in the
-    # middle of a span of another kind deletes nothing, one in such a span deletes what
-    # is older than the window and a second of slack (for a claimer whose clock is behind)
+    # claims delete in the first of every 10 spans: a claim in another span deletes
+    # nothing, one in such a span deletes what is older than the window and a second of
+    # slack (for a claimer whose clock is behind)
     w = rate_span(10.0)
 
     def deleting(after: float) -> float:
         """The middle of the first deleting span that starts after ``after``."""
-        return (math.floor(after / (50 * w)) + 1) * 50 * w + w / 2
+        return (math.floor(after / (10 * w)) + 1) * 10 * w + w / 2
 
-    b = deleting(NOW + 10.9) - 25 * w  # a span that does not delete, past the slack
+    b = deleting(NOW + 10.9) - 5 * w  # a span that does not delete, past the slack
     assert b > NOW + 11
     assert len(await claim(pg, token="b", limit=1, limits=limits, now=b)) == 1
     assert len(await spans(admin, pg.schema)) == 2
@@ -271,9 +271,9 @@ async def test_expired_spans_are_deleted_by_the_claims(
         (pytest.approx((math.floor(c / w) + 1) * w, abs=1e-6), 1),
     ]
     # a span within the slack of a deleting claim is kept
-    d = deleting(c + 11)
+    d = deleting(c + 21)
     x = d - 10.5  # half a second older than the window of the claim at d
-    assert x > c
+    assert x > c + 10  # c has left the window of the claim at x
     assert len(await claim(pg, token="x", limit=1, limits=limits, now=x)) == 1
     assert len(await claim(pg, token="d", limit=1, limits=limits, now=d)) == 1
     assert [(r[2], r[3]) for r in await spans(admin, pg.schema)] == [

@@ -21,9 +21,10 @@
 --   before it (jobs that left the queue, until a vacuum removes them) are walked once
 --   per claim, not twice.
 -- * Fewer statements: the expired rate spans are deleted by the claims in the first of
---   every 50 spans of a limit (once per window) instead of by every claim, whose scan
---   walked the index entries of the spans deleted before it; no delete at all without
---   a rate limit; running_groups is written only when a taken job's group rule applies.
+--   every 10 spans of a limit (up to 2,000 per limit each) instead of by every claim,
+--   whose scan walked the index entries of the spans deleted before it; no delete at
+--   all without a rate limit; running_groups is written only when a taken job's group
+--   rule applies.
 --
 -- The signature, the counts and the claim order do not change, so a worker of the
 -- previous release that is still running during the upgrade calls this version.
@@ -122,13 +123,14 @@ BEGIN
     -- second of slack: a claimer whose clock is behind this one's still counts them)
     -- are counted by no window: found per limit by an ordered range scan of the index
     -- (ORDER BY and LIMIT make that the plan whatever the statistics say, where a join
-    -- of the log with the limits would read every span of the log), at most 1000 per
-    -- claim (after a long pause, the next such claims delete the rest: they are outside
-    -- every window anyway). Only the claims in the first of every 50 spans of a limit
-    -- (once per window, or per 50 s for a window over 50 s) do it: each such scan walks
-    -- the index entries of the spans deleted before it until a vacuum removes them,
-    -- which would cost every claim, and a span that no window counts may as well stay
-    -- a little longer (the count's range scan starts at the window, past them).
+    -- of the log with the limits would read every span of the log). Only the claims in
+    -- the first of every 10 spans of a limit do it, up to 2,000 spans per limit each:
+    -- each such scan walks the index entries of the spans deleted before it until a
+    -- vacuum removes them, which would cost every claim, and a span that no window
+    -- counts may as well stay a little longer (the count's range scan starts at the
+    -- window, past them). A claim adds at most one span per job it takes, so the claims
+    -- of one span in ten delete 2,000 for every 20 the claims of ten spans can add:
+    -- after a long pause, the next such claims delete the rest.
     IF rated THEN
         DELETE FROM {schema}.limit_starts s
         WHERE s.ctid = ANY (ARRAY(
@@ -138,12 +140,12 @@ BEGIN
                   FROM generate_subscripts(l_scope, 1) AS k
                   WHERE l_per[k] IS NOT NULL
                   GROUP BY 1
-                  HAVING bool_or(floor(p_now / least(l_per[k] / 50, 1))::bigint % 50 = 0)) x
+                  HAVING bool_or(floor(p_now / least(l_per[k] / 50, 1))::bigint % 10 = 0)) x
             CROSS JOIN LATERAL (
                 SELECT t.ctid FROM {schema}.limit_starts t
                 WHERE t.lim = x.lim AND t.at <= now_ts - make_interval(secs => x.per + 1)
                 ORDER BY t.at
-                LIMIT 1000) e));
+                LIMIT 2000) e));
     END IF;
 
     SELECT coalesce(jsonb_object_agg(u.k, u.c), '{}') INTO used FROM (
@@ -185,7 +187,8 @@ BEGIN
         IF pass = 1 AND cardinality(fullkeys) = 0 AND cardinality(f_channel) = 0 THEN
             -- no key full yet and no fair channel: the first pass reads the claim order
             -- itself, as the plain claim does: one ordered scan of the claim index that
-            -- stops after p_scan jobs. Planned with sorts disabled (for this statement
+            -- stops after p_scan jobs, past the jobs of running groups (unless a limit
+            -- replaces their name's group rule). Planned with sorts disabled (for this statement
             -- only): with statistics that lag behind a burst of jobs, the planner guesses
             -- fewer due jobs than p_scan, and would read every queued one and sort them.
             sort_was := current_setting('enable_sort');
@@ -199,6 +202,9 @@ BEGIN
                       AND (p_exclude IS NULL OR j.name <> ALL (p_exclude))
                       AND NOT EXISTS (SELECT 1 FROM {schema}.paused_channels q
                                       WHERE q.channel = p_channels[1])
+                      AND (j.group_key IS NULL OR j.name = ANY (group_free)
+                           OR NOT EXISTS (SELECT 1 FROM {schema}.running_groups g
+                                          WHERE g.group_key = j.group_key))
                     ORDER BY j.priority, j.run_at, j.id
                     LIMIT p_scan);
             ELSE
@@ -210,6 +216,9 @@ BEGIN
                       AND j.run_at <= now_ts
                       AND (p_include IS NULL OR j.name = ANY (p_include))
                       AND (p_exclude IS NULL OR j.name <> ALL (p_exclude))
+                      AND (j.group_key IS NULL OR j.name = ANY (group_free)
+                           OR NOT EXISTS (SELECT 1 FROM {schema}.running_groups g
+                                          WHERE g.group_key = j.group_key))
                     ORDER BY j.priority, j.run_at, j.id
                     LIMIT p_scan);
             END IF;
