@@ -110,6 +110,7 @@ DECLARE
     pass         integer := 0;
     rated        boolean := cardinality(array_remove(l_per, NULL)) > 0;  -- any rate limit
     sort_was     text;
+    cur          refcursor;        -- the pass's candidates, in claim order
 BEGIN
     IF EXISTS (SELECT 1 FROM {schema}.paused_channels p WHERE p.channel = '') THEN
         RETURN;
@@ -183,19 +184,22 @@ BEGIN
         pass := pass + 1;
         fullkeys := ARRAY(SELECT e.key FROM jsonb_each_text(used) e
                           WHERE e.value::integer >= l_n[split_part(e.key, '/', 1)::integer]);
-        pool := '{}';
+        held := 0;
+        cands := '{}';
         IF pass = 1 AND cardinality(fullkeys) = 0 AND cardinality(f_channel) = 0 THEN
             -- no key full yet and no fair channel: the first pass reads the claim order
-            -- itself, as the plain claim does: one ordered scan of the claim index that
-            -- stops after p_scan jobs, past the jobs of running groups (unless a limit
-            -- replaces their name's group rule). Planned with sorts disabled (for this statement
-            -- only): with statistics that lag behind a burst of jobs, the planner guesses
-            -- fewer due jobs than p_scan, and would read every queued one and sort them.
+            -- itself, as the plain claim does: one ordered scan of the claim index, past
+            -- the jobs of running groups (unless a limit replaces their name's group rule),
+            -- read through a cursor as far as the admission needs (at most p_scan jobs).
+            -- Planned with sorts disabled (for this cursor only): with statistics that lag
+            -- behind a burst of jobs, the planner guesses fewer due jobs than p_scan, and
+            -- would read every queued one and sort them.
             sort_was := current_setting('enable_sort');
             PERFORM set_config('enable_sort', 'off', true);
             IF cardinality(p_channels) = 1 THEN
-                pool := ARRAY(
-                    SELECT j.id FROM {schema}.jobs j
+                OPEN cur FOR
+                    SELECT j.id, j.channel, j.name, j.tenant, j.group_key
+                    FROM {schema}.jobs j
                     WHERE j.state = 'queued' AND j.channel = p_channels[1]
                       AND j.run_at <= now_ts
                       AND (p_include IS NULL OR j.name = ANY (p_include))
@@ -206,10 +210,11 @@ BEGIN
                            OR NOT EXISTS (SELECT 1 FROM {schema}.running_groups g
                                           WHERE g.group_key = j.group_key))
                     ORDER BY j.priority, j.run_at, j.id
-                    LIMIT p_scan);
+                    LIMIT p_scan;
             ELSE
-                pool := ARRAY(
-                    SELECT j.id FROM {schema}.jobs j
+                OPEN cur FOR
+                    SELECT j.id, j.channel, j.name, j.tenant, j.group_key
+                    FROM {schema}.jobs j
                     WHERE j.state = 'queued'
                       AND (p_channels IS NULL OR array_position(p_channels, j.channel) IS NOT NULL)
                       AND j.channel NOT IN (SELECT q.channel FROM {schema}.paused_channels q)
@@ -220,10 +225,11 @@ BEGIN
                            OR NOT EXISTS (SELECT 1 FROM {schema}.running_groups g
                                           WHERE g.group_key = j.group_key))
                     ORDER BY j.priority, j.run_at, j.id
-                    LIMIT p_scan);
+                    LIMIT p_scan;
             END IF;
             PERFORM set_config('enable_sort', sort_was, true);
         ELSE
+            pool := '{}';
             FOR pc IN
                 WITH RECURSIVE chans AS (
                     (SELECT j.channel FROM {schema}.jobs j
@@ -392,24 +398,24 @@ BEGIN
                     END IF;
                 END IF;
             END LOOP;
+            OPEN cur FOR
+                SELECT c.id, c.channel, c.name, c.tenant, c.group_key
+                FROM (SELECT j.id, j.channel, j.name, j.tenant, j.group_key, j.priority, j.run_at,
+                             CASE WHEN f.fb IS NULL THEN 1
+                                  ELSE row_number() OVER (
+                                      PARTITION BY j.channel,
+                                          CASE f.fb WHEN 'tenant' THEN j.tenant ELSE j.group_key END
+                                      ORDER BY j.priority, j.run_at, j.id) END AS rnd
+                      FROM {schema}.jobs j
+                      LEFT JOIN (SELECT DISTINCT ON (u.fc) u.fc, u.fb
+                                 FROM unnest(f_channel, f_by) AS u(fc, fb)) f ON f.fc = j.channel
+                      WHERE j.id = ANY (pool)) c
+                ORDER BY c.rnd, c.priority, c.run_at, c.id;
         END IF;
 
-        held := 0;
-        cands := '{}';
-        FOR r IN
-            SELECT c.id, c.channel, c.name, c.tenant, c.group_key
-            FROM (SELECT j.id, j.channel, j.name, j.tenant, j.group_key, j.priority, j.run_at,
-                         CASE WHEN f.fb IS NULL THEN 1
-                              ELSE row_number() OVER (
-                                  PARTITION BY j.channel,
-                                      CASE f.fb WHEN 'tenant' THEN j.tenant ELSE j.group_key END
-                                  ORDER BY j.priority, j.run_at, j.id) END AS rnd
-                  FROM {schema}.jobs j
-                  LEFT JOIN (SELECT DISTINCT ON (u.fc) u.fc, u.fb
-                             FROM unnest(f_channel, f_by) AS u(fc, fb)) f ON f.fc = j.channel
-                  WHERE j.id = ANY (pool)) c
-            ORDER BY c.rnd, c.priority, c.run_at, c.id
         LOOP
+            FETCH cur INTO r;
+            EXIT WHEN NOT FOUND;
             EXIT WHEN cardinality(taken) + cardinality(cands) >= p_limit;
             ok := true;
             FOR i IN 1 .. nl LOOP
@@ -460,6 +466,7 @@ BEGIN
                 END IF;
             END LOOP;
         END LOOP;
+        CLOSE cur;
         -- the admitted rows' locks, in one statement (SKIP LOCKED: a row another claimer
         -- holds, or that left the queue since it was read, is not taken; its counts
         -- and group go back, and the next pass may fill its place)
