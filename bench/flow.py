@@ -6,7 +6,8 @@ Per backend, in one run (conveyor only: the peers that have these sell them):
   (concurrency 20), with no limit, with ``Limit(5, key="tenant")`` on the job, and with
   ``Rate(1,000,000, per="1s")`` (a rate far above the drain speed, so it only costs its
   bookkeeping): jobs/s and the ratio to no limit (target: within 20 %); the three take
-  turns for ``--rounds`` rounds and each reports its median;
+  turns for ``--rounds`` rounds, and each reports its median speed and the median of its
+  ratios to the no-limit drain of the same round;
 - **workflows**: 10,000 plain no-op jobs against a 10,000-member batch (drain speed of
   members vs plain jobs), and the time from the last member's completion to the start of
   the batch's ``on_complete`` job.
@@ -72,14 +73,18 @@ async def _drain(kind: str, tmp: Path, jobs: int, limit: Any, rate: Any) -> floa
 
 
 async def _limits(kind: str, tmp: Path, jobs: int, rounds: int) -> list[str]:
-    # the configurations take turns, round after round, and each reports its median: a
-    # slow spell of the machine then lands on every column instead of on one
+    # the configurations take turns, round after round: each reports its median speed,
+    # and its ratio is the median of its ratios to the no-limit drain of the same round
+    # (a slow spell of the machine then lands on both sides of a ratio)
     speeds: list[list[float]] = [[] for _ in _CONFIGS]
     for _ in range(rounds):
         for i, (limit, rate) in enumerate(_CONFIGS):
             speeds[i].append(await _drain(kind, tmp, jobs, limit, rate))
-    medians = [statistics.median(s) for s in speeds]
-    return [f"{m:,.0f} ({m / medians[0]:.2f}x)" for m in medians]
+    cells = []
+    for s in speeds:
+        ratio = statistics.median(x / base for x, base in zip(s, speeds[0], strict=True))
+        cells.append(f"{statistics.median(s):,.0f} ({ratio:.2f}x)")
+    return cells
 
 
 async def _workflows(kind: str, tmp: Path, members: int) -> list[str]:

@@ -12,10 +12,11 @@
 --   limits and group by the pass: it gives them back, is not read again by this claim,
 --   and counts as held back, so the next pass (at most 3, as before) may fill its place.
 -- * The claim order first. While no key is full and no claimed channel is fair, the
---   first pass reads the first p_scan due jobs in claim order, one ordered scan of the
---   claim index as the plain claim does, instead of enumerating the (channel, name)
---   streams and reading each; the streams are read (as before) from the next pass on,
---   when limits held jobs back.
+--   first pass reads the due jobs in claim order, one ordered scan of the claim index as
+--   the plain claim does, through a cursor that the admission reads only as far as the
+--   batch needs, instead of enumerating the (channel, name) streams, reading each, and
+--   reading the candidates again by id; the streams are read (as before) from the next
+--   pass on, when limits held jobs back.
 -- * A stream is read from its head on. The enumeration of the streams returns each
 --   stream's first queued job, and the stream's read starts there: the index entries
 --   before it (jobs that left the queue, until a vacuum removes them) are walked once
