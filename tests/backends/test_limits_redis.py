@@ -224,3 +224,26 @@ async def test_a_span_keeps_its_latest_start_when_a_claimer_is_behind(
     # both starts count while the later one is in the window, one more may start after
     assert await claim_ids(backend, token="c", limit=4, limits=limits, now=ahead + 4.97) == []
     assert len(await claim_ids(backend, token="d", limit=4, limits=limits, now=ahead + 5.05)) == 2
+
+
+async def test_a_lane_keeps_its_head_when_a_plain_claim_passes_it_over(
+    backend: Backend, store: Store, client: aioredis.Redis
+) -> None:
+    # the lane's first member is not due yet: a claim takes the one behind it, and the
+    # lane's head stays where it was; once that member is taken, the head moves on
+    keys = Keys(store.token)
+    limits = (by_name("x", 10),)
+    assert await claim_ids(backend, token="warm", limits=limits, channels=("default",)) == []
+    [later] = await enqueue(
+        backend, new_job("x", priority=-1, run_at=NOW + 60, state=JobState.QUEUED)
+    )
+    due = await enqueue(backend, new_job("x"), new_job("x"))
+    assert await claim_ids(backend, token="plain", limit=1) == due[:1]
+    [lane] = [k async for k in client.scan_iter(match=keys.base + "lane:*")]
+    lid = lane.removeprefix(keys.base + "lane:")
+    [head] = await client.zrange(keys.base + "lh:default", 0, -1)
+    assert head == (await client.zrange(lane, 0, 0))[0] + lid
+    assert await client.zcard(lane) == 2  # the one not due yet, and the other due one
+    assert await claim_ids(backend, token="later", limit=5, now=NOW + 61) == [later, due[1]]
+    assert await client.zcard(keys.base + "lh:default") == 0
+    assert not await client.exists(lane)

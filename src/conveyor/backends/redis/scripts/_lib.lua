@@ -313,29 +313,45 @@ local function lane_remove(lid, channel, members)
 end
 
 -- drop the jobs a walk of the ready sets took from their lanes: lid -> {ch = channel,
--- members in claim order}. A lane's first member taken is its first member in the lane
--- unless an earlier one was passed over (not due yet), which then stays its head.
+-- members in claim order}. The lane's first #members + 1 members are read first: when
+-- its first member was taken (the first one taken, in the same order; a member passed
+-- over, not due yet, may come before), its new head in P lh:<channel> is the first one
+-- read that was not taken (none: the lane is empty); otherwise its head stays.
 local function lanes_leave(left)
-  local adds, drops = {}, {}  -- channel -> new heads (score, head) / emptied lane ids
+  local moved = {}  -- channel -> {rem = old heads, add = (score, head) pairs, drop = lids}
   for lid, l in pairs(left) do
     local key = K.lane(lid)
+    local first = redis.call("ZRANGE", key, 0, #l, "WITHSCORES")
     bulk("ZREM", key, l, 1)
-    if redis.call("ZREM", K.lheads(l.ch), l[1] .. lid) == 1 then
-      local first = redis.call("ZRANGE", key, 0, 0, "WITHSCORES")
-      if first[1] then
-        local list = adds[l.ch] or {}
-        adds[l.ch] = list
-        list[#list + 1] = first[2]
-        list[#list + 1] = first[1] .. lid
+    if first[1] == l[1] then
+      local taken = as_set(l)
+      local mv = moved[l.ch]
+      if not mv then
+        mv = {rem = {}, add = {}, drop = {}}
+        moved[l.ch] = mv
+      end
+      mv.rem[#mv.rem + 1] = l[1] .. lid
+      local nxt, score
+      for k = 1, #first, 2 do
+        if not taken[first[k]] then
+          nxt, score = first[k], first[k + 1]
+          break
+        end
+      end
+      if nxt then
+        mv.add[#mv.add + 1] = score
+        mv.add[#mv.add + 1] = nxt .. lid
       else
-        local list = drops[l.ch] or {}
-        drops[l.ch] = list
-        list[#list + 1] = lid
+        mv.drop[#mv.drop + 1] = lid
       end
     end
   end
-  for ch, list in pairs(adds) do bulk("ZADD", K.lheads(ch), list, 2) end
-  for ch, list in pairs(drops) do bulk("SREM", K.lreg(ch), list, 1) end
+  for ch, mv in pairs(moved) do
+    local hkey = K.lheads(ch)
+    bulk("ZREM", hkey, mv.rem, 1)
+    if #mv.add > 0 then bulk("ZADD", hkey, mv.add, 2) end
+    if #mv.drop > 0 then bulk("SREM", K.lreg(ch), mv.drop, 1) end
+  end
 end
 
 -- the lane of a queued job (nil while its channel keeps no lanes)
