@@ -625,3 +625,43 @@ async def test_jobs_handed_over_as_the_worker_stops_still_run(rq: Any, raw: Raw)
     assert ids(spy.handed) == [job_id]
     done = await wait_state(rq, job_id, JobState.COMPLETED)
     assert done.result == "done" and done.attempts == 1
+
+
+async def test_a_completed_token_hands_its_resumed_job_to_a_waiting_worker(
+    make_backend: Any, raw: Raw
+) -> None:
+    """A job resumed by ``complete_token`` reaches an idle worker as an enqueued job does:
+    stored as claimed by it in the same script, its attempt the one it suspended in."""
+    from conveyor.backends.records import NewToken, StepSave, TokenCompletion
+
+    worker: RedisBackend = await make_backend()
+    producer: RedisBackend = await make_backend()
+    [job_id] = await enqueue(producer, new_job("approve"))
+    [claimed] = await producer.claim(claim_params(token="first"))
+    save = StepSave(
+        job_id, "first", "conveyor:token:1", '{"id": "tk"}', NOW, new_token=NewToken("tk", None, ())
+    )
+    assert await producer.save_step(save)
+    suspend = Outcome(
+        job_id=job_id, token="first", state=JobState.WAITING, at=NOW, run_at=NOW + 10**9,
+        refund_attempt=True, wait_token="tk", event="waiting",
+        event_data='{"reason": "token"}',
+    )  # fmt: skip
+    assert await producer.complete_many([suspend]) == [True]
+    assert raw.state(job_id) == "waiting"
+
+    async def act() -> None:
+        done = await producer.complete_token(TokenCompletion("tk", '{"ok": 1}', NOW + 5))
+        assert done.completed and done.resumed
+
+    handed = await wait_while(raw, worker, standing(now=NOW + 5), act)
+    assert ids(handed) == [job_id]
+    [job] = handed
+    assert (job.token, job.attempts, job.name) == ("stand", claimed.attempts, "approve")
+    row = raw.job(job_id)
+    assert (row["state"], row["lease_token"], row["wait_token"]) == ("running", "stand", "")
+    assert float(row["run_at"]) == NOW + 5
+    assert raw.client.zscore(raw.keys.fixed("wait"), str(job_id)) is None
+    types = [e.type for e in await worker.get_events(job_id)]
+    assert types[-3:] == ["waiting", "resumed", "started"]
+    assert await worker.counts(None) == {**dict.fromkeys(map(str, JobState), 0), "running": 1}

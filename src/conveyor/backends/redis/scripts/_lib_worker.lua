@@ -371,6 +371,31 @@ local function waiter_for(ws, id, a, i, now_ord)
   return w, #w.rows
 end
 
+-- a waiting job that a completed token resumes (complete_token.lua), handed straight
+-- to the waiter whose claim would take it now (waiter_for; nil: none): what
+-- resume_waiting and then claim_jobs' take() would store, in one step (its `resumed`
+-- event, then `started`). j: resume_waiting's fields. Returns whether it was handed.
+local function resume_to_waiter(ws, id, j, now, ord, data)
+  local a = {j.name, false, false, false, ord, j.priority, j.channel, false, false, false,
+             false, false, j.group_key or ""}
+  local w, slot = waiter_for(ws, id, a, 1, ord)
+  if not w then return false end
+  local v = redis.call("HMGET", K.job(id), "payload", "max_attempts", "tags", "options",
+                       "created_at", "remove_on_complete", "stalls", "max_stalls")
+  local attempts = (tonumber(j.attempts) or 0) + 1
+  zrem_later(K.wait, id)
+  redis.call("HSET", K.job(id), "run_at", now, "ord", ord, "wait_token", "",
+             unpack(lease_fields({}, attempts, w.t, w.lease_exp, now, w.w)))
+  index_running(id, j.channel, "waiting", w.lease_exp)
+  emit(id, "resumed", j.name, j.tenant, j.attempts, now, data)
+  emit(id, "started", j.name, j.tenant, attempts, now, nil)
+  w.rows[slot] = {id, j.name, v[1], attempts, tonumber(v[2]), j.channel, tonumber(j.priority),
+                  j.tenant or cjson.null, j.group_key or cjson.null, v[3],
+                  nz(v[4]) or cjson.null, now, v[5], v[6] == "1", tonumber(v[7]) or 0,
+                  tonumber(v[8]) or 1}
+  return true
+end
+
 -- after the jobs are written: give each waiter its rows, using up its registration
 local function hand_over(ws)
   for _, w in ipairs(ws) do

@@ -1,8 +1,10 @@
 -- complete_token: complete a pending, unexpired token (state completed, its data,
 -- completed_at) and, when its job is waiting on it, resume that job (queued at now,
--- wait_token cleared, a `resumed` event {"reason": "token"}). A job still running that
--- later suspends on this token finds it completed and is queued at once (see
--- apply_outcome in _lib_worker.lua): the two are scripts and never interleave.
+-- wait_token cleared, a `resumed` event {"reason": "token"}), or hand it straight to an
+-- idle worker whose standing claim would take it now, as an enqueue does (see the
+-- hand-off in _lib_worker.lua). A job still running that later suspends on this token
+-- finds it completed and is queued at once (see apply_outcome in _lib_worker.lua): the
+-- two are scripts and never interleave.
 -- KEYS[1] = P id
 -- ARGV[1] = P, ARGV[2] = token id, ARGV[3] = data (JSON), ARGV[4] = now,
 -- ARGV[5] = order_key(now)
@@ -21,7 +23,13 @@ local id = t[3]
 local j = fields(id, WAITING_FIELDS)
 local resumed = 0
 if j.state == "waiting" and j.wait_token == tid then
-  resume_waiting(id, j, now, ord, '{"reason": "token"}')
+  local data_ = '{"reason": "token"}'
+  local ws = load_waiters(now)
+  if ws and resume_to_waiter(ws, id, j, now, ord, data_) then
+    hand_over(ws)
+  else
+    resume_waiting(id, j, now, ord, data_)
+  end
   resumed = 1
 end
 return {1, id, resumed, nf(j.name), nf(j.tenant), j.attempts or "0"}
