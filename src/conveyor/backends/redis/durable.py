@@ -85,7 +85,7 @@ class DurableVerbs:
         completed, job_id, resumed, name, tenant, attempts = reply
         if not int(completed):
             return TokenCompletionResult(completed=False)
-        if int(resumed):
+        if int(resumed) == 1:  # queued (2: handed to an idle worker, nothing to wake)
             self.wake()  # markers wake a worker somewhere; this process's too, at once
         return TokenCompletionResult(
             completed=True,

@@ -8,7 +8,8 @@
 -- KEYS[1] = P id
 -- ARGV[1] = P, ARGV[2] = token id, ARGV[3] = data (JSON), ARGV[4] = now,
 -- ARGV[5] = order_key(now)
--- Returns: {completed 1|0, job id|nil, resumed 1|0, job name|nil, tenant|nil, attempts}
+-- Returns: {completed 1|0, job id|nil, resumed 1|2|0 (2: handed to a waiter), job name|nil,
+--   tenant|nil, attempts}
 --   (completed 0: unknown, expired or not pending; nothing changed)
 local tid, data, now, ord = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local tk = K.token(tid)
@@ -27,9 +28,10 @@ if j.state == "waiting" and j.wait_token == tid then
   local ws = load_waiters(now)
   if ws and resume_to_waiter(ws, id, j, now, ord, data_) then
     hand_over(ws)
+    resumed = 2
   else
     resume_waiting(id, j, now, ord, data_)
+    resumed = 1
   end
-  resumed = 1
 end
 return {1, id, resumed, nf(j.name), nf(j.tenant), j.attempts or "0"}
