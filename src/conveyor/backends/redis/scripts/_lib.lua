@@ -312,46 +312,57 @@ local function lane_remove(lid, channel, members)
   end
 end
 
--- drop the jobs a walk of the ready sets took from their lanes: lid -> {ch = channel,
--- members in claim order}. The lane's first #members + 1 members are read first: when
--- its first member was taken (the first one taken, in the same order; a member passed
--- over, not due yet, may come before), its new head in P lh:<channel> is the first one
--- read that was not taken (none: the lane is empty); otherwise its head stays.
-local function lanes_leave(left)
-  local moved = {}  -- channel -> {rem = old heads, add = (score, head) pairs, drop = lids}
-  for lid, l in pairs(left) do
-    local key = K.lane(lid)
-    local first = redis.call("ZRANGE", key, 0, #l, "WITHSCORES")
-    bulk("ZREM", key, l, 1)
-    if first[1] == l[1] then
-      local taken = as_set(l)
-      local mv = moved[l.ch]
-      if not mv then
-        mv = {rem = {}, add = {}, drop = {}}
-        moved[l.ch] = mv
-      end
-      mv.rem[#mv.rem + 1] = l[1] .. lid
-      local nxt, score
-      for k = 1, #first, 2 do
-        if not taken[first[k]] then
-          nxt, score = first[k], first[k + 1]
-          break
-        end
-      end
-      if nxt then
-        mv.add[#mv.add + 1] = score
-        mv.add[#mv.add + 1] = nxt .. lid
-      else
-        mv.drop[#mv.drop + 1] = lid
-      end
-    end
+-- lane heads that move in one script call, written per channel in bulk (heads_write):
+-- channel -> {rem = old heads, add = (score, head) pairs, drop = emptied lane ids}.
+-- `head` nil: lane `lid` is empty now.
+local function head_moved(moved, ch, old, score, head, lid)
+  local mv = moved[ch]
+  if not mv then
+    mv = {rem = {}, add = {}, drop = {}}
+    moved[ch] = mv
   end
+  mv.rem[#mv.rem + 1] = old
+  if head then
+    mv.add[#mv.add + 1] = score
+    mv.add[#mv.add + 1] = head
+  else
+    mv.drop[#mv.drop + 1] = lid
+  end
+end
+
+local function heads_write(moved)
   for ch, mv in pairs(moved) do
     local hkey = K.lheads(ch)
     bulk("ZREM", hkey, mv.rem, 1)
     if #mv.add > 0 then bulk("ZADD", hkey, mv.add, 2) end
     if #mv.drop > 0 then bulk("SREM", K.lreg(ch), mv.drop, 1) end
   end
+end
+
+-- drop the jobs a walk of the ready sets took from their lanes: lid -> {ch = channel,
+-- members in claim order}. The lane's first #members + 1 members are read first: when
+-- its first member was taken (the first one taken, in the same order; a member passed
+-- over, not due yet, may come before), its new head in P lh:<channel> is the first one
+-- read that was not taken (none: the lane is empty); otherwise its head stays.
+local function lanes_leave(left)
+  local moved = {}
+  for lid, l in pairs(left) do
+    local key = K.lane(lid)
+    local first = redis.call("ZRANGE", key, 0, #l, "WITHSCORES")
+    bulk("ZREM", key, l, 1)
+    if first[1] == l[1] then
+      local taken = as_set(l)
+      local nxt, score
+      for k = 1, #first, 2 do
+        if not taken[first[k]] then
+          nxt, score = first[k] .. lid, first[k + 1]
+          break
+        end
+      end
+      head_moved(moved, l.ch, l[1] .. lid, score, nxt, lid)
+    end
+  end
+  heads_write(moved)
 end
 
 -- the lane of a queued job (nil while its channel keeps no lanes)

@@ -494,33 +494,15 @@ local function claim_limited(c, a, i, walk_ready)
   end
 
   -- the lanes' members taken or gone, and their new first members, per channel
-  local moved = {}  -- channel -> {rem = heads, add = (score, head) pairs, drop = lane ids}
+  local moved = {}
   for _, lc in ipairs(entered) do
     if #lc.remove > 0 then
       bulk("ZREM", lc.key, lc.remove, 1)
       local m, sc = first_left(lc)
-      if m ~= lc.head then
-        local mv = moved[lc.ch]
-        if not mv then
-          mv = {rem = {}, add = {}, drop = {}}
-          moved[lc.ch] = mv
-        end
-        mv.rem[#mv.rem + 1] = lc.head
-        if m then
-          mv.add[#mv.add + 1] = sc
-          mv.add[#mv.add + 1] = m
-        else
-          mv.drop[#mv.drop + 1] = lc.lid
-        end
-      end
+      if m ~= lc.head then head_moved(moved, lc.ch, lc.head, sc, m, lc.lid) end
     end
   end
-  for ch, mv in pairs(moved) do
-    local hkey = K.lheads(ch)
-    bulk("ZREM", hkey, mv.rem, 1)
-    if #mv.add > 0 then bulk("ZADD", hkey, mv.add, 2) end
-    if #mv.drop > 0 then bulk("SREM", K.lreg(ch), mv.drop, 1) end
-  end
+  heads_write(moved)
   for ch, members in pairs(ready_rm) do bulk("ZREM", K.ready(ch), members, 1) end
   record_starts(limits, now)
   if #out == c.limit then  -- a full batch: more work may wait, let another worker look
